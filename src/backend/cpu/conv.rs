@@ -1,0 +1,147 @@
+//! conv2d as im2col + GEMM, and its two backward products (col2im for the input gradient).
+use super::matmul::{gemm_into, parallelism};
+use crate::backend::Conv2dGeom;
+use crate::tensor::Float;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// col[(c·kh + ki)·kw + kj][oy·wo + ox] = x[c][oy·sh − ph + ki·dh][ox·sw − pw + kj·dw] (0 outside).
+fn im2col<T: Float>(x: &[T], g: &Conv2dGeom, col: &mut [T]) {
+    let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
+    let hw_out = ho * wo;
+    let row = |(r, dst): (usize, &mut [T])| {
+        let c = r / (g.kh * g.kw);
+        let ki = (r / g.kw) % g.kh;
+        let kj = r % g.kw;
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        for oy in 0..ho {
+            let iy = (oy * g.sh + ki * g.dh) as isize - g.ph as isize;
+            let d = &mut dst[oy * wo..(oy + 1) * wo];
+            if iy < 0 || iy >= h as isize {
+                d.fill(T::zero());
+                continue;
+            }
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            for (ox, v) in d.iter_mut().enumerate() {
+                let ix = (ox * g.sw + kj * g.dw) as isize - g.pw as isize;
+                *v = if ix < 0 || ix >= w as isize { T::zero() } else { src[ix as usize] };
+            }
+        }
+    };
+    if col.len() >= super::elementwise::PAR_MIN {
+        col.par_chunks_mut(hw_out).enumerate().for_each(row);
+    } else {
+        col.chunks_mut(hw_out).enumerate().for_each(row);
+    }
+}
+
+/// Scatter-add of columns back to the image; parallel over input channels (disjoint writes).
+fn col2im<T: Float>(col: &[T], g: &Conv2dGeom, dx: &mut [T]) {
+    let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
+    let kk = g.kh * g.kw;
+    let plane = |(c, dst): (usize, &mut [T])| {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let src = &col[((c * kk) + ki * g.kw + kj) * ho * wo..][..ho * wo];
+                for oy in 0..ho {
+                    let iy = (oy * g.sh + ki * g.dh) as isize - g.ph as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let drow = &mut dst[iy as usize * w..(iy as usize + 1) * w];
+                    for ox in 0..wo {
+                        let ix = (ox * g.sw + kj * g.dw) as isize - g.pw as isize;
+                        if ix >= 0 && ix < w as isize {
+                            drow[ix as usize] += src[oy * wo + ox];
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if dx.len() * kk >= super::elementwise::PAR_MIN {
+        dx.par_chunks_mut(h * w).enumerate().for_each(plane);
+    } else {
+        dx.chunks_mut(h * w).enumerate().for_each(plane);
+    }
+}
+
+/// Small per-image problems run one image per thread; large ones use a parallel GEMM per image.
+fn per_image_parallel(g: &Conv2dGeom) -> bool {
+    g.n > 1 && g.cout * g.ho * g.wo * g.cin * g.kh * g.kw < (1 << 22)
+}
+
+pub fn forward<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> Vec<T> {
+    let (ckk, hw) = (g.cin * g.kh * g.kw, g.ho * g.wo);
+    let mut out = vec![T::zero(); g.n * g.cout * hw];
+    let one = |(i, o): (usize, &mut [T]), par: Parallelism| {
+        let mut col = vec![T::zero(); ckk * hw];
+        im2col(&x[i * g.cin * g.h * g.w..(i + 1) * g.cin * g.h * g.w], g, &mut col);
+        if let Some(b) = bias {
+            for (co, row) in o.chunks_mut(hw).enumerate() {
+                row.fill(b[co]);
+            }
+        }
+        gemm_into(o, wt, &col, g.cout, ckk, hw, false, false, bias.is_some(), par);
+    };
+    if per_image_parallel(g) {
+        out.par_chunks_mut(g.cout * hw).enumerate().for_each(|x| one(x, Parallelism::None));
+    } else {
+        let par = parallelism(g.cout, hw, ckk);
+        out.chunks_mut(g.cout * hw).enumerate().for_each(|x| one(x, par));
+    }
+    out
+}
+
+/// dx = col2im(Wᵀ · dy) per image.
+pub fn backward_input<T: Float>(dy: &[T], wt: &[T], g: &Conv2dGeom) -> Vec<T> {
+    let (ckk, hw, chw) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
+    let mut dx = vec![T::zero(); g.n * chw];
+    let one = |(i, d): (usize, &mut [T]), par: Parallelism| {
+        let mut col = vec![T::zero(); ckk * hw];
+        gemm_into(&mut col, wt, &dy[i * g.cout * hw..], ckk, g.cout, hw, true, false, false, par);
+        col2im(&col, g, d);
+    };
+    if per_image_parallel(g) {
+        dx.par_chunks_mut(chw).enumerate().for_each(|x| one(x, Parallelism::None));
+    } else {
+        let par = parallelism(ckk, hw, g.cout);
+        dx.chunks_mut(chw).enumerate().for_each(|x| one(x, par));
+    }
+    dx
+}
+
+/// dW = Σ_images dy · colᵀ.
+pub fn backward_weight<T: Float>(dy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
+    let (ckk, hw, chw) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
+    let grad_of = |i: usize, acc: &mut [T], par: Parallelism, first: bool| {
+        let mut col = vec![T::zero(); ckk * hw];
+        im2col(&x[i * chw..(i + 1) * chw], g, &mut col);
+        gemm_into(acc, &dy[i * g.cout * hw..], &col, g.cout, hw, ckk, false, true, !first, par);
+    };
+    if per_image_parallel(g) {
+        (0..g.n)
+            .into_par_iter()
+            .fold(
+                || None::<Vec<T>>,
+                |acc, i| {
+                    let mut a = acc.unwrap_or_else(|| vec![T::zero(); g.cout * ckk]);
+                    grad_of(i, &mut a, Parallelism::None, false);
+                    Some(a)
+                },
+            )
+            .flatten()
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
+                a
+            })
+            .unwrap_or_else(|| vec![T::zero(); g.cout * ckk])
+    } else {
+        let mut dw = vec![T::zero(); g.cout * ckk];
+        let par = parallelism(g.cout, ckk, hw);
+        for i in 0..g.n {
+            grad_of(i, &mut dw, par, i == 0);
+        }
+        dw
+    }
+}

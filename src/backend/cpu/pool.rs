@@ -1,0 +1,115 @@
+//! Max and average pooling (PyTorch semantics: padding, ceil_mode, count_include_pad), and
+//! their backward passes. Max-pool backward recomputes the arg-max instead of storing indices,
+//! so the op needs no second output on any backend.
+use crate::backend::Pool2dGeom;
+use crate::tensor::Float;
+use rayon::prelude::*;
+
+fn planes<T: Float>(out: &mut [T], plane: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if out.len() >= super::elementwise::PAR_MIN {
+        out.par_chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
+    } else {
+        out.chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
+    }
+}
+
+/// Window [start, end) clipped to the input, per output index.
+fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) {
+    let start = (o * s) as isize - p as isize;
+    let end = (start + k as isize).min(len as isize);
+    (start.max(0) as usize, end.max(0) as usize)
+}
+
+/// Index (within the plane) of the first maximum of each window; None when the window is empty.
+fn argmax<T: Float>(x: &[T], g: &Pool2dGeom, oy: usize, ox: usize) -> Option<usize> {
+    let (y0, y1) = window(oy, g.kh, g.sh, g.ph, g.h);
+    let (x0, x1) = window(ox, g.kw, g.sw, g.pw, g.w);
+    let mut best: Option<(usize, T)> = None;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let v = x[iy * g.w + ix];
+            if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
+                best = Some((iy * g.w + ix, v));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
+    let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
+    planes(&mut out, g.ho * g.wo, |p, o| {
+        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                o[oy * g.wo + ox] = argmax(xp, g, oy, ox).map_or(T::neg_infinity(), |i| xp[i]);
+            }
+        }
+    });
+    out
+}
+
+pub fn max_backward<T: Float>(x: &[T], dy: &[T], g: &Pool2dGeom) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.planes * g.h * g.w];
+    planes(&mut dx, g.h * g.w, |p, d| {
+        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                if let Some(i) = argmax(xp, g, oy, ox) {
+                    d[i] += dy[p * g.ho * g.wo + oy * g.wo + ox];
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// PyTorch's divisor with count_include_pad: the window clipped to the padded input.
+fn avg_divisor(g: &Pool2dGeom, oy: usize, ox: usize) -> usize {
+    let span = |o: usize, k: usize, s: usize, p: usize, len: usize| {
+        let start = (o * s) as isize - p as isize;
+        let end = (start + k as isize).min((len + p) as isize);
+        (end - start) as usize
+    };
+    span(oy, g.kh, g.sh, g.ph, g.h) * span(ox, g.kw, g.sw, g.pw, g.w)
+}
+
+pub fn avg_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
+    let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
+    planes(&mut out, g.ho * g.wo, |p, o| {
+        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+        for oy in 0..g.ho {
+            let (y0, y1) = window(oy, g.kh, g.sh, g.ph, g.h);
+            for ox in 0..g.wo {
+                let (x0, x1) = window(ox, g.kw, g.sw, g.pw, g.w);
+                let mut s = T::zero();
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        s += xp[iy * g.w + ix];
+                    }
+                }
+                o[oy * g.wo + ox] = s / T::of(avg_divisor(g, oy, ox) as f64);
+            }
+        }
+    });
+    out
+}
+
+pub fn avg_backward<T: Float>(dy: &[T], g: &Pool2dGeom) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.planes * g.h * g.w];
+    planes(&mut dx, g.h * g.w, |p, d| {
+        for oy in 0..g.ho {
+            let (y0, y1) = window(oy, g.kh, g.sh, g.ph, g.h);
+            for ox in 0..g.wo {
+                let (x0, x1) = window(ox, g.kw, g.sw, g.pw, g.w);
+                let v = dy[p * g.ho * g.wo + oy * g.wo + ox] / T::of(avg_divisor(g, oy, ox) as f64);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        d[iy * g.w + ix] += v;
+                    }
+                }
+            }
+        }
+    });
+    dx
+}

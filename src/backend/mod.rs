@@ -1,0 +1,353 @@
+//! The op interface every backend implements. Ops in `crate::ops` call these methods on
+//! `Storage`; each method matches on the storage variant and runs that backend's kernel.
+//! The CPU backend (`cpu/`) is the numerical reference.
+pub mod cpu;
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Float, Shape};
+pub use cpu::CpuStorage;
+
+/// Where a tensor lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+}
+
+/// Backend storage of one tensor (contiguous, row-major).
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Cpu(CpuStorage),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Relu,
+    Sigmoid,
+    Exp,
+    Log,
+    Sqr,
+    Sqrt,
+    Recip,
+    Abs,
+    /// x·mul + add
+    Affine { mul: f64, add: f64 },
+    Powf(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+    /// lhs where rhs > 0, else 0 (ReLU backward: lhs = dy, rhs = x)
+    ReluGrad,
+    /// lhs·rhs·(1 − rhs) (sigmoid backward: lhs = dy, rhs = y)
+    SigmoidGrad,
+}
+
+/// Every size of one conv2d call (NCHW input, OIHW weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeom {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+/// Every size of one pooling call over `planes` = N·C independent planes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dGeom {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Typed view; the caller has checked the dtype (ops check dtypes before dispatch).
+    pub fn slice<T: Float>(&self) -> &[T] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice(v),
+        }
+    }
+    pub fn slice_mut<T: Float>(&mut self) -> &mut [T] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice_mut(v),
+        }
+    }
+    pub fn from_vec<T: Float>(v: Vec<T>) -> Self {
+        match T::DTYPE {
+            DType::F32 => CpuStorage::F32(bytemuck::allocation::cast_vec(v)),
+            DType::F64 => CpuStorage::F64(bytemuck::allocation::cast_vec(v)),
+        }
+    }
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v.clone(),
+        }
+    }
+}
+
+/// Runs `$body` with `T` bound to the Rust type of `$dtype`.
+macro_rules! with_dtype {
+    ($dtype:expr, $body:block) => {
+        match $dtype {
+            DType::F32 => {
+                #[allow(dead_code)]
+                type T = f32;
+                $body
+            }
+            DType::F64 => {
+                #[allow(dead_code)]
+                type T = f64;
+                $body
+            }
+        }
+    };
+}
+
+impl Storage {
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+        }
+    }
+    fn cpu(&self) -> &CpuStorage {
+        match self {
+            Storage::Cpu(s) => s,
+        }
+    }
+    pub(crate) fn cpu_mut(&mut self) -> &mut CpuStorage {
+        match self {
+            Storage::Cpu(s) => s,
+        }
+    }
+    fn wrap<T: Float>(v: Vec<T>) -> Storage {
+        Storage::Cpu(CpuStorage::from_vec(v))
+    }
+
+    pub fn zeros(n: usize, dtype: DType, device: Device) -> Storage {
+        Self::full(n, 0.0, dtype, device)
+    }
+    pub fn full(n: usize, v: f64, dtype: DType, device: Device) -> Storage {
+        match device {
+            Device::Cpu => with_dtype!(dtype, { Self::wrap(vec![T::of(v); n]) }),
+        }
+    }
+    pub fn from_host<T: Float>(v: Vec<T>, device: Device) -> Storage {
+        match device {
+            Device::Cpu => Self::wrap(v),
+        }
+    }
+    pub fn to_host_f64(&self) -> Vec<f64> {
+        self.cpu().to_f64_vec()
+    }
+    pub fn to_dtype(&self, dtype: DType) -> Storage {
+        let v = self.to_host_f64();
+        with_dtype!(dtype, { Self::from_host(v.into_iter().map(T::of).collect::<Vec<T>>(), self.device()) })
+    }
+
+    pub fn unary(&self, op: UnaryOp) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::elementwise::unary(op, self.cpu().slice::<T>())) })
+    }
+    pub fn binary(&self, op: BinaryOp, sa: &Shape, rhs: &Storage, sb: &Shape, out: &Shape) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::elementwise::binary(op, self.cpu().slice::<T>(), sa, rhs.cpu().slice::<T>(), sb, out))
+        })
+    }
+    pub fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::reduce::sum_axes(self.cpu().slice::<T>(), shape, axes)) })
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(&self, rhs: &Storage, batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool, a_bs: usize, b_bs: usize) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::matmul::batched(self.cpu().slice::<T>(), rhs.cpu().slice::<T>(), batch, m, k, n, ta, tb, a_bs, b_bs))
+        })
+    }
+    pub fn softmax(&self, outer: usize, len: usize, inner: usize) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::softmax::softmax(self.cpu().slice::<T>(), outer, len, inner)) })
+    }
+    pub fn softmax_backward(&self, dy: &Storage, outer: usize, len: usize, inner: usize) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::softmax::softmax_backward(self.cpu().slice::<T>(), dy.cpu().slice::<T>(), outer, len, inner))
+        })
+    }
+    pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, g: &Conv2dGeom) -> Storage {
+        with_dtype!(self.dtype(), {
+            let b = bias.map(|b| b.cpu().slice::<T>());
+            Self::wrap(cpu::conv::forward(self.cpu().slice::<T>(), w.cpu().slice::<T>(), b, g))
+        })
+    }
+    /// self = dy
+    pub fn conv2d_backward_input(&self, w: &Storage, g: &Conv2dGeom) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::conv::backward_input(self.cpu().slice::<T>(), w.cpu().slice::<T>(), g)) })
+    }
+    /// self = dy
+    pub fn conv2d_backward_weight(&self, x: &Storage, g: &Conv2dGeom) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::conv::backward_weight(self.cpu().slice::<T>(), x.cpu().slice::<T>(), g)) })
+    }
+    pub fn max_pool2d(&self, g: &Pool2dGeom) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::max_forward(self.cpu().slice::<T>(), g)) })
+    }
+    /// self = x
+    pub fn max_pool2d_backward(&self, dy: &Storage, g: &Pool2dGeom) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::max_backward(self.cpu().slice::<T>(), dy.cpu().slice::<T>(), g)) })
+    }
+    pub fn avg_pool2d(&self, g: &Pool2dGeom) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::avg_forward(self.cpu().slice::<T>(), g)) })
+    }
+    /// self = dy
+    pub fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::avg_backward(self.cpu().slice::<T>(), g)) })
+    }
+    pub fn resize_bilinear(&self, planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::resize::forward(self.cpu().slice::<T>(), planes, h, w, ho, wo)) })
+    }
+    /// self = dy
+    pub fn resize_bilinear_backward(&self, planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::resize::backward(self.cpu().slice::<T>(), planes, h, w, ho, wo)) })
+    }
+    pub fn permute(&self, shape: &Shape, perm: &[usize]) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::layout::permute(self.cpu().slice::<T>(), shape, perm)) })
+    }
+    pub fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::layout::narrow(self.cpu().slice::<T>(), shape, axis, start, len)) })
+    }
+    pub fn concat(parts: &[(&Storage, &Shape)], axis: usize) -> Storage {
+        with_dtype!(parts[0].0.dtype(), {
+            let p: Vec<(&[T], &Shape)> = parts.iter().map(|(s, sh)| (s.cpu().slice::<T>(), *sh)).collect();
+            Self::wrap(cpu::layout::concat(&p, axis))
+        })
+    }
+    pub fn flip(&self, shape: &Shape, axis: usize) -> Storage {
+        with_dtype!(self.dtype(), { Self::wrap(cpu::layout::flip(self.cpu().slice::<T>(), shape, axis)) })
+    }
+    /// Returns (y, mean, invstd, biased var), the statistics per channel.
+    pub fn batch_norm_train(&self, gamma: &Storage, beta: &Storage, n: usize, c: usize, hw: usize, eps: f64) -> (Storage, Storage, Storage, Storage) {
+        with_dtype!(self.dtype(), {
+            let (y, m, i, v) = cpu::norm::forward(self.cpu().slice::<T>(), gamma.cpu().slice::<T>(), beta.cpu().slice::<T>(), n, c, hw, eps);
+            (Self::wrap(y), Self::wrap(m), Self::wrap(i), Self::wrap(v))
+        })
+    }
+    /// self = x; returns (dx, dγ, dβ)
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_backward(&self, dy: &Storage, gamma: &Storage, mean: &Storage, invstd: &Storage, n: usize, c: usize, hw: usize) -> (Storage, Storage, Storage) {
+        with_dtype!(self.dtype(), {
+            let s = sl::<T>;
+            let (dx, dg, db) = cpu::norm::backward(s(self), s(dy), s(gamma), s(mean), s(invstd), n, c, hw);
+            (Self::wrap(dx), Self::wrap(dg), Self::wrap(db))
+        })
+    }
+    pub fn bce_logits_mean(&self, target: &Storage) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(vec![cpu::loss::bce_logits_mean(self.cpu().slice::<T>(), target.cpu().slice::<T>())])
+        })
+    }
+    /// self = logits; `g` is the upstream gradient of the scalar loss.
+    pub fn bce_logits_mean_backward(&self, target: &Storage, g: &Storage) -> Storage {
+        with_dtype!(self.dtype(), {
+            let g = g.cpu().slice::<T>()[0];
+            Self::wrap(cpu::loss::bce_logits_mean_backward(self.cpu().slice::<T>(), target.cpu().slice::<T>(), g))
+        })
+    }
+    /// Returns (loss sum, counted pixels); Err(label) for a label outside 0..k that is not `ignore`.
+    pub fn cross_entropy(&self, labels: &Storage, b: usize, k: usize, hw: usize, ignore: usize) -> std::result::Result<(f64, usize), f64> {
+        with_dtype!(self.dtype(), { cpu::loss::cross_entropy(self.cpu().slice::<T>(), labels.cpu().slice::<T>(), b, k, hw, ignore) })
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_backward(&self, labels: &Storage, b: usize, k: usize, hw: usize, ignore: usize, count: usize, g: &Storage) -> Storage {
+        with_dtype!(self.dtype(), {
+            let g = g.cpu().slice::<T>()[0];
+            Self::wrap(cpu::loss::cross_entropy_backward(self.cpu().slice::<T>(), labels.cpu().slice::<T>(), b, k, hw, ignore, count, g))
+        })
+    }
+    /// self = Fm; returns (Fm∩, Fn∩).
+    pub fn coattention(&self, fnn: &Storage, w: &Storage, b: usize, c: usize, n: usize, m: usize) -> (Storage, Storage) {
+        with_dtype!(self.dtype(), {
+            let s = sl::<T>;
+            let (a, bb) = cpu::coattention::forward(s(self), s(fnn), s(w), b, c, n, m);
+            (Self::wrap(a), Self::wrap(bb))
+        })
+    }
+    /// self = Fm; returns (dFm, dFn, dW).
+    #[allow(clippy::too_many_arguments)]
+    pub fn coattention_backward(&self, fnn: &Storage, w: &Storage, g_fm: &Storage, g_fn: &Storage, b: usize, c: usize, n: usize, m: usize) -> (Storage, Storage, Storage) {
+        with_dtype!(self.dtype(), {
+            let s = sl::<T>;
+            let (a, bb, cc) = cpu::coattention::backward(s(self), s(fnn), s(w), s(g_fm), s(g_fn), b, c, n, m);
+            (Self::wrap(a), Self::wrap(bb), Self::wrap(cc))
+        })
+    }
+    /// In-place SGD step on self (the parameter).
+    pub fn sgd_step(&mut self, grad: &Storage, buf: &mut Storage, h: &crate::optim::SgdHyper, first: bool) {
+        with_dtype!(self.dtype(), {
+            let g = grad.cpu().slice::<T>();
+            let b = buf.cpu_mut().slice_mut::<T>();
+            cpu::sgd::step(self.cpu_mut().slice_mut::<T>(), g, b, h, first)
+        })
+    }
+}
+
+/// Checks that every storage has the same dtype and device as the first.
+pub(crate) fn check_same(op: &'static str, xs: &[&Storage]) -> Result<()> {
+    let (d0, dev0) = (xs[0].dtype(), xs[0].device());
+    for x in &xs[1..] {
+        if x.dtype() != d0 {
+            return Err(Error::DType { op, lhs: d0, rhs: x.dtype() });
+        }
+        if x.device() != dev0 {
+            return Err(Error::Msg(format!("{op}: tensors on different devices ({dev0:?} vs {:?})", x.device())));
+        }
+    }
+    Ok(())
+}
+
+/// Typed host slice of a CPU storage (a fn, not a closure, so lifetimes elide).
+fn sl<T: Float>(x: &Storage) -> &[T] {
+    x.cpu().slice::<T>()
+}

@@ -1,0 +1,127 @@
+//! safetensors checkpoints: written to a temporary file in the same folder, synced, then
+//! renamed over the target (a crash never leaves a torn file); read through memmap2.
+use crate::backend::Device;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+use memmap2::Mmap;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically (temp file + fsync + rename + directory fsync).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Saves named tensors (in their own dtype) and string metadata.
+pub fn save_checkpoint(path: &Path, tensors: &[(String, Tensor)], metadata: &HashMap<String, String>) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, DType, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let data = match t.dtype() {
+                DType::F32 => bytemuck::cast_slice(&t.to_vec_f32()).to_vec(),
+                DType::F64 => bytemuck::cast_slice(&t.to_vec_f64()).to_vec(),
+            };
+            (n.clone(), data, t.dtype(), t.dims().to_vec())
+        })
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (n, data, dt, dims) in &bytes {
+        let dtype = match dt {
+            DType::F32 => Dtype::F32,
+            DType::F64 => Dtype::F64,
+        };
+        let v = TensorView::new(dtype, dims.clone(), data).map_err(|e| Error::file(path, format!("tensor {n}: {e}")))?;
+        views.push((n.as_str(), v));
+    }
+    let meta = (!metadata.is_empty()).then(|| metadata.clone());
+    let buf = safetensors::serialize(views, &meta).map_err(|e| Error::file(path, e))?;
+    write_atomic(path, &buf)
+}
+
+/// A checkpoint opened for reading; tensors are copied out on request.
+pub struct Checkpoint {
+    path: PathBuf,
+    mmap: Mmap,
+}
+
+impl Checkpoint {
+    /// Opens and validates the whole header; a truncated or corrupt file is an `Err` naming it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref().to_path_buf();
+        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is read-only and private to this process; a concurrent writer would
+        // replace the file by rename (a new inode), never modify this one in place.
+        let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(&path, e))?;
+        SafeTensors::deserialize(&mmap).map_err(|e| Error::file(&path, format!("not a valid safetensors file ({e:?})")))?;
+        Ok(Checkpoint { path, mmap })
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    fn parsed(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.mmap).expect("validated in open")
+    }
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.parsed().names().into_iter().cloned().collect();
+        n.sort();
+        n
+    }
+    pub fn metadata(&self) -> HashMap<String, String> {
+        SafeTensors::read_metadata(&self.mmap).ok().and_then(|(_, m)| m.metadata().clone()).unwrap_or_default()
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.parsed().tensor(name).is_ok()
+    }
+    /// The tensor `name` as `dtype` on `device`; missing names and unsupported dtypes are errors.
+    pub fn get(&self, name: &str, dtype: DType, device: Device) -> Result<Tensor> {
+        let st = self.parsed();
+        let v = st.tensor(name).map_err(|_| Error::file(&self.path, format!("missing tensor '{name}'")))?;
+        let raw = v.data();
+        let vals: Vec<f64> = match v.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect(),
+            other => return Err(Error::file(&self.path, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+        };
+        Tensor::from_f64(&vals, v.shape().to_vec(), dtype, device)
+    }
+}
+
+/// IEEE half → single (exact), so float16 maps written by later stages can be read back.
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // subnormal: normalise
+            let shift = m.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | ((m << shift) & 0x3ff) << 13
+        }
+        (31, 0) => sign | 0x7f80_0000,
+        (31, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}

@@ -1,0 +1,21 @@
+//! coatt: weakly supervised semantic segmentation (the MCIS co-attention classifier and the
+//! pipeline after it) on its own small deep-learning engine.
+//!
+//! The engine: [`Tensor`] handles over backend [`backend::Storage`], differentiable ops in
+//! [`ops`] (each with a hand-written backward), a tape-based [`autograd`], [`optim`] and
+//! safetensors checkpoints in [`io`].
+pub mod autograd;
+pub mod bench;
+pub mod backend;
+mod error;
+pub mod io;
+pub mod ops;
+pub mod optim;
+pub mod tensor;
+pub mod testing;
+
+pub use autograd::{backward, no_grad, Gradients};
+pub use backend::Device;
+pub use error::{Error, Result};
+pub use ops::{coattention, Conv2dParams, Pool2dParams};
+pub use tensor::{DType, Shape, Tensor};
