@@ -5,8 +5,8 @@
 //! [`ops`] (each with a hand-written backward), a tape-based [`autograd`], [`optim`] and
 //! safetensors checkpoints in [`io`].
 pub mod autograd;
-pub mod bench;
 pub mod backend;
+pub mod bench;
 mod error;
 pub mod io;
 pub mod ops;

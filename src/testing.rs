@@ -29,20 +29,47 @@ pub fn gradcheck(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> 
     gradcheck_tol(inputs, 1e-6, 1e-5, f)
 }
 
-pub fn gradcheck_tol(inputs: &[Tensor], atol: f64, rtol: f64, f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<GradReport> {
-    let xs: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F64).into_param()).collect();
+pub fn gradcheck_tol(
+    inputs: &[Tensor],
+    atol: f64,
+    rtol: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<GradReport> {
+    let xs: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F64).into_param())
+        .collect();
     let y = f(&xs)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
-    let r = Tensor::rand_uniform(y.shape().clone(), 0.5, 1.5, DType::F64, Device::Cpu, &mut rng);
+    let r = Tensor::rand_uniform(
+        y.shape().clone(),
+        0.5,
+        1.5,
+        DType::F64,
+        Device::Cpu,
+        &mut rng,
+    );
     let loss = y.mul(&r)?.sum_all()?;
     let grads = backward(&loss)?;
-    let eval = |vals: &[Tensor]| -> Result<f64> { no_grad(|| f(vals)?.mul(&r)?.sum_all()?.to_scalar()) };
+    let eval =
+        |vals: &[Tensor]| -> Result<f64> { no_grad(|| f(vals)?.mul(&r)?.sum_all()?.to_scalar()) };
     let eps = 1e-6;
-    let mut rep = GradReport { checked: 0, max_abs_err: 0.0, max_rel_err: 0.0 };
+    let mut rep = GradReport {
+        checked: 0,
+        max_abs_err: 0.0,
+        max_rel_err: 0.0,
+    };
     for (i, x) in xs.iter().enumerate() {
-        let analytic = grads.get(x).map(|g| g.to_vec_f64()).unwrap_or_else(|| vec![0.0; x.numel()]);
+        let analytic = grads
+            .get(x)
+            .map(|g| g.to_vec_f64())
+            .unwrap_or_else(|| vec![0.0; x.numel()]);
         let base = x.to_vec_f64();
-        let picks: Vec<usize> = if base.len() <= 48 { (0..base.len()).collect() } else { (0..48).map(|_| rng.gen_range(0..base.len())).collect() };
+        let picks: Vec<usize> = if base.len() <= 48 {
+            (0..base.len()).collect()
+        } else {
+            (0..48).map(|_| rng.gen_range(0..base.len())).collect()
+        };
         for j in picks {
             let probe = |d: f64| -> Result<f64> {
                 let mut v = base.clone();
@@ -71,12 +98,24 @@ pub fn gradcheck_tol(inputs: &[Tensor], atol: f64, rtol: f64, f: impl Fn(&[Tenso
 /// Element-wise |a − b| ≤ atol + rtol·|b|; the error names `what` and the worst index.
 pub fn assert_close(a: &[f64], b: &[f64], atol: f64, rtol: f64, what: &str) -> Result<()> {
     if a.len() != b.len() {
-        return Err(Error::Msg(format!("{what}: lengths {} vs {}", a.len(), b.len())));
+        return Err(Error::Msg(format!(
+            "{what}: lengths {} vs {}",
+            a.len(),
+            b.len()
+        )));
     }
-    let worst = a.iter().zip(b).enumerate().map(|(i, (x, y))| (i, (x - y).abs() - (atol + rtol * y.abs()))).fold((0, f64::NEG_INFINITY), |m, v| if v.1 > m.1 { v } else { m });
+    let worst = a
+        .iter()
+        .zip(b)
+        .enumerate()
+        .map(|(i, (x, y))| (i, (x - y).abs() - (atol + rtol * y.abs())))
+        .fold((0, f64::NEG_INFINITY), |m, v| if v.1 > m.1 { v } else { m });
     if worst.1 > 0.0 || a.iter().any(|v| v.is_nan()) {
         let i = worst.0;
-        return Err(Error::Msg(format!("{what}: element {i}: {} vs {} (atol {atol}, rtol {rtol})", a[i], b[i])));
+        return Err(Error::Msg(format!(
+            "{what}: element {i}: {} vs {} (atol {atol}, rtol {rtol})",
+            a[i], b[i]
+        )));
     }
     Ok(())
 }
@@ -88,6 +127,15 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 
 /// Random values in ±[0.1, 1.1) (never zero, so no op sits at a kink by construction).
 pub fn rand_nonzero(dims: &[usize], rng: &mut impl Rng) -> Tensor {
-    let v: Vec<f64> = (0..dims.iter().product::<usize>()).map(|_| { let m = rng.gen_range(0.1..1.1); if rng.gen::<bool>() { m } else { -m } }).collect();
+    let v: Vec<f64> = (0..dims.iter().product::<usize>())
+        .map(|_| {
+            let m = rng.gen_range(0.1..1.1);
+            if rng.gen::<bool>() {
+                m
+            } else {
+                -m
+            }
+        })
+        .collect();
     Tensor::from_f64(&v, dims.to_vec(), DType::F64, Device::Cpu).expect("length matches shape")
 }

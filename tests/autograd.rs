@@ -5,7 +5,9 @@ use coatt::{backward, coattention, no_grad, DType, Device, Tensor};
 
 #[test]
 fn a_tensor_used_twice_accumulates_its_gradient() {
-    let x = Tensor::from_f64(&[3.0], [1], DType::F64, Device::Cpu).unwrap().into_param();
+    let x = Tensor::from_f64(&[3.0], [1], DType::F64, Device::Cpu)
+        .unwrap()
+        .into_param();
     // y = x·x + 2x → dy/dx = 2x + 2 = 8
     let y = x.mul(&x).unwrap().add(&x.mul_scalar(2.0)).unwrap();
     let g = backward(&y).unwrap();
@@ -40,7 +42,11 @@ fn untracked_inputs_get_no_gradient() {
 #[test]
 fn multi_output_op_with_one_output_unused() {
     let mut r = rng(4);
-    let (fm, fnn, w) = (rand_nonzero(&[1, 4, 6], &mut r).into_param(), rand_nonzero(&[1, 4, 5], &mut r).into_param(), rand_nonzero(&[4, 4], &mut r).into_param());
+    let (fm, fnn, w) = (
+        rand_nonzero(&[1, 4, 6], &mut r).into_param(),
+        rand_nonzero(&[1, 4, 5], &mut r).into_param(),
+        rand_nonzero(&[4, 4], &mut r).into_param(),
+    );
     let (a, _unused) = coattention(&fm, &fnn, &w).unwrap();
     let g = backward(&a.sum_all().unwrap()).unwrap();
     for t in [&fm, &fnn, &w] {
@@ -51,7 +57,9 @@ fn multi_output_op_with_one_output_unused() {
 
 #[test]
 fn reshaped_views_share_storage_and_track() {
-    let x = Tensor::from_f64(&[1., 2., 3., 4.], [2, 2], DType::F64, Device::Cpu).unwrap().into_param();
+    let x = Tensor::from_f64(&[1., 2., 3., 4.], [2, 2], DType::F64, Device::Cpu)
+        .unwrap()
+        .into_param();
     let y = x.reshape(&[4]).unwrap();
     assert!(y.is_tracked());
     let g = backward(&y.mul(&y).unwrap().sum_all().unwrap()).unwrap();

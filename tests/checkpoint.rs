@@ -5,8 +5,20 @@ use std::collections::HashMap;
 
 fn sample() -> Vec<(String, Tensor)> {
     vec![
-        ("conv.weight".into(), Tensor::from_f64(&[1.5, -2.0, 3.25, 4.0, 0.1, 0.2], [1, 2, 3], DType::F32, Device::Cpu).unwrap()),
-        ("head.bias".into(), Tensor::from_f64(&[1e-300, -7.0], [2], DType::F64, Device::Cpu).unwrap()),
+        (
+            "conv.weight".into(),
+            Tensor::from_f64(
+                &[1.5, -2.0, 3.25, 4.0, 0.1, 0.2],
+                [1, 2, 3],
+                DType::F32,
+                Device::Cpu,
+            )
+            .unwrap(),
+        ),
+        (
+            "head.bias".into(),
+            Tensor::from_f64(&[1e-300, -7.0], [2], DType::F64, Device::Cpu).unwrap(),
+        ),
     ]
 }
 
@@ -25,7 +37,10 @@ fn round_trip_keeps_values_dtypes_and_metadata() {
         assert_eq!(back.to_vec_f64(), t.to_vec_f64(), "{name}");
     }
     // no temporary file is left beside it
-    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -34,7 +49,10 @@ fn overwrite_replaces_whole_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ck.safetensors");
     save_checkpoint(&path, &sample(), &HashMap::new()).unwrap();
-    let small = vec![("only".to_string(), Tensor::ones([2], DType::F32, Device::Cpu))];
+    let small = vec![(
+        "only".to_string(),
+        Tensor::ones([2], DType::F32, Device::Cpu),
+    )];
     save_checkpoint(&path, &small, &HashMap::new()).unwrap();
     assert_eq!(Checkpoint::open(&path).unwrap().names(), vec!["only"]);
 }
@@ -47,14 +65,30 @@ fn truncated_corrupt_and_missing_are_errors_naming_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     let cut = dir.path().join("truncated.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
-    let e = Checkpoint::open(&cut).err().expect("truncated file must not open").to_string();
+    let e = Checkpoint::open(&cut)
+        .err()
+        .expect("truncated file must not open")
+        .to_string();
     assert!(e.contains("truncated.safetensors"), "{e}");
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"definitely not safetensors").unwrap();
-    let e = Checkpoint::open(&junk).err().expect("junk must not open").to_string();
+    let e = Checkpoint::open(&junk)
+        .err()
+        .expect("junk must not open")
+        .to_string();
     assert!(e.contains("junk.safetensors"), "{e}");
-    let e = Checkpoint::open(dir.path().join("absent.safetensors")).err().expect("missing file").to_string();
+    let e = Checkpoint::open(dir.path().join("absent.safetensors"))
+        .err()
+        .expect("missing file")
+        .to_string();
     assert!(e.contains("absent.safetensors"), "{e}");
-    let e = Checkpoint::open(&path).unwrap().get("no.such.tensor", DType::F32, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("no.such.tensor") && e.contains("ck.safetensors"), "{e}");
+    let e = Checkpoint::open(&path)
+        .unwrap()
+        .get("no.such.tensor", DType::F32, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no.such.tensor") && e.contains("ck.safetensors"),
+        "{e}"
+    );
 }

@@ -10,8 +10,16 @@ fn f64t(v: &[f64], dims: &[usize]) -> Tensor {
 #[test]
 fn conv2d_matches_direct_loops() {
     let mut r = rng(1);
-    let (x, w, b) = (rand_nonzero(&[2, 3, 9, 8], &mut r), rand_nonzero(&[4, 3, 3, 2], &mut r), rand_nonzero(&[4], &mut r));
-    let p = Conv2dParams { stride: (2, 1), padding: (2, 1), dilation: (2, 3) };
+    let (x, w, b) = (
+        rand_nonzero(&[2, 3, 9, 8], &mut r),
+        rand_nonzero(&[4, 3, 3, 2], &mut r),
+        rand_nonzero(&[4], &mut r),
+    );
+    let p = Conv2dParams {
+        stride: (2, 1),
+        padding: (2, 1),
+        dilation: (2, 3),
+    };
     let y = x.conv2d(&w, Some(&b), p).unwrap();
     let (xv, wv, bv) = (x.to_vec_f64(), w.to_vec_f64(), b.to_vec_f64());
     let (ho, wo) = ((9 + 4 - 2 * 2 - 1) / 2 + 1, (8 + 2 - 3 - 1) + 1);
@@ -27,8 +35,9 @@ fn conv2d_matches_direct_loops() {
                             for kj in 0..2 {
                                 let iy = (oy * 2 + ki * 2) as isize - 2;
                                 let ix = (ox + kj * 3) as isize - 1;
-                                if iy >= 0 && iy < 9 && ix >= 0 && ix < 8 {
-                                    s += xv[((n * 3 + ci) * 9 + iy as usize) * 8 + ix as usize] * wv[((co * 3 + ci) * 3 + ki) * 2 + kj];
+                                if (0..9).contains(&iy) && (0..8).contains(&ix) {
+                                    s += xv[((n * 3 + ci) * 9 + iy as usize) * 8 + ix as usize]
+                                        * wv[((co * 3 + ci) * 3 + ki) * 2 + kj];
                                 }
                             }
                         }
@@ -49,64 +58,150 @@ fn large_conv_uses_the_parallel_gemm_path_and_agrees_with_f64() {
     let w = rand_nonzero(&[64, 64, 3, 3], &mut r).mul_scalar(0.05);
     let p = Conv2dParams::same(2, 2);
     let y64 = x.conv2d(&w, None, p).unwrap();
-    let y32 = x.to_dtype(DType::F32).conv2d(&w.to_dtype(DType::F32), None, p).unwrap();
-    assert_close(&y32.to_vec_f64(), &y64.to_vec_f64(), 1e-4, 1e-4, "conv2d f32 vs f64").unwrap();
+    let y32 = x
+        .to_dtype(DType::F32)
+        .conv2d(&w.to_dtype(DType::F32), None, p)
+        .unwrap();
+    assert_close(
+        &y32.to_vec_f64(),
+        &y64.to_vec_f64(),
+        1e-4,
+        1e-4,
+        "conv2d f32 vs f64",
+    )
+    .unwrap();
 }
 
 #[test]
 fn pooling_shapes_and_values_follow_pytorch() {
-    let x = f64t(&(0..16).map(|v| v as f64).collect::<Vec<_>>(), &[1, 1, 4, 4]);
-    let p = Pool2dParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceil_mode: true };
+    let x = f64t(
+        &(0..16).map(|v| v as f64).collect::<Vec<_>>(),
+        &[1, 1, 4, 4],
+    );
+    let p = Pool2dParams {
+        kernel: (3, 3),
+        stride: (2, 2),
+        padding: (1, 1),
+        ceil_mode: true,
+    };
     // PyTorch avg_pool2d(arange(16).view(1,1,4,4), 3, 2, 1, ceil_mode=True), count_include_pad:
     // the divisor counts the window clipped to the padded input (so the corner divides by 4).
     let avg = x.avg_pool2d(p).unwrap();
     assert_eq!(avg.dims(), &[1, 1, 3, 3]);
-    let want = [10.0 / 9.0, 24.0 / 9.0, 10.0 / 6.0, 51.0 / 9.0, 90.0 / 9.0, 33.0 / 6.0, 25.0 / 6.0, 42.0 / 6.0, 15.0 / 4.0];
+    let want = [
+        10.0 / 9.0,
+        24.0 / 9.0,
+        10.0 / 6.0,
+        51.0 / 9.0,
+        90.0 / 9.0,
+        33.0 / 6.0,
+        25.0 / 6.0,
+        42.0 / 6.0,
+        15.0 / 4.0,
+    ];
     assert_close(&avg.to_vec_f64(), &want, 1e-12, 0.0, "avg_pool2d").unwrap();
     let mx = x.max_pool2d(p).unwrap();
-    assert_close(&mx.to_vec_f64(), &[5., 7., 7., 13., 15., 15., 13., 15., 15.], 0.0, 0.0, "max_pool2d").unwrap();
+    assert_close(
+        &mx.to_vec_f64(),
+        &[5., 7., 7., 13., 15., 15., 13., 15., 15.],
+        0.0,
+        0.0,
+        "max_pool2d",
+    )
+    .unwrap();
     // ceil mode drops a last window that would start in the right padding:
     // 5 wide, k=2, s=2, no padding: floor → 2, ceil → 3
     let y = Tensor::zeros([1, 1, 5, 5], DType::F64, Device::Cpu);
-    assert_eq!(y.max_pool2d(Pool2dParams::new(2, 2, 0)).unwrap().dims(), &[1, 1, 2, 2]);
-    let c = Pool2dParams { ceil_mode: true, ..Pool2dParams::new(2, 2, 0) };
+    assert_eq!(
+        y.max_pool2d(Pool2dParams::new(2, 2, 0)).unwrap().dims(),
+        &[1, 1, 2, 2]
+    );
+    let c = Pool2dParams {
+        ceil_mode: true,
+        ..Pool2dParams::new(2, 2, 0)
+    };
     assert_eq!(y.max_pool2d(c).unwrap().dims(), &[1, 1, 3, 3]);
     // 6 wide, k=3, s=2, pad 1, ceil: (6+2−3)/2 → ceil 3 + 1 = 4, but (4−1)·2 = 6 ≥ 6+1? no → 4
     let z = Tensor::zeros([1, 1, 6, 6], DType::F64, Device::Cpu);
     assert_eq!(z.max_pool2d(p).unwrap().dims(), &[1, 1, 4, 4]);
     // VGG16-D1 pool4: 3×3, stride 1, pad 1 keeps the size
-    assert_eq!(z.max_pool2d(Pool2dParams::new(3, 1, 1)).unwrap().dims(), &[1, 1, 6, 6]);
+    assert_eq!(
+        z.max_pool2d(Pool2dParams::new(3, 1, 1)).unwrap().dims(),
+        &[1, 1, 6, 6]
+    );
 }
 
 #[test]
 fn bilinear_matches_pytorch_align_corners_false() {
     let x = f64t(&[1., 2., 3., 4.], &[1, 1, 2, 2]);
     let up = x.resize_bilinear(4, 4).unwrap();
-    let want = [1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0];
+    let want = [
+        1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0,
+    ];
     assert_close(&up.to_vec_f64(), &want, 1e-12, 0.0, "upsample").unwrap();
-    let x = f64t(&(0..16).map(|v| v as f64).collect::<Vec<_>>(), &[1, 1, 4, 4]);
+    let x = f64t(
+        &(0..16).map(|v| v as f64).collect::<Vec<_>>(),
+        &[1, 1, 4, 4],
+    );
     let down = x.resize_bilinear(2, 2).unwrap();
-    assert_close(&down.to_vec_f64(), &[2.5, 4.5, 10.5, 12.5], 1e-12, 0.0, "downsample").unwrap();
+    assert_close(
+        &down.to_vec_f64(),
+        &[2.5, 4.5, 10.5, 12.5],
+        1e-12,
+        0.0,
+        "downsample",
+    )
+    .unwrap();
     // same size is the identity
-    assert_close(&x.resize_bilinear(4, 4).unwrap().to_vec_f64(), &x.to_vec_f64(), 1e-12, 0.0, "identity").unwrap();
+    assert_close(
+        &x.resize_bilinear(4, 4).unwrap().to_vec_f64(),
+        &x.to_vec_f64(),
+        1e-12,
+        0.0,
+        "identity",
+    )
+    .unwrap();
 }
 
 #[test]
 fn matmul_and_layout_values() {
     let a = f64t(&[1., 2., 3., 4., 5., 6.], &[2, 3]);
     let b = f64t(&[7., 8., 9., 10., 11., 12.], &[3, 2]);
-    assert_eq!(a.matmul(&b).unwrap().to_vec_f64(), vec![58., 64., 139., 154.]);
-    assert_eq!(a.matmul_t(&a, false, true).unwrap().to_vec_f64(), vec![14., 32., 32., 77.]);
+    assert_eq!(
+        a.matmul(&b).unwrap().to_vec_f64(),
+        vec![58., 64., 139., 154.]
+    );
+    assert_eq!(
+        a.matmul_t(&a, false, true).unwrap().to_vec_f64(),
+        vec![14., 32., 32., 77.]
+    );
     assert_eq!(a.matmul_t(&a, true, false).unwrap().dims(), &[3, 3]);
-    assert_eq!(a.transpose(0, 1).unwrap().to_vec_f64(), vec![1., 4., 2., 5., 3., 6.]);
-    assert_eq!(a.narrow(1, 1, 2).unwrap().to_vec_f64(), vec![2., 3., 5., 6.]);
-    assert_eq!(a.flip(1).unwrap().to_vec_f64(), vec![3., 2., 1., 6., 5., 4.]);
-    assert_eq!(Tensor::concat(&[&a, &a.narrow(0, 0, 1).unwrap()], 0).unwrap().to_vec_f64(), vec![1., 2., 3., 4., 5., 6., 1., 2., 3.]);
+    assert_eq!(
+        a.transpose(0, 1).unwrap().to_vec_f64(),
+        vec![1., 4., 2., 5., 3., 6.]
+    );
+    assert_eq!(
+        a.narrow(1, 1, 2).unwrap().to_vec_f64(),
+        vec![2., 3., 5., 6.]
+    );
+    assert_eq!(
+        a.flip(1).unwrap().to_vec_f64(),
+        vec![3., 2., 1., 6., 5., 4.]
+    );
+    assert_eq!(
+        Tensor::concat(&[&a, &a.narrow(0, 0, 1).unwrap()], 0)
+            .unwrap()
+            .to_vec_f64(),
+        vec![1., 2., 3., 4., 5., 6., 1., 2., 3.]
+    );
     let x = f64t(&(0..24).map(|v| v as f64).collect::<Vec<_>>(), &[2, 3, 4]);
     let p = x.permute(&[2, 0, 1]).unwrap();
     assert_eq!(p.dims(), &[4, 2, 3]);
     assert_eq!(p.to_vec_f64()[..6], [0., 4., 8., 12., 16., 20.]);
-    assert_eq!(x.sum_axes(&[0, 2], false).unwrap().to_vec_f64(), vec![60., 92., 124.]);
+    assert_eq!(
+        x.sum_axes(&[0, 2], false).unwrap().to_vec_f64(),
+        vec![60., 92., 124.]
+    );
     assert_eq!(x.mean_axes(&[1], true).unwrap().dims(), &[2, 1, 4]);
 }
 
@@ -114,33 +209,71 @@ fn matmul_and_layout_values() {
 fn broadcasting_values() {
     let x = f64t(&[1., 2., 3., 4., 5., 6.], &[1, 2, 3]);
     let col = f64t(&[10., 20.], &[2, 1]);
-    assert_eq!(x.add(&col).unwrap().to_vec_f64(), vec![11., 12., 13., 24., 25., 26.]);
+    assert_eq!(
+        x.add(&col).unwrap().to_vec_f64(),
+        vec![11., 12., 13., 24., 25., 26.]
+    );
     let row = f64t(&[1., 0., -1.], &[3]);
-    assert_eq!(x.mul(&row).unwrap().to_vec_f64(), vec![1., 0., -3., 4., 0., -6.]);
-    assert!(x.add(&f64t(&[1., 2.], &[2])).is_err(), "incompatible shapes must be an error");
+    assert_eq!(
+        x.mul(&row).unwrap().to_vec_f64(),
+        vec![1., 0., -3., 4., 0., -6.]
+    );
+    assert!(
+        x.add(&f64t(&[1., 2.], &[2])).is_err(),
+        "incompatible shapes must be an error"
+    );
 }
 
 #[test]
 fn softmax_and_losses_known_values() {
     let z = Tensor::zeros([2, 4, 3, 3], DType::F64, Device::Cpu);
-    let labels = f64t(&[0., 1., 2., 3., 255., 0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 255.], &[2, 3, 3]);
-    let ce = z.cross_entropy_ignore(&labels, 255).unwrap().to_scalar().unwrap();
-    assert!((ce - 4f64.ln()).abs() < 1e-12, "uniform logits give ln K, got {ce}");
+    let labels = f64t(
+        &[
+            0., 1., 2., 3., 255., 0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 255.,
+        ],
+        &[2, 3, 3],
+    );
+    let ce = z
+        .cross_entropy_ignore(&labels, 255)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(
+        (ce - 4f64.ln()).abs() < 1e-12,
+        "uniform logits give ln K, got {ce}"
+    );
     let all_ignored = Tensor::full(255.0, [2, 3, 3], DType::F64, Device::Cpu);
-    assert_eq!(z.cross_entropy_ignore(&all_ignored, 255).unwrap().to_scalar().unwrap(), 0.0);
+    assert_eq!(
+        z.cross_entropy_ignore(&all_ignored, 255)
+            .unwrap()
+            .to_scalar()
+            .unwrap(),
+        0.0
+    );
     let bad = Tensor::full(7.0, [2, 3, 3], DType::F64, Device::Cpu);
     let e = z.cross_entropy_ignore(&bad, 255).unwrap_err().to_string();
     assert!(e.contains("label 7"), "{e}");
     // one confident pixel: logits (2, 0) for label 0 → log(1 + e^−2)
     let x = f64t(&[2., 0.], &[1, 2, 1]);
-    let l = x.cross_entropy_ignore(&f64t(&[0.], &[1, 1]), 255).unwrap().to_scalar().unwrap();
+    let l = x
+        .cross_entropy_ignore(&f64t(&[0.], &[1, 1]), 255)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
     assert!((l - (1.0 + (-2f64).exp()).ln()).abs() < 1e-12);
     // multilabel soft margin: x = 0 gives ln 2; huge logits stay finite
-    let m = Tensor::zeros([2, 3], DType::F64, Device::Cpu).multilabel_soft_margin(&Tensor::ones([2, 3], DType::F64, Device::Cpu)).unwrap();
+    let m = Tensor::zeros([2, 3], DType::F64, Device::Cpu)
+        .multilabel_soft_margin(&Tensor::ones([2, 3], DType::F64, Device::Cpu))
+        .unwrap();
     assert!((m.to_scalar().unwrap() - 2f64.ln()).abs() < 1e-12);
-    let big = f64t(&[1000., -1000.], &[1, 2]).multilabel_soft_margin(&f64t(&[0., 1.], &[1, 2])).unwrap();
+    let big = f64t(&[1000., -1000.], &[1, 2])
+        .multilabel_soft_margin(&f64t(&[0., 1.], &[1, 2]))
+        .unwrap();
     assert!((big.to_scalar().unwrap() - 1000.0).abs() < 1e-9);
-    let s = f64t(&[1., 2., 3., 1000.], &[2, 2]).softmax(1).unwrap().to_vec_f64();
+    let s = f64t(&[1., 2., 3., 1000.], &[2, 2])
+        .softmax(1)
+        .unwrap()
+        .to_vec_f64();
     assert!((s[0] + s[1] - 1.0).abs() < 1e-12 && s[3] == 1.0 && s.iter().all(|v| v.is_finite()));
 }
 
@@ -148,8 +281,14 @@ fn softmax_and_losses_known_values() {
 fn batch_norm_normalises_and_tracks_running_stats() {
     let mut r = rng(3);
     let x = rand_nonzero(&[4, 2, 3, 3], &mut r).affine(3.0, 5.0);
-    let (g, b) = (Tensor::ones([2], DType::F64, Device::Cpu), Tensor::zeros([2], DType::F64, Device::Cpu));
-    let (rm, rv) = (Tensor::zeros([2], DType::F64, Device::Cpu), Tensor::ones([2], DType::F64, Device::Cpu));
+    let (g, b) = (
+        Tensor::ones([2], DType::F64, Device::Cpu),
+        Tensor::zeros([2], DType::F64, Device::Cpu),
+    );
+    let (rm, rv) = (
+        Tensor::zeros([2], DType::F64, Device::Cpu),
+        Tensor::ones([2], DType::F64, Device::Cpu),
+    );
     let y = x.batch_norm_train(&g, &b, &rm, &rv, 0.1, 0.0).unwrap();
     let mean = y.mean_axes(&[0, 2, 3], false).unwrap().to_vec_f64();
     let var = y.sqr().mean_axes(&[0, 2, 3], false).unwrap().to_vec_f64();
@@ -157,11 +296,37 @@ fn batch_norm_normalises_and_tracks_running_stats() {
     assert_close(&var, &[1., 1.], 1e-10, 0.0, "bn var").unwrap();
     // running stats: 0.9·old + 0.1·batch (unbiased variance, like PyTorch)
     let xm = x.mean_axes(&[0, 2, 3], false).unwrap().to_vec_f64();
-    let xv: Vec<f64> = x.sub(&x.mean_axes(&[0, 2, 3], true).unwrap()).unwrap().sqr().sum_axes(&[0, 2, 3], false).unwrap().to_vec_f64().iter().map(|s| s / 35.0).collect();
-    assert_close(&rm.to_vec_f64(), &xm.iter().map(|m| 0.1 * m).collect::<Vec<_>>(), 1e-12, 0.0, "running mean").unwrap();
-    assert_close(&rv.to_vec_f64(), &xv.iter().map(|v| 0.9 + 0.1 * v).collect::<Vec<_>>(), 1e-12, 0.0, "running var").unwrap();
+    let xv: Vec<f64> = x
+        .sub(&x.mean_axes(&[0, 2, 3], true).unwrap())
+        .unwrap()
+        .sqr()
+        .sum_axes(&[0, 2, 3], false)
+        .unwrap()
+        .to_vec_f64()
+        .iter()
+        .map(|s| s / 35.0)
+        .collect();
+    assert_close(
+        &rm.to_vec_f64(),
+        &xm.iter().map(|m| 0.1 * m).collect::<Vec<_>>(),
+        1e-12,
+        0.0,
+        "running mean",
+    )
+    .unwrap();
+    assert_close(
+        &rv.to_vec_f64(),
+        &xv.iter().map(|v| 0.9 + 0.1 * v).collect::<Vec<_>>(),
+        1e-12,
+        0.0,
+        "running var",
+    )
+    .unwrap();
     // frozen mode with those statistics is the affine map (x − μ)/√(σ²+eps)
-    let f = x.batch_norm_frozen(&g, &b, &rm, &rv, 1e-5).unwrap().to_vec_f64();
+    let f = x
+        .batch_norm_frozen(&g, &b, &rm, &rv, 1e-5)
+        .unwrap()
+        .to_vec_f64();
     let (xv0, m0, v0) = (x.to_vec_f64()[0], rm.to_vec_f64()[0], rv.to_vec_f64()[0]);
     assert!((f[0] - (xv0 - m0) / (v0 + 1e-5).sqrt()).abs() < 1e-12);
 }
@@ -173,20 +338,46 @@ fn dropout_is_seeded_and_scaled() {
     let b = x.dropout(0.25, &mut rng(9)).unwrap().to_vec_f64();
     assert_eq!(a, b, "same seed, same mask");
     let zeros = a.iter().filter(|&&v| v == 0.0).count();
-    assert!((200..300).contains(&zeros), "{zeros} of 1000 dropped at p = 0.25");
-    assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-12));
+    assert!(
+        (200..300).contains(&zeros),
+        "{zeros} of 1000 dropped at p = 0.25"
+    );
+    assert!(a
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-12));
 }
 
 #[test]
 fn bad_shapes_are_errors_not_panics() {
     let x = Tensor::zeros([1, 3, 4, 4], DType::F32, Device::Cpu);
-    assert!(x.conv2d(&Tensor::zeros([2, 4, 3, 3], DType::F32, Device::Cpu), None, Conv2dParams::default()).is_err());
-    assert!(x.conv2d(&Tensor::zeros([2, 3, 7, 7], DType::F32, Device::Cpu), None, Conv2dParams::default()).is_err());
+    assert!(x
+        .conv2d(
+            &Tensor::zeros([2, 4, 3, 3], DType::F32, Device::Cpu),
+            None,
+            Conv2dParams::default()
+        )
+        .is_err());
+    assert!(x
+        .conv2d(
+            &Tensor::zeros([2, 3, 7, 7], DType::F32, Device::Cpu),
+            None,
+            Conv2dParams::default()
+        )
+        .is_err());
     assert!(x.max_pool2d(Pool2dParams::new(9, 1, 0)).is_err());
     assert!(x.reshape(&[5]).is_err());
     assert!(x.narrow(1, 2, 2).is_err());
     assert!(x.permute(&[0, 1, 1, 2]).is_err());
-    assert!(x.add(&Tensor::zeros([1, 3, 4, 4], DType::F64, Device::Cpu)).is_err(), "dtype mismatch");
+    assert!(
+        x.add(&Tensor::zeros([1, 3, 4, 4], DType::F64, Device::Cpu))
+            .is_err(),
+        "dtype mismatch"
+    );
     assert!(x.matmul(&x).is_err());
-    assert!(coatt::coattention(&Tensor::zeros([1, 3, 5], DType::F32, Device::Cpu), &Tensor::zeros([1, 4, 5], DType::F32, Device::Cpu), &Tensor::zeros([3, 3], DType::F32, Device::Cpu)).is_err());
+    assert!(coatt::coattention(
+        &Tensor::zeros([1, 3, 5], DType::F32, Device::Cpu),
+        &Tensor::zeros([1, 4, 5], DType::F32, Device::Cpu),
+        &Tensor::zeros([3, 3], DType::F32, Device::Cpu)
+    )
+    .is_err());
 }

@@ -1,5 +1,6 @@
 //! Every op's hand-written backward against central finite differences in f64, on random
 //! non-zero inputs with odd, non-square shapes.
+#![allow(clippy::cloned_ref_to_slice_refs)] // the inputs read best as literal arrays
 use coatt::testing::{gradcheck, rand_nonzero, rng};
 use coatt::{coattention, Conv2dParams, DType, Device, Pool2dParams, Result, Tensor};
 
@@ -74,13 +75,25 @@ fn reductions() {
 fn matmuls() {
     let (m, k, n) = (3, 5, 4);
     check(&[t(&[m, k], 9), t(&[k, n], 10)], |v| v[0].matmul(&v[1]));
-    check(&[t(&[k, m], 11), t(&[k, n], 12)], |v| v[0].matmul_t(&v[1], true, false));
-    check(&[t(&[m, k], 13), t(&[n, k], 14)], |v| v[0].matmul_t(&v[1], false, true));
-    check(&[t(&[k, m], 15), t(&[n, k], 16)], |v| v[0].matmul_t(&v[1], true, true));
-    check(&[t(&[2, m, k], 17), t(&[2, k, n], 18)], |v| v[0].matmul(&v[1]));
-    check(&[t(&[2, k, m], 19), t(&[2, n, k], 20)], |v| v[0].matmul_t(&v[1], true, true));
+    check(&[t(&[k, m], 11), t(&[k, n], 12)], |v| {
+        v[0].matmul_t(&v[1], true, false)
+    });
+    check(&[t(&[m, k], 13), t(&[n, k], 14)], |v| {
+        v[0].matmul_t(&v[1], false, true)
+    });
+    check(&[t(&[k, m], 15), t(&[n, k], 16)], |v| {
+        v[0].matmul_t(&v[1], true, true)
+    });
+    check(&[t(&[2, m, k], 17), t(&[2, k, n], 18)], |v| {
+        v[0].matmul(&v[1])
+    });
+    check(&[t(&[2, k, m], 19), t(&[2, n, k], 20)], |v| {
+        v[0].matmul_t(&v[1], true, true)
+    });
     check(&[t(&[2, m, k], 21), t(&[k, n], 22)], |v| v[0].matmul(&v[1]));
-    check(&[t(&[2, m, k], 23), t(&[n, k], 24)], |v| v[0].matmul_t(&v[1], false, true));
+    check(&[t(&[2, m, k], 23), t(&[n, k], 24)], |v| {
+        v[0].matmul_t(&v[1], false, true)
+    });
 }
 
 #[test]
@@ -96,23 +109,53 @@ fn conv2d_variants() {
     let x = t(&[2, 3, 9, 7], 26);
     let w = t(&[4, 3, 3, 3], 27);
     let b = t(&[4], 28);
-    let strided_dilated = Conv2dParams { stride: (2, 2), padding: (2, 1), dilation: (2, 2) };
-    check(&[x.clone(), w.clone(), b.clone()], move |v| v[0].conv2d(&v[1], Some(&v[2]), strided_dilated));
-    check(&[x.clone(), w.clone()], |v| v[0].conv2d(&v[1], None, Conv2dParams::same(1, 1)));
-    let asym = Conv2dParams { stride: (1, 2), padding: (0, 3), dilation: (3, 1) };
-    check(&[x.clone(), t(&[2, 3, 2, 4], 29)], move |v| v[0].conv2d(&v[1], None, asym));
-    check(&[x, t(&[5, 3, 1, 1], 30), t(&[5], 31)], |v| v[0].conv2d(&v[1], Some(&v[2]), Conv2dParams::default()));
+    let strided_dilated = Conv2dParams {
+        stride: (2, 2),
+        padding: (2, 1),
+        dilation: (2, 2),
+    };
+    check(&[x.clone(), w.clone(), b.clone()], move |v| {
+        v[0].conv2d(&v[1], Some(&v[2]), strided_dilated)
+    });
+    check(&[x.clone(), w.clone()], |v| {
+        v[0].conv2d(&v[1], None, Conv2dParams::same(1, 1))
+    });
+    let asym = Conv2dParams {
+        stride: (1, 2),
+        padding: (0, 3),
+        dilation: (3, 1),
+    };
+    check(&[x.clone(), t(&[2, 3, 2, 4], 29)], move |v| {
+        v[0].conv2d(&v[1], None, asym)
+    });
+    check(&[x, t(&[5, 3, 1, 1], 30), t(&[5], 31)], |v| {
+        v[0].conv2d(&v[1], Some(&v[2]), Conv2dParams::default())
+    });
 }
 
 #[test]
 fn pooling() {
     let x = t(&[2, 3, 7, 6], 32);
-    let ceil_pad = Pool2dParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceil_mode: true };
+    let ceil_pad = Pool2dParams {
+        kernel: (3, 3),
+        stride: (2, 2),
+        padding: (1, 1),
+        ceil_mode: true,
+    };
     check(&[x.clone()], move |v| v[0].max_pool2d(ceil_pad));
-    check(&[x.clone()], |v| v[0].max_pool2d(Pool2dParams::new(2, 2, 0)));
-    check(&[x.clone()], |v| v[0].max_pool2d(Pool2dParams::new(3, 1, 1))); // VGG16-D1 pool4
+    check(&[x.clone()], |v| {
+        v[0].max_pool2d(Pool2dParams::new(2, 2, 0))
+    });
+    check(&[x.clone()], |v| {
+        v[0].max_pool2d(Pool2dParams::new(3, 1, 1))
+    }); // VGG16-D1 pool4
     check(&[x.clone()], move |v| v[0].avg_pool2d(ceil_pad));
-    let ceil_nopad = Pool2dParams { kernel: (2, 3), stride: (2, 2), padding: (0, 0), ceil_mode: true };
+    let ceil_nopad = Pool2dParams {
+        kernel: (2, 3),
+        stride: (2, 2),
+        padding: (0, 0),
+        ceil_mode: true,
+    };
     check(&[x.clone()], move |v| v[0].avg_pool2d(ceil_nopad));
     check(&[x.clone()], move |v| v[0].max_pool2d(ceil_nopad));
     check(&[x], |v| v[0].global_avg_pool());
@@ -127,8 +170,13 @@ fn layout_ops() {
     check(&[x.clone()], |v| v[0].narrow(2, 1, 2));
     check(&[x.clone()], |v| v[0].narrow(0, 1, 1));
     check(&[x.clone()], |v| v[0].flip(3));
-    check(&[x.clone(), t(&[2, 2, 4, 5], 34), t(&[2, 1, 4, 5], 35)], |v| Tensor::concat(&[&v[0], &v[1], &v[2]], 1));
-    check(&[x.clone(), t(&[2, 3, 4, 2], 36)], |v| Tensor::concat(&[&v[0], &v[1]], 3));
+    check(
+        &[x.clone(), t(&[2, 2, 4, 5], 34), t(&[2, 1, 4, 5], 35)],
+        |v| Tensor::concat(&[&v[0], &v[1], &v[2]], 1),
+    );
+    check(&[x.clone(), t(&[2, 3, 4, 2], 36)], |v| {
+        Tensor::concat(&[&v[0], &v[1]], 3)
+    });
 }
 
 #[test]
@@ -150,7 +198,9 @@ fn batch_norm_and_dropout() {
     });
     let rm = t(&[4], 41);
     let rv = pos(&[4], 42);
-    check(&[x.clone(), g, b], move |v| v[0].batch_norm_frozen(&v[1], &v[2], &rm, &rv, 1e-5));
+    check(&[x.clone(), g, b], move |v| {
+        v[0].batch_norm_frozen(&v[1], &v[2], &rm, &rv, 1e-5)
+    });
     // the same seed gives the same mask on every evaluation
     check(&[x], |v| v[0].dropout(0.3, &mut rng(43)));
 }
@@ -158,8 +208,16 @@ fn batch_norm_and_dropout() {
 #[test]
 fn losses() {
     let logits = t(&[3, 5], 44);
-    let targets = Tensor::from_f64(&[1., 0., 0., 1., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0., 1.], [3, 5], DType::F64, Device::Cpu).unwrap();
-    check(&[logits.mul_scalar(4.0)], move |v| v[0].multilabel_soft_margin(&targets));
+    let targets = Tensor::from_f64(
+        &[1., 0., 0., 1., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0., 1.],
+        [3, 5],
+        DType::F64,
+        Device::Cpu,
+    )
+    .unwrap();
+    check(&[logits.mul_scalar(4.0)], move |v| {
+        v[0].multilabel_soft_margin(&targets)
+    });
     // CE over channels with ignore pixels (255)
     let x = t(&[2, 4, 3, 5], 45);
     let mut labs: Vec<f64> = (0..30).map(|i| (i * 7 % 4) as f64).collect();
@@ -179,7 +237,9 @@ fn coattention_op_non_square() {
         // both outputs enter the checked scalar with different weights
         a.sum_all()?.add(&b.sqr().sum_all()?)
     });
-    check(&[fm.clone(), fnn.clone(), w.clone()], |v| Ok(coattention(&v[0], &v[1], &v[2])?.0));
+    check(&[fm.clone(), fnn.clone(), w.clone()], |v| {
+        Ok(coattention(&v[0], &v[1], &v[2])?.0)
+    });
     check(&[fm, fnn, w], |v| Ok(coattention(&v[0], &v[1], &v[2])?.1));
 }
 

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 /// Output gradients in (None where that output got no gradient), input gradients out (None
 /// where the input needs none). `needs[i]` says whether input i is tracked.
-pub(crate) type BackwardFn = Box<dyn FnOnce(&[Option<Tensor>], &[bool]) -> Result<Vec<Option<Tensor>>>>;
+pub(crate) type BackwardFn =
+    Box<dyn FnOnce(&[Option<Tensor>], &[bool]) -> Result<Vec<Option<Tensor>>>>;
 
 struct Node {
     outputs: Vec<TensorId>,
@@ -56,7 +57,10 @@ pub(crate) fn should_track(inputs: &[&Tensor]) -> bool {
 pub(crate) fn record(outputs: &[&Tensor], inputs: &[&Tensor], backward: BackwardFn) {
     let node = Node {
         outputs: outputs.iter().map(|t| t.id()).collect(),
-        inputs: inputs.iter().map(|t| t.is_tracked().then(|| t.id())).collect(),
+        inputs: inputs
+            .iter()
+            .map(|t| t.is_tracked().then(|| t.id()))
+            .collect(),
         backward,
     };
     TAPE.with(|t| t.borrow_mut().push(node));
@@ -86,7 +90,11 @@ impl Gradients {
             }
             Some(prev) => {
                 if prev.shape() != g.shape() {
-                    return Err(Error::Autograd(format!("gradient shapes disagree: {:?} vs {:?}", prev.shape(), g.shape())));
+                    return Err(Error::Autograd(format!(
+                        "gradient shapes disagree: {:?} vs {:?}",
+                        prev.shape(),
+                        g.shape()
+                    )));
                 }
                 self.0.insert(id, prev.add(&g)?);
             }
@@ -99,14 +107,20 @@ impl Gradients {
 /// tensor it depends on, consuming the tape.
 pub fn backward(loss: &Tensor) -> Result<Gradients> {
     if !loss.is_tracked() {
-        return Err(Error::Autograd("backward on a tensor that depends on no parameter".into()));
+        return Err(Error::Autograd(
+            "backward on a tensor that depends on no parameter".into(),
+        ));
     }
     let nodes = TAPE.with(|t| std::mem::take(&mut *t.borrow_mut()));
     no_grad(|| {
         let mut grads = Gradients::default();
-        grads.0.insert(loss.id(), Tensor::ones(loss.shape().clone(), loss.dtype(), loss.device()));
+        grads.0.insert(
+            loss.id(),
+            Tensor::ones(loss.shape().clone(), loss.dtype(), loss.device()),
+        );
         for node in nodes.into_iter().rev() {
-            let gouts: Vec<Option<Tensor>> = node.outputs.iter().map(|id| grads.0.remove(id)).collect();
+            let gouts: Vec<Option<Tensor>> =
+                node.outputs.iter().map(|id| grads.0.remove(id)).collect();
             if gouts.iter().all(Option::is_none) {
                 continue;
             }

@@ -31,7 +31,10 @@ pub enum UnaryOp {
     Recip,
     Abs,
     /// x·mul + add
-    Affine { mul: f64, add: f64 },
+    Affine {
+        mul: f64,
+        add: f64,
+    },
     Powf(f64),
 }
 
@@ -189,125 +192,334 @@ impl Storage {
     }
     pub fn to_dtype(&self, dtype: DType) -> Storage {
         let v = self.to_host_f64();
-        with_dtype!(dtype, { Self::from_host(v.into_iter().map(T::of).collect::<Vec<T>>(), self.device()) })
+        with_dtype!(dtype, {
+            Self::from_host(v.into_iter().map(T::of).collect::<Vec<T>>(), self.device())
+        })
     }
 
     pub fn unary(&self, op: UnaryOp) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::elementwise::unary(op, self.cpu().slice::<T>())) })
-    }
-    pub fn binary(&self, op: BinaryOp, sa: &Shape, rhs: &Storage, sb: &Shape, out: &Shape) -> Storage {
         with_dtype!(self.dtype(), {
-            Self::wrap(cpu::elementwise::binary(op, self.cpu().slice::<T>(), sa, rhs.cpu().slice::<T>(), sb, out))
+            Self::wrap(cpu::elementwise::unary(op, self.cpu().slice::<T>()))
+        })
+    }
+    pub fn binary(
+        &self,
+        op: BinaryOp,
+        sa: &Shape,
+        rhs: &Storage,
+        sb: &Shape,
+        out: &Shape,
+    ) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::elementwise::binary(
+                op,
+                self.cpu().slice::<T>(),
+                sa,
+                rhs.cpu().slice::<T>(),
+                sb,
+                out,
+            ))
         })
     }
     pub fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::reduce::sum_axes(self.cpu().slice::<T>(), shape, axes)) })
-    }
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul(&self, rhs: &Storage, batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool, a_bs: usize, b_bs: usize) -> Storage {
         with_dtype!(self.dtype(), {
-            Self::wrap(cpu::matmul::batched(self.cpu().slice::<T>(), rhs.cpu().slice::<T>(), batch, m, k, n, ta, tb, a_bs, b_bs))
+            Self::wrap(cpu::reduce::sum_axes(self.cpu().slice::<T>(), shape, axes))
+        })
+    }
+    pub fn matmul(
+        &self,
+        rhs: &Storage,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        tb: bool,
+        a_bs: usize,
+        b_bs: usize,
+    ) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::matmul::batched(
+                self.cpu().slice::<T>(),
+                rhs.cpu().slice::<T>(),
+                batch,
+                m,
+                k,
+                n,
+                ta,
+                tb,
+                a_bs,
+                b_bs,
+            ))
         })
     }
     pub fn softmax(&self, outer: usize, len: usize, inner: usize) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::softmax::softmax(self.cpu().slice::<T>(), outer, len, inner)) })
-    }
-    pub fn softmax_backward(&self, dy: &Storage, outer: usize, len: usize, inner: usize) -> Storage {
         with_dtype!(self.dtype(), {
-            Self::wrap(cpu::softmax::softmax_backward(self.cpu().slice::<T>(), dy.cpu().slice::<T>(), outer, len, inner))
+            Self::wrap(cpu::softmax::softmax(
+                self.cpu().slice::<T>(),
+                outer,
+                len,
+                inner,
+            ))
+        })
+    }
+    pub fn softmax_backward(
+        &self,
+        dy: &Storage,
+        outer: usize,
+        len: usize,
+        inner: usize,
+    ) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::softmax::softmax_backward(
+                self.cpu().slice::<T>(),
+                dy.cpu().slice::<T>(),
+                outer,
+                len,
+                inner,
+            ))
         })
     }
     pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, g: &Conv2dGeom) -> Storage {
         with_dtype!(self.dtype(), {
             let b = bias.map(|b| b.cpu().slice::<T>());
-            Self::wrap(cpu::conv::forward(self.cpu().slice::<T>(), w.cpu().slice::<T>(), b, g))
+            Self::wrap(cpu::conv::forward(
+                self.cpu().slice::<T>(),
+                w.cpu().slice::<T>(),
+                b,
+                g,
+            ))
         })
     }
     /// self = dy
     pub fn conv2d_backward_input(&self, w: &Storage, g: &Conv2dGeom) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::conv::backward_input(self.cpu().slice::<T>(), w.cpu().slice::<T>(), g)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::conv::backward_input(
+                self.cpu().slice::<T>(),
+                w.cpu().slice::<T>(),
+                g,
+            ))
+        })
     }
     /// self = dy
     pub fn conv2d_backward_weight(&self, x: &Storage, g: &Conv2dGeom) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::conv::backward_weight(self.cpu().slice::<T>(), x.cpu().slice::<T>(), g)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::conv::backward_weight(
+                self.cpu().slice::<T>(),
+                x.cpu().slice::<T>(),
+                g,
+            ))
+        })
     }
     pub fn max_pool2d(&self, g: &Pool2dGeom) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::max_forward(self.cpu().slice::<T>(), g)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::pool::max_forward(self.cpu().slice::<T>(), g))
+        })
     }
     /// self = x
     pub fn max_pool2d_backward(&self, dy: &Storage, g: &Pool2dGeom) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::max_backward(self.cpu().slice::<T>(), dy.cpu().slice::<T>(), g)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::pool::max_backward(
+                self.cpu().slice::<T>(),
+                dy.cpu().slice::<T>(),
+                g,
+            ))
+        })
     }
     pub fn avg_pool2d(&self, g: &Pool2dGeom) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::avg_forward(self.cpu().slice::<T>(), g)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::pool::avg_forward(self.cpu().slice::<T>(), g))
+        })
     }
     /// self = dy
     pub fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::pool::avg_backward(self.cpu().slice::<T>(), g)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::pool::avg_backward(self.cpu().slice::<T>(), g))
+        })
     }
-    pub fn resize_bilinear(&self, planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::resize::forward(self.cpu().slice::<T>(), planes, h, w, ho, wo)) })
+    pub fn resize_bilinear(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+    ) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::resize::forward(
+                self.cpu().slice::<T>(),
+                planes,
+                h,
+                w,
+                ho,
+                wo,
+            ))
+        })
     }
     /// self = dy
-    pub fn resize_bilinear_backward(&self, planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::resize::backward(self.cpu().slice::<T>(), planes, h, w, ho, wo)) })
+    pub fn resize_bilinear_backward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+    ) -> Storage {
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::resize::backward(
+                self.cpu().slice::<T>(),
+                planes,
+                h,
+                w,
+                ho,
+                wo,
+            ))
+        })
     }
     pub fn permute(&self, shape: &Shape, perm: &[usize]) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::layout::permute(self.cpu().slice::<T>(), shape, perm)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::layout::permute(self.cpu().slice::<T>(), shape, perm))
+        })
     }
     pub fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::layout::narrow(self.cpu().slice::<T>(), shape, axis, start, len)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::layout::narrow(
+                self.cpu().slice::<T>(),
+                shape,
+                axis,
+                start,
+                len,
+            ))
+        })
     }
     pub fn concat(parts: &[(&Storage, &Shape)], axis: usize) -> Storage {
         with_dtype!(parts[0].0.dtype(), {
-            let p: Vec<(&[T], &Shape)> = parts.iter().map(|(s, sh)| (s.cpu().slice::<T>(), *sh)).collect();
+            let p: Vec<(&[T], &Shape)> = parts
+                .iter()
+                .map(|(s, sh)| (s.cpu().slice::<T>(), *sh))
+                .collect();
             Self::wrap(cpu::layout::concat(&p, axis))
         })
     }
     pub fn flip(&self, shape: &Shape, axis: usize) -> Storage {
-        with_dtype!(self.dtype(), { Self::wrap(cpu::layout::flip(self.cpu().slice::<T>(), shape, axis)) })
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::layout::flip(self.cpu().slice::<T>(), shape, axis))
+        })
     }
     /// Returns (y, mean, invstd, biased var), the statistics per channel.
-    pub fn batch_norm_train(&self, gamma: &Storage, beta: &Storage, n: usize, c: usize, hw: usize, eps: f64) -> (Storage, Storage, Storage, Storage) {
+    pub fn batch_norm_train(
+        &self,
+        gamma: &Storage,
+        beta: &Storage,
+        n: usize,
+        c: usize,
+        hw: usize,
+        eps: f64,
+    ) -> (Storage, Storage, Storage, Storage) {
         with_dtype!(self.dtype(), {
-            let (y, m, i, v) = cpu::norm::forward(self.cpu().slice::<T>(), gamma.cpu().slice::<T>(), beta.cpu().slice::<T>(), n, c, hw, eps);
+            let (y, m, i, v) = cpu::norm::forward(
+                self.cpu().slice::<T>(),
+                gamma.cpu().slice::<T>(),
+                beta.cpu().slice::<T>(),
+                n,
+                c,
+                hw,
+                eps,
+            );
             (Self::wrap(y), Self::wrap(m), Self::wrap(i), Self::wrap(v))
         })
     }
     /// self = x; returns (dx, dγ, dβ)
-    #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm_backward(&self, dy: &Storage, gamma: &Storage, mean: &Storage, invstd: &Storage, n: usize, c: usize, hw: usize) -> (Storage, Storage, Storage) {
+    pub fn batch_norm_backward(
+        &self,
+        dy: &Storage,
+        gamma: &Storage,
+        mean: &Storage,
+        invstd: &Storage,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> (Storage, Storage, Storage) {
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
-            let (dx, dg, db) = cpu::norm::backward(s(self), s(dy), s(gamma), s(mean), s(invstd), n, c, hw);
+            let (dx, dg, db) =
+                cpu::norm::backward(s(self), s(dy), s(gamma), s(mean), s(invstd), n, c, hw);
             (Self::wrap(dx), Self::wrap(dg), Self::wrap(db))
         })
     }
     pub fn bce_logits_mean(&self, target: &Storage) -> Storage {
         with_dtype!(self.dtype(), {
-            Self::wrap(vec![cpu::loss::bce_logits_mean(self.cpu().slice::<T>(), target.cpu().slice::<T>())])
+            Self::wrap(vec![cpu::loss::bce_logits_mean(
+                self.cpu().slice::<T>(),
+                target.cpu().slice::<T>(),
+            )])
         })
     }
     /// self = logits; `g` is the upstream gradient of the scalar loss.
     pub fn bce_logits_mean_backward(&self, target: &Storage, g: &Storage) -> Storage {
         with_dtype!(self.dtype(), {
             let g = g.cpu().slice::<T>()[0];
-            Self::wrap(cpu::loss::bce_logits_mean_backward(self.cpu().slice::<T>(), target.cpu().slice::<T>(), g))
+            Self::wrap(cpu::loss::bce_logits_mean_backward(
+                self.cpu().slice::<T>(),
+                target.cpu().slice::<T>(),
+                g,
+            ))
         })
     }
     /// Returns (loss sum, counted pixels); Err(label) for a label outside 0..k that is not `ignore`.
-    pub fn cross_entropy(&self, labels: &Storage, b: usize, k: usize, hw: usize, ignore: usize) -> std::result::Result<(f64, usize), f64> {
-        with_dtype!(self.dtype(), { cpu::loss::cross_entropy(self.cpu().slice::<T>(), labels.cpu().slice::<T>(), b, k, hw, ignore) })
+    pub fn cross_entropy(
+        &self,
+        labels: &Storage,
+        b: usize,
+        k: usize,
+        hw: usize,
+        ignore: usize,
+    ) -> std::result::Result<(f64, usize), f64> {
+        with_dtype!(self.dtype(), {
+            cpu::loss::cross_entropy(
+                self.cpu().slice::<T>(),
+                labels.cpu().slice::<T>(),
+                b,
+                k,
+                hw,
+                ignore,
+            )
+        })
     }
-    #[allow(clippy::too_many_arguments)]
-    pub fn cross_entropy_backward(&self, labels: &Storage, b: usize, k: usize, hw: usize, ignore: usize, count: usize, g: &Storage) -> Storage {
+    pub fn cross_entropy_backward(
+        &self,
+        labels: &Storage,
+        b: usize,
+        k: usize,
+        hw: usize,
+        ignore: usize,
+        count: usize,
+        g: &Storage,
+    ) -> Storage {
         with_dtype!(self.dtype(), {
             let g = g.cpu().slice::<T>()[0];
-            Self::wrap(cpu::loss::cross_entropy_backward(self.cpu().slice::<T>(), labels.cpu().slice::<T>(), b, k, hw, ignore, count, g))
+            Self::wrap(cpu::loss::cross_entropy_backward(
+                self.cpu().slice::<T>(),
+                labels.cpu().slice::<T>(),
+                b,
+                k,
+                hw,
+                ignore,
+                count,
+                g,
+            ))
         })
     }
     /// self = Fm; returns (Fm∩, Fn∩).
-    pub fn coattention(&self, fnn: &Storage, w: &Storage, b: usize, c: usize, n: usize, m: usize) -> (Storage, Storage) {
+    pub fn coattention(
+        &self,
+        fnn: &Storage,
+        w: &Storage,
+        b: usize,
+        c: usize,
+        n: usize,
+        m: usize,
+    ) -> (Storage, Storage) {
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
             let (a, bb) = cpu::coattention::forward(s(self), s(fnn), s(w), b, c, n, m);
@@ -315,16 +527,32 @@ impl Storage {
         })
     }
     /// self = Fm; returns (dFm, dFn, dW).
-    #[allow(clippy::too_many_arguments)]
-    pub fn coattention_backward(&self, fnn: &Storage, w: &Storage, g_fm: &Storage, g_fn: &Storage, b: usize, c: usize, n: usize, m: usize) -> (Storage, Storage, Storage) {
+    pub fn coattention_backward(
+        &self,
+        fnn: &Storage,
+        w: &Storage,
+        g_fm: &Storage,
+        g_fn: &Storage,
+        b: usize,
+        c: usize,
+        n: usize,
+        m: usize,
+    ) -> (Storage, Storage, Storage) {
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
-            let (a, bb, cc) = cpu::coattention::backward(s(self), s(fnn), s(w), s(g_fm), s(g_fn), b, c, n, m);
+            let (a, bb, cc) =
+                cpu::coattention::backward(s(self), s(fnn), s(w), s(g_fm), s(g_fn), b, c, n, m);
             (Self::wrap(a), Self::wrap(bb), Self::wrap(cc))
         })
     }
     /// In-place SGD step on self (the parameter).
-    pub fn sgd_step(&mut self, grad: &Storage, buf: &mut Storage, h: &crate::optim::SgdHyper, first: bool) {
+    pub fn sgd_step(
+        &mut self,
+        grad: &Storage,
+        buf: &mut Storage,
+        h: &crate::optim::SgdHyper,
+        first: bool,
+    ) {
         with_dtype!(self.dtype(), {
             let g = grad.cpu().slice::<T>();
             let b = buf.cpu_mut().slice_mut::<T>();
@@ -338,10 +566,17 @@ pub(crate) fn check_same(op: &'static str, xs: &[&Storage]) -> Result<()> {
     let (d0, dev0) = (xs[0].dtype(), xs[0].device());
     for x in &xs[1..] {
         if x.dtype() != d0 {
-            return Err(Error::DType { op, lhs: d0, rhs: x.dtype() });
+            return Err(Error::DType {
+                op,
+                lhs: d0,
+                rhs: x.dtype(),
+            });
         }
         if x.device() != dev0 {
-            return Err(Error::Msg(format!("{op}: tensors on different devices ({dev0:?} vs {:?})", x.device())));
+            return Err(Error::Msg(format!(
+                "{op}: tensors on different devices ({dev0:?} vs {:?})",
+                x.device()
+            )));
         }
     }
     Ok(())

@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "coatt-train", version, about = "Weakly supervised semantic segmentation with co-attention (MCIS, ECCV 2020) on the coatt engine")]
+#[command(
+    name = "coatt-train",
+    version,
+    about = "Weakly supervised semantic segmentation with co-attention (MCIS, ECCV 2020) on the coatt engine"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -12,10 +12,19 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename + directory fsync).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -33,7 +42,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves named tensors (in their own dtype) and string metadata.
-pub fn save_checkpoint(path: &Path, tensors: &[(String, Tensor)], metadata: &HashMap<String, String>) -> Result<()> {
+pub fn save_checkpoint(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     let bytes: Vec<(String, Vec<u8>, DType, Vec<usize>)> = tensors
         .iter()
         .map(|(n, t)| {
@@ -50,7 +63,8 @@ pub fn save_checkpoint(path: &Path, tensors: &[(String, Tensor)], metadata: &Has
             DType::F32 => Dtype::F32,
             DType::F64 => Dtype::F64,
         };
-        let v = TensorView::new(dtype, dims.clone(), data).map_err(|e| Error::file(path, format!("tensor {n}: {e}")))?;
+        let v = TensorView::new(dtype, dims.clone(), data)
+            .map_err(|e| Error::file(path, format!("tensor {n}: {e}")))?;
         views.push((n.as_str(), v));
     }
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
@@ -72,7 +86,8 @@ impl Checkpoint {
         // SAFETY: the map is read-only and private to this process; a concurrent writer would
         // replace the file by rename (a new inode), never modify this one in place.
         let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(&path, e))?;
-        SafeTensors::deserialize(&mmap).map_err(|e| Error::file(&path, format!("not a valid safetensors file ({e:?})")))?;
+        SafeTensors::deserialize(&mmap)
+            .map_err(|e| Error::file(&path, format!("not a valid safetensors file ({e:?})")))?;
         Ok(Checkpoint { path, mmap })
     }
     pub fn path(&self) -> &Path {
@@ -87,7 +102,10 @@ impl Checkpoint {
         n
     }
     pub fn metadata(&self) -> HashMap<String, String> {
-        SafeTensors::read_metadata(&self.mmap).ok().and_then(|(_, m)| m.metadata().clone()).unwrap_or_default()
+        SafeTensors::read_metadata(&self.mmap)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default()
     }
     pub fn contains(&self, name: &str) -> bool {
         self.parsed().tensor(name).is_ok()
@@ -95,13 +113,29 @@ impl Checkpoint {
     /// The tensor `name` as `dtype` on `device`; missing names and unsupported dtypes are errors.
     pub fn get(&self, name: &str, dtype: DType, device: Device) -> Result<Tensor> {
         let st = self.parsed();
-        let v = st.tensor(name).map_err(|_| Error::file(&self.path, format!("missing tensor '{name}'")))?;
+        let v = st
+            .tensor(name)
+            .map_err(|_| Error::file(&self.path, format!("missing tensor '{name}'")))?;
         let raw = v.data();
         let vals: Vec<f64> = match v.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect(),
-            other => return Err(Error::file(&self.path, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
+                .collect(),
+            other => {
+                return Err(Error::file(
+                    &self.path,
+                    format!("tensor '{name}' has unsupported dtype {other:?}"),
+                ))
+            }
         };
         Tensor::from_f64(&vals, v.shape().to_vec(), dtype, device)
     }

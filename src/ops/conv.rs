@@ -13,21 +13,34 @@ pub struct Conv2dParams {
 
 impl Default for Conv2dParams {
     fn default() -> Self {
-        Conv2dParams { stride: (1, 1), padding: (0, 0), dilation: (1, 1) }
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+        }
     }
 }
 
 impl Conv2dParams {
     /// Stride 1, the given padding and dilation (the common "same"-size 3×3 case).
     pub fn same(pad: usize, dil: usize) -> Self {
-        Conv2dParams { stride: (1, 1), padding: (pad, pad), dilation: (dil, dil) }
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (pad, pad),
+            dilation: (dil, dil),
+        }
     }
     pub fn geom(&self, x: &[usize], w: &[usize]) -> Result<Conv2dGeom> {
         if x.len() != 4 || w.len() != 4 {
             shape_err!("conv2d", "input {x:?} and weight {w:?} must both be 4-D");
         }
         if x[1] != w[1] {
-            shape_err!("conv2d", "input has {} channels, weight expects {}", x[1], w[1]);
+            shape_err!(
+                "conv2d",
+                "input has {} channels, weight expects {}",
+                x[1],
+                w[1]
+            );
         }
         let (s, p, d) = (self.stride, self.padding, self.dilation);
         if s.0 == 0 || s.1 == 0 || d.0 == 0 || d.1 == 0 {
@@ -37,37 +50,94 @@ impl Conv2dParams {
             let eff = dil * (k - 1) + 1;
             (len + 2 * pad >= eff).then(|| (len + 2 * pad - eff) / st + 1)
         };
-        let (Some(ho), Some(wo)) = (span(x[2], p.0, w[2], d.0, s.0), span(x[3], p.1, w[3], d.1, s.1)) else {
-            shape_err!("conv2d", "kernel {:?} (dilation {d:?}) larger than padded input {x:?}", &w[2..]);
+        let (Some(ho), Some(wo)) = (
+            span(x[2], p.0, w[2], d.0, s.0),
+            span(x[3], p.1, w[3], d.1, s.1),
+        ) else {
+            shape_err!(
+                "conv2d",
+                "kernel {:?} (dilation {d:?}) larger than padded input {x:?}",
+                &w[2..]
+            );
         };
-        Ok(Conv2dGeom { n: x[0], cin: x[1], h: x[2], w: x[3], cout: w[0], kh: w[2], kw: w[3], sh: s.0, sw: s.1, ph: p.0, pw: p.1, dh: d.0, dw: d.1, ho, wo })
+        Ok(Conv2dGeom {
+            n: x[0],
+            cin: x[1],
+            h: x[2],
+            w: x[3],
+            cout: w[0],
+            kh: w[2],
+            kw: w[3],
+            sh: s.0,
+            sw: s.1,
+            ph: p.0,
+            pw: p.1,
+            dh: d.0,
+            dw: d.1,
+            ho,
+            wo,
+        })
     }
 }
 
 impl Tensor {
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         let g = p.geom(self.dims(), weight.dims())?;
         if let Some(b) = bias {
             if b.dims() != [g.cout] {
-                shape_err!("conv2d", "bias {:?} for {} output channels", b.shape(), g.cout);
+                shape_err!(
+                    "conv2d",
+                    "bias {:?} for {} output channels",
+                    b.shape(),
+                    g.cout
+                );
             }
-            check_same("conv2d", &[&self.storage(), &weight.storage(), &b.storage()])?;
+            check_same(
+                "conv2d",
+                &[&self.storage(), &weight.storage(), &b.storage()],
+            )?;
         } else {
             check_same("conv2d", &[&self.storage(), &weight.storage()])?;
         }
-        let s = self.storage().conv2d(&weight.storage(), bias.map(|b| b.storage()).as_deref(), &g);
+        let s = self
+            .storage()
+            .conv2d(&weight.storage(), bias.map(|b| b.storage()).as_deref(), &g);
         let (x, w) = (self.clone(), weight.clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        Ok(finish(s, [g.n, g.cout, g.ho, g.wo].into(), &inputs, move |dy, _, needs| {
-            let dys = dy.storage();
-            let dx = needs[0].then(|| plain(dys.conv2d_backward_input(&w.storage(), &g), x.shape().clone()));
-            let dw = needs[1].then(|| plain(dys.conv2d_backward_weight(&x.storage(), &g), w.shape().clone()));
-            let mut out = vec![dx, dw];
-            if needs.len() == 3 {
-                out.push(if needs[2] { Some(dy.sum_axes(&[0, 2, 3], false)?) } else { None });
-            }
-            Ok(out)
-        }))
+        Ok(finish(
+            s,
+            [g.n, g.cout, g.ho, g.wo].into(),
+            &inputs,
+            move |dy, _, needs| {
+                let dys = dy.storage();
+                let dx = needs[0].then(|| {
+                    plain(
+                        dys.conv2d_backward_input(&w.storage(), &g),
+                        x.shape().clone(),
+                    )
+                });
+                let dw = needs[1].then(|| {
+                    plain(
+                        dys.conv2d_backward_weight(&x.storage(), &g),
+                        w.shape().clone(),
+                    )
+                });
+                let mut out = vec![dx, dw];
+                if needs.len() == 3 {
+                    out.push(if needs[2] {
+                        Some(dy.sum_axes(&[0, 2, 3], false)?)
+                    } else {
+                        None
+                    });
+                }
+                Ok(out)
+            },
+        ))
     }
 }

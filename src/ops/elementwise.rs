@@ -5,16 +5,24 @@ use crate::error::Result;
 use crate::tensor::{Shape, Tensor};
 
 impl Tensor {
-    fn unary(&self, op: UnaryOp, bw: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + 'static) -> Tensor {
+    fn unary(
+        &self,
+        op: UnaryOp,
+        bw: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + 'static,
+    ) -> Tensor {
         let s = self.storage().unary(op);
         let x = self.clone();
-        finish(s, self.shape().clone(), &[self], move |g, y, _| Ok(vec![Some(bw(&x, y, g)?)]))
+        finish(s, self.shape().clone(), &[self], move |g, y, _| {
+            Ok(vec![Some(bw(&x, y, g)?)])
+        })
     }
     pub fn relu(&self) -> Tensor {
         self.unary(UnaryOp::Relu, |x, _, g| g.binary_raw(BinaryOp::ReluGrad, x))
     }
     pub fn sigmoid(&self) -> Tensor {
-        self.unary(UnaryOp::Sigmoid, |_, y, g| g.binary_raw(BinaryOp::SigmoidGrad, y))
+        self.unary(UnaryOp::Sigmoid, |_, y, g| {
+            g.binary_raw(BinaryOp::SigmoidGrad, y)
+        })
     }
     pub fn exp(&self) -> Tensor {
         self.unary(UnaryOp::Exp, |_, y, g| g.mul(y))
@@ -35,11 +43,15 @@ impl Tensor {
         self.unary(UnaryOp::Recip, |_, y, g| Ok(g.mul(&y.sqr())?.neg()))
     }
     pub fn powf(&self, p: f64) -> Tensor {
-        self.unary(UnaryOp::Powf(p), move |x, _, g| g.mul(&x.powf(p - 1.0).affine(p, 0.0)))
+        self.unary(UnaryOp::Powf(p), move |x, _, g| {
+            g.mul(&x.powf(p - 1.0).affine(p, 0.0))
+        })
     }
     /// x·mul + add
     pub fn affine(&self, mul: f64, add: f64) -> Tensor {
-        self.unary(UnaryOp::Affine { mul, add }, move |_, _, g| Ok(g.affine(mul, 0.0)))
+        self.unary(UnaryOp::Affine { mul, add }, move |_, _, g| {
+            Ok(g.affine(mul, 0.0))
+        })
     }
     pub fn mul_scalar(&self, s: f64) -> Tensor {
         self.affine(s, 0.0)
@@ -52,14 +64,24 @@ impl Tensor {
     pub(crate) fn binary_raw(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
         check_same("binary", &[&self.storage(), &rhs.storage()])?;
         let out = Shape::broadcast(self.shape(), rhs.shape(), "binary")?;
-        let s = self.storage().binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out);
+        let s = self
+            .storage()
+            .binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out);
         Ok(plain(s, out))
     }
 
-    fn binary(&self, op: BinaryOp, rhs: &Tensor, bw: impl FnOnce(&Tensor, &Tensor, &Tensor, &[bool]) -> Result<(Option<Tensor>, Option<Tensor>)> + 'static) -> Result<Tensor> {
+    fn binary(
+        &self,
+        op: BinaryOp,
+        rhs: &Tensor,
+        bw: impl FnOnce(&Tensor, &Tensor, &Tensor, &[bool]) -> Result<(Option<Tensor>, Option<Tensor>)>
+            + 'static,
+    ) -> Result<Tensor> {
         check_same("binary", &[&self.storage(), &rhs.storage()])?;
         let out = Shape::broadcast(self.shape(), rhs.shape(), "binary")?;
-        let s = self.storage().binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out);
+        let s = self
+            .storage()
+            .binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out);
         let (a, b) = (self.clone(), rhs.clone());
         Ok(finish(s, out, &[self, rhs], move |g, _, needs| {
             let (ga, gb) = bw(&a, &b, g, needs)?;
@@ -69,20 +91,31 @@ impl Tensor {
         }))
     }
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Add, rhs, |_, _, g, n| Ok((n[0].then(|| g.clone()), n[1].then(|| g.clone()))))
+        self.binary(BinaryOp::Add, rhs, |_, _, g, n| {
+            Ok((n[0].then(|| g.clone()), n[1].then(|| g.clone())))
+        })
     }
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Sub, rhs, |_, _, g, n| Ok((n[0].then(|| g.clone()), n[1].then(|| g.neg()))))
+        self.binary(BinaryOp::Sub, rhs, |_, _, g, n| {
+            Ok((n[0].then(|| g.clone()), n[1].then(|| g.neg())))
+        })
     }
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Mul, rhs, |a, b, g, n| {
-            Ok((if n[0] { Some(g.mul(b)?) } else { None }, if n[1] { Some(g.mul(a)?) } else { None }))
+            Ok((
+                if n[0] { Some(g.mul(b)?) } else { None },
+                if n[1] { Some(g.mul(a)?) } else { None },
+            ))
         })
     }
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Div, rhs, |a, b, g, n| {
             let ga = if n[0] { Some(g.div(b)?) } else { None };
-            let gb = if n[1] { Some(g.mul(a)?.div(&b.sqr())?.neg()) } else { None };
+            let gb = if n[1] {
+                Some(g.mul(a)?.div(&b.sqr())?.neg())
+            } else {
+                None
+            };
             Ok((ga, gb))
         })
     }
@@ -101,7 +134,9 @@ impl Tensor {
         }
         let r = self.rank();
         let lead = r - shape.rank();
-        let axes: Vec<usize> = (0..r).filter(|&i| i < lead || (shape.dim(i - lead) == 1 && self.dims()[i] != 1)).collect();
+        let axes: Vec<usize> = (0..r)
+            .filter(|&i| i < lead || (shape.dim(i - lead) == 1 && self.dims()[i] != 1))
+            .collect();
         self.sum_axes(&axes, true)?.reshape(shape.dims())
     }
 }

@@ -36,7 +36,13 @@ pub(crate) fn finish(
         record(
             &[&out],
             inputs,
-            Box::new(move |g, needs| backward(g[0].as_ref().expect("single-output node has its gradient"), &y, needs)),
+            Box::new(move |g, needs| {
+                backward(
+                    g[0].as_ref().expect("single-output node has its gradient"),
+                    &y,
+                    needs,
+                )
+            }),
         );
     }
     out

@@ -9,36 +9,87 @@ impl Tensor {
     /// Training-mode batch norm over (N, H, W) per channel of an NCHW (or NC) tensor. Updates
     /// `running_mean`/`running_var` in place like PyTorch (unbiased variance, `momentum` weight
     /// on the new batch).
-    pub fn batch_norm_train(&self, gamma: &Tensor, beta: &Tensor, running_mean: &Tensor, running_var: &Tensor, momentum: f64, eps: f64) -> Result<Tensor> {
+    pub fn batch_norm_train(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
         let (n, c, hw) = bn_dims(self, gamma, beta)?;
         if running_mean.dims() != [c] || running_var.dims() != [c] {
-            shape_err!("batch_norm", "running stats {:?}/{:?} for {c} channels", running_mean.shape(), running_var.shape());
+            shape_err!(
+                "batch_norm",
+                "running stats {:?}/{:?} for {c} channels",
+                running_mean.shape(),
+                running_var.shape()
+            );
         }
-        check_same("batch_norm", &[&self.storage(), &gamma.storage(), &beta.storage()])?;
-        let (y, mean, invstd, var) = self.storage().batch_norm_train(&gamma.storage(), &beta.storage(), n, c, hw, eps);
+        check_same(
+            "batch_norm",
+            &[&self.storage(), &gamma.storage(), &beta.storage()],
+        )?;
+        let (y, mean, invstd, var) =
+            self.storage()
+                .batch_norm_train(&gamma.storage(), &beta.storage(), n, c, hw, eps);
         let (mean, invstd, var) = (plain(mean, [c]), plain(invstd, [c]), plain(var, [c]));
         let cnt = (n * hw) as f64;
         let unbiased = var.mul_scalar(if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 });
         crate::autograd::no_grad(|| -> Result<()> {
-            running_mean.assign(&running_mean.mul_scalar(1.0 - momentum).add(&mean.mul_scalar(momentum))?)?;
-            running_var.assign(&running_var.mul_scalar(1.0 - momentum).add(&unbiased.mul_scalar(momentum))?)
+            running_mean.assign(
+                &running_mean
+                    .mul_scalar(1.0 - momentum)
+                    .add(&mean.mul_scalar(momentum))?,
+            )?;
+            running_var.assign(
+                &running_var
+                    .mul_scalar(1.0 - momentum)
+                    .add(&unbiased.mul_scalar(momentum))?,
+            )
         })?;
         let (x, g) = (self.clone(), gamma.clone());
-        Ok(finish(y, self.shape().clone(), &[self, gamma, beta], move |dy, _, needs| {
-            let (dx, dg, db) = x.storage().batch_norm_backward(&dy.storage(), &g.storage(), &mean.storage(), &invstd.storage(), n, c, hw);
-            Ok(vec![needs[0].then(|| plain(dx, x.shape().clone())), needs[1].then(|| plain(dg, [c])), needs[2].then(|| plain(db, [c]))])
-        }))
+        Ok(finish(
+            y,
+            self.shape().clone(),
+            &[self, gamma, beta],
+            move |dy, _, needs| {
+                let (dx, dg, db) = x.storage().batch_norm_backward(
+                    &dy.storage(),
+                    &g.storage(),
+                    &mean.storage(),
+                    &invstd.storage(),
+                    n,
+                    c,
+                    hw,
+                );
+                Ok(vec![
+                    needs[0].then(|| plain(dx, x.shape().clone())),
+                    needs[1].then(|| plain(dg, [c])),
+                    needs[2].then(|| plain(db, [c])),
+                ])
+            },
+        ))
     }
 
     /// Frozen batch norm: the per-channel affine map of the running statistics,
     /// y = (x − μ)/√(σ² + eps)·γ + β. Differentiable in x, γ and β.
-    pub fn batch_norm_frozen(&self, gamma: &Tensor, beta: &Tensor, running_mean: &Tensor, running_var: &Tensor, eps: f64) -> Result<Tensor> {
+    pub fn batch_norm_frozen(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
         let (_, c, _) = bn_dims(self, gamma, beta)?;
         let mut bshape = vec![1; self.rank()];
         bshape[1] = c;
         let scale = gamma.mul(&running_var.add_scalar(eps).sqrt().recip())?;
         let shift = beta.sub(&running_mean.mul(&scale)?)?;
-        self.mul(&scale.reshape(&bshape)?)?.add(&shift.reshape(&bshape)?)
+        self.mul(&scale.reshape(&bshape)?)?
+            .add(&shift.reshape(&bshape)?)
     }
 
     /// Inverted dropout: zeroes each element with probability p and scales the rest by
@@ -48,7 +99,9 @@ impl Tensor {
             shape_err!("dropout", "probability {p} outside [0, 1)");
         }
         let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f64> = (0..self.numel()).map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep }).collect();
+        let mask: Vec<f64> = (0..self.numel())
+            .map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep })
+            .collect();
         let mask = Tensor::from_f64(&mask, self.shape().clone(), self.dtype(), self.device())?;
         self.mul(&mask)
     }
@@ -60,7 +113,12 @@ fn bn_dims(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(usize, usize, u
     }
     let (n, c) = (x.dims()[0], x.dims()[1]);
     if gamma.dims() != [c] || beta.dims() != [c] {
-        shape_err!("batch_norm", "gamma {:?} / beta {:?} for {c} channels", gamma.shape(), beta.shape());
+        shape_err!(
+            "batch_norm",
+            "gamma {:?} / beta {:?} for {c} channels",
+            gamma.shape(),
+            beta.shape()
+        );
     }
     Ok((n, c, x.dims()[2..].iter().product()))
 }

@@ -15,7 +15,12 @@ pub struct Pool2dParams {
 impl Pool2dParams {
     /// k×k window, stride s, padding p, floor mode.
     pub fn new(k: usize, s: usize, p: usize) -> Self {
-        Pool2dParams { kernel: (k, k), stride: (s, s), padding: (p, p), ceil_mode: false }
+        Pool2dParams {
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (p, p),
+            ceil_mode: false,
+        }
     }
     pub fn geom(&self, x: &[usize]) -> Result<Pool2dGeom> {
         if x.len() != 4 {
@@ -32,7 +37,11 @@ impl Pool2dParams {
                 return None;
             }
             let num = len + 2 * p - k;
-            let mut o = if self.ceil_mode { num.div_ceil(s) + 1 } else { num / s + 1 };
+            let mut o = if self.ceil_mode {
+                num.div_ceil(s) + 1
+            } else {
+                num / s + 1
+            };
             if self.ceil_mode && (o - 1) * s >= len + p {
                 o -= 1;
             }
@@ -41,7 +50,19 @@ impl Pool2dParams {
         let (Some(ho), Some(wo)) = (out(x[2], k.0, s.0, p.0), out(x[3], k.1, s.1, p.1)) else {
             shape_err!("pool2d", "window {k:?} larger than padded input {x:?}");
         };
-        Ok(Pool2dGeom { planes: x[0] * x[1], h: x[2], w: x[3], kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1, ho, wo })
+        Ok(Pool2dGeom {
+            planes: x[0] * x[1],
+            h: x[2],
+            w: x[3],
+            kh: k.0,
+            kw: k.1,
+            sh: s.0,
+            sw: s.1,
+            ph: p.0,
+            pw: p.1,
+            ho,
+            wo,
+        })
     }
 }
 
@@ -52,7 +73,10 @@ impl Tensor {
         let x = self.clone();
         let shape = [self.dims()[0], self.dims()[1], g.ho, g.wo];
         Ok(finish(s, shape.into(), &[self], move |dy, _, _| {
-            Ok(vec![Some(plain(x.storage().max_pool2d_backward(&dy.storage(), &g), x.shape().clone()))])
+            Ok(vec![Some(plain(
+                x.storage().max_pool2d_backward(&dy.storage(), &g),
+                x.shape().clone(),
+            ))])
         }))
     }
     /// Average pooling, PyTorch defaults (count_include_pad = true).
@@ -61,7 +85,12 @@ impl Tensor {
         let s = self.storage().avg_pool2d(&g);
         let in_shape = self.shape().clone();
         let shape = [self.dims()[0], self.dims()[1], g.ho, g.wo];
-        Ok(finish(s, shape.into(), &[self], move |dy, _, _| Ok(vec![Some(plain(dy.storage().avg_pool2d_backward(&g), in_shape))])))
+        Ok(finish(s, shape.into(), &[self], move |dy, _, _| {
+            Ok(vec![Some(plain(
+                dy.storage().avg_pool2d_backward(&g),
+                in_shape,
+            ))])
+        }))
     }
     /// (N,C,H,W) → (N,C): the mean over each plane.
     pub fn global_avg_pool(&self) -> Result<Tensor> {

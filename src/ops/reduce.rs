@@ -19,7 +19,12 @@ impl Tensor {
         let out_dims: Vec<usize> = if keepdim {
             kdims.clone()
         } else {
-            self.dims().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+            self.dims()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(i))
+                .map(|(_, &d)| d)
+                .collect()
         };
         let s = self.storage().sum_axes(self.shape(), &axes);
         let in_shape = self.shape().clone();
@@ -30,7 +35,10 @@ impl Tensor {
         }))
     }
     pub fn mean_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let count: usize = axes.iter().map(|&a| self.dims().get(a).copied().unwrap_or(1)).product();
+        let count: usize = axes
+            .iter()
+            .map(|&a| self.dims().get(a).copied().unwrap_or(1))
+            .product();
         Ok(self.sum_axes(axes, keepdim)?.mul_scalar(1.0 / count as f64))
     }
     /// Sum of every element, shape [1].
@@ -43,6 +51,7 @@ impl Tensor {
     }
     /// Copies this tensor broadcast up to `shape` (untracked helper for backward passes).
     pub(crate) fn broadcast_as(&self, shape: &Shape) -> Result<Tensor> {
-        Tensor::zeros(shape.clone(), self.dtype(), self.device()).binary_raw(crate::backend::BinaryOp::Add, self)
+        Tensor::zeros(shape.clone(), self.dtype(), self.device())
+            .binary_raw(crate::backend::BinaryOp::Add, self)
     }
 }

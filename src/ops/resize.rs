@@ -13,8 +13,16 @@ impl Tensor {
         let (planes, h, w) = (d[0] * d[1], d[2], d[3]);
         let s = self.storage().resize_bilinear(planes, h, w, ho, wo);
         let in_shape = self.shape().clone();
-        Ok(finish(s, [d[0], d[1], ho, wo].into(), &[self], move |g, _, _| {
-            Ok(vec![Some(plain(g.storage().resize_bilinear_backward(planes, h, w, ho, wo), in_shape))])
-        }))
+        Ok(finish(
+            s,
+            [d[0], d[1], ho, wo].into(),
+            &[self],
+            move |g, _, _| {
+                Ok(vec![Some(plain(
+                    g.storage().resize_bilinear_backward(planes, h, w, ho, wo),
+                    in_shape,
+                ))])
+            },
+        ))
     }
 }

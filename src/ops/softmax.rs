@@ -12,7 +12,11 @@ impl Tensor {
         let s = self.storage().softmax(outer, len, inner);
         let shape = self.shape().clone();
         Ok(finish(s, shape.clone(), &[self], move |g, y, _| {
-            Ok(vec![Some(plain(y.storage().softmax_backward(&g.storage(), outer, len, inner), shape))])
+            Ok(vec![Some(plain(
+                y.storage()
+                    .softmax_backward(&g.storage(), outer, len, inner),
+                shape,
+            ))])
         }))
     }
 }

@@ -41,11 +41,23 @@ impl Sgd {
         if nesterov && momentum <= 0.0 {
             return Err(Error::Msg("nesterov momentum needs momentum > 0".into()));
         }
-        if let Some(p) = groups.iter().flat_map(|g| &g.params).find(|p| !p.is_tracked()) {
-            return Err(Error::Msg(format!("optimizer given an untracked tensor {p:?}; use into_param()")));
+        if let Some(p) = groups
+            .iter()
+            .flat_map(|g| &g.params)
+            .find(|p| !p.is_tracked())
+        {
+            return Err(Error::Msg(format!(
+                "optimizer given an untracked tensor {p:?}; use into_param()"
+            )));
         }
         let buffers = groups.iter().map(|g| vec![None; g.params.len()]).collect();
-        Ok(Sgd { groups, momentum, dampening: 0.0, nesterov, buffers })
+        Ok(Sgd {
+            groups,
+            momentum,
+            dampening: 0.0,
+            nesterov,
+            buffers,
+        })
     }
 
     /// One update of every parameter that has a gradient; `lr_factor` scales each group's lr
@@ -53,7 +65,13 @@ impl Sgd {
     pub fn step(&mut self, grads: &Gradients, lr_factor: f64) -> Result<()> {
         no_grad(|| {
             for (gi, group) in self.groups.iter().enumerate() {
-                let h = SgdHyper { lr: group.lr * lr_factor, momentum: self.momentum, dampening: self.dampening, weight_decay: group.weight_decay, nesterov: self.nesterov };
+                let h = SgdHyper {
+                    lr: group.lr * lr_factor,
+                    momentum: self.momentum,
+                    dampening: self.dampening,
+                    weight_decay: group.weight_decay,
+                    nesterov: self.nesterov,
+                };
                 for (pi, p) in group.params.iter().enumerate() {
                     let Some(g) = grads.get(p) else { continue };
                     if g.shape() != p.shape() || g.dtype() != p.dtype() {
@@ -61,7 +79,8 @@ impl Sgd {
                     }
                     let slot = &mut self.buffers[gi][pi];
                     let first = slot.is_none();
-                    let buf = slot.get_or_insert_with(|| Storage::zeros(p.numel(), p.dtype(), p.device()));
+                    let buf = slot
+                        .get_or_insert_with(|| Storage::zeros(p.numel(), p.dtype(), p.device()));
                     p.storage_mut().sgd_step(&g.storage(), buf, &h, first);
                 }
             }
@@ -75,7 +94,10 @@ impl Sgd {
         for (gi, group) in self.groups.iter().enumerate() {
             for (pi, b) in self.buffers[gi].iter().enumerate() {
                 if let Some(b) = b {
-                    out.push((format!("sgd.{}.{pi}", group.name), Tensor::from_storage(b.clone(), group.params[pi].shape().clone(), false)));
+                    out.push((
+                        format!("sgd.{}.{pi}", group.name),
+                        Tensor::from_storage(b.clone(), group.params[pi].shape().clone(), false),
+                    ));
                 }
             }
         }
@@ -88,8 +110,15 @@ impl Sgd {
             for (pi, p) in group.params.iter().enumerate() {
                 let name = format!("sgd.{}.{pi}", group.name);
                 self.buffers[gi][pi] = match get(&name) {
-                    Some(t) if t.shape() == p.shape() => Some(t.to_dtype(p.dtype()).storage().clone()),
-                    Some(t) => shape_err!("sgd state", "{name} has shape {:?}, parameter {:?}", t.shape(), p.shape()),
+                    Some(t) if t.shape() == p.shape() => {
+                        Some(t.to_dtype(p.dtype()).storage().clone())
+                    }
+                    Some(t) => shape_err!(
+                        "sgd state",
+                        "{name} has shape {:?}, parameter {:?}",
+                        t.shape(),
+                        p.shape()
+                    ),
                     None => None,
                 };
             }

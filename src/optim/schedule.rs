@@ -3,16 +3,24 @@
 pub enum LrSchedule {
     Constant,
     /// ×gamma at each milestone reached (factor = gamma^#{m ≤ t}).
-    Step { milestones: Vec<usize>, gamma: f64 },
+    Step {
+        milestones: Vec<usize>,
+        gamma: f64,
+    },
     /// (1 − t/max)^power, 0 from `max` on.
-    Poly { max: usize, power: f64 },
+    Poly {
+        max: usize,
+        power: f64,
+    },
 }
 
 impl LrSchedule {
     pub fn factor(&self, t: usize) -> f64 {
         match self {
             LrSchedule::Constant => 1.0,
-            LrSchedule::Step { milestones, gamma } => gamma.powi(milestones.iter().filter(|&&m| m <= t).count() as i32),
+            LrSchedule::Step { milestones, gamma } => {
+                gamma.powi(milestones.iter().filter(|&&m| m <= t).count() as i32)
+            }
             LrSchedule::Poly { max, power } => {
                 if t >= *max {
                     0.0

@@ -38,7 +38,14 @@ pub struct Tensor(Arc<Inner>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {:?}, {:?}{})", self.0.id, self.0.shape, self.0.dtype, if self.0.tracked { ", tracked" } else { "" })
+        write!(
+            f,
+            "Tensor({:?}, {:?}, {:?}{})",
+            self.0.id,
+            self.0.shape,
+            self.0.dtype,
+            if self.0.tracked { ", tracked" } else { "" }
+        )
     }
 }
 
@@ -56,14 +63,27 @@ impl Tensor {
     }
 
     /// A tensor from host data; `data.len()` must equal the shape's element count.
-    pub fn from_vec<T: Float>(data: Vec<T>, shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+    pub fn from_vec<T: Float>(
+        data: Vec<T>,
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         if data.len() != shape.numel() {
             shape_err!("from_vec", "{} values for shape {shape:?}", data.len());
         }
-        Ok(Self::from_storage(Storage::from_host(data, device), shape, false))
+        Ok(Self::from_storage(
+            Storage::from_host(data, device),
+            shape,
+            false,
+        ))
     }
-    pub fn from_f64(data: &[f64], shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn from_f64(
+        data: &[f64],
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         match dtype {
             DType::F32 => Self::from_vec(data.iter().map(|&v| v as f32).collect(), shape, device),
             DType::F64 => Self::from_vec(data.to_vec(), shape, device),
@@ -86,13 +106,26 @@ impl Tensor {
         Self::full(v, [1], dtype, device)
     }
     /// Uniform in [lo, hi).
-    pub fn rand_uniform(shape: impl Into<Shape>, lo: f64, hi: f64, dtype: DType, device: Device, rng: &mut impl Rng) -> Tensor {
+    pub fn rand_uniform(
+        shape: impl Into<Shape>,
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut impl Rng,
+    ) -> Tensor {
         let shape = shape.into();
         let v: Vec<f64> = (0..shape.numel()).map(|_| rng.gen_range(lo..hi)).collect();
         Self::from_f64(&v, shape, dtype, device).expect("length matches shape")
     }
     /// Standard normal (Box-Muller), seeded by the caller's RNG.
-    pub fn randn(shape: impl Into<Shape>, std: f64, dtype: DType, device: Device, rng: &mut impl Rng) -> Tensor {
+    pub fn randn(
+        shape: impl Into<Shape>,
+        std: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut impl Rng,
+    ) -> Tensor {
         let shape = shape.into();
         let v: Vec<f64> = (0..shape.numel())
             .map(|_| {
@@ -166,7 +199,10 @@ impl Tensor {
         self.0.storage.read().expect("tensor storage lock poisoned")
     }
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().expect("tensor storage lock poisoned")
+        self.0
+            .storage
+            .write()
+            .expect("tensor storage lock poisoned")
     }
 
     /// The values as f64 on the host (any dtype, any device).
@@ -179,7 +215,11 @@ impl Tensor {
     /// The single value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f64> {
         if self.numel() != 1 {
-            shape_err!("to_scalar", "tensor of shape {:?} is not a scalar", self.shape());
+            shape_err!(
+                "to_scalar",
+                "tensor of shape {:?} is not a scalar",
+                self.shape()
+            );
         }
         Ok(self.to_vec_f64()[0])
     }

@@ -39,8 +39,16 @@ impl Shape {
         let r = a.rank().max(b.rank());
         let mut out = vec![0; r];
         for (i, o) in out.iter_mut().enumerate() {
-            let da = if i + a.rank() >= r { a.0[i + a.rank() - r] } else { 1 };
-            let db = if i + b.rank() >= r { b.0[i + b.rank() - r] } else { 1 };
+            let da = if i + a.rank() >= r {
+                a.0[i + a.rank() - r]
+            } else {
+                1
+            };
+            let db = if i + b.rank() >= r {
+                b.0[i + b.rank() - r]
+            } else {
+                1
+            };
             *o = match (da, db) {
                 (x, y) if x == y => x,
                 (1, y) => y,

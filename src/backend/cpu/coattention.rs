@@ -14,38 +14,109 @@ struct Pair<T> {
 
 fn pair_forward<T: Float>(fm: &[T], fnn: &[T], w: &[T], c: usize, n: usize, m: usize) -> Pair<T> {
     let mut q = vec![T::zero(); c * n];
-    gemm_into(&mut q, w, fm, c, c, n, false, false, false, parallelism(c, n, c));
+    gemm_into(
+        &mut q,
+        w,
+        fm,
+        c,
+        c,
+        n,
+        false,
+        false,
+        false,
+        parallelism(c, n, c),
+    );
     let mut s = vec![T::zero(); n * m];
-    gemm_into(&mut s, &q, fnn, n, c, m, true, false, false, parallelism(n, m, c));
+    gemm_into(
+        &mut s,
+        &q,
+        fnn,
+        n,
+        c,
+        m,
+        true,
+        false,
+        false,
+        parallelism(n, m, c),
+    );
     let a = softmax(&s, 1, n, m);
     let b = softmax(&s, n, m, 1);
     Pair { q, a, b }
 }
 
 /// Returns (Fm∩ (B,C,N), Fn∩ (B,C,M)).
-pub fn forward<T: Float>(fm: &[T], fnn: &[T], w: &[T], bsz: usize, c: usize, n: usize, m: usize) -> (Vec<T>, Vec<T>) {
+pub fn forward<T: Float>(
+    fm: &[T],
+    fnn: &[T],
+    w: &[T],
+    bsz: usize,
+    c: usize,
+    n: usize,
+    m: usize,
+) -> (Vec<T>, Vec<T>) {
     let mut fm_att = vec![T::zero(); bsz * c * n];
     let mut fn_att = vec![T::zero(); bsz * c * m];
     for bi in 0..bsz {
         let (fmb, fnb) = (&fm[bi * c * n..][..c * n], &fnn[bi * c * m..][..c * m]);
         let p = pair_forward(fmb, fnb, w, c, n, m);
-        gemm_into(&mut fn_att[bi * c * m..], fmb, &p.a, c, n, m, false, false, false, parallelism(c, m, n));
-        gemm_into(&mut fm_att[bi * c * n..], fnb, &p.b, c, m, n, false, true, false, parallelism(c, n, m));
+        gemm_into(
+            &mut fn_att[bi * c * m..],
+            fmb,
+            &p.a,
+            c,
+            n,
+            m,
+            false,
+            false,
+            false,
+            parallelism(c, m, n),
+        );
+        gemm_into(
+            &mut fm_att[bi * c * n..],
+            fnb,
+            &p.b,
+            c,
+            m,
+            n,
+            false,
+            true,
+            false,
+            parallelism(c, n, m),
+        );
     }
     (fm_att, fn_att)
 }
 
 /// Returns (dFm, dFn, dW) given the upstream gradients of (Fm∩, Fn∩).
-#[allow(clippy::too_many_arguments)]
-pub fn backward<T: Float>(fm: &[T], fnn: &[T], w: &[T], g_fm_att: &[T], g_fn_att: &[T], bsz: usize, c: usize, n: usize, m: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn backward<T: Float>(
+    fm: &[T],
+    fnn: &[T],
+    w: &[T],
+    g_fm_att: &[T],
+    g_fn_att: &[T],
+    bsz: usize,
+    c: usize,
+    n: usize,
+    m: usize,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut dfm = vec![T::zero(); bsz * c * n];
     let mut dfn = vec![T::zero(); bsz * c * m];
     let mut dw = vec![T::zero(); c * c];
-    let (pcm, pcn, pnm) = (parallelism(c, m, n), parallelism(c, n, m), parallelism(n, m, c));
+    let (pcm, pcn, pnm) = (
+        parallelism(c, m, n),
+        parallelism(c, n, m),
+        parallelism(n, m, c),
+    );
     for bi in 0..bsz {
         let (fmb, fnb) = (&fm[bi * c * n..][..c * n], &fnn[bi * c * m..][..c * m]);
-        let (g1, g2) = (&g_fm_att[bi * c * n..][..c * n], &g_fn_att[bi * c * m..][..c * m]);
-        let (dfmb, dfnb) = (&mut dfm[bi * c * n..][..c * n], &mut dfn[bi * c * m..][..c * m]);
+        let (g1, g2) = (
+            &g_fm_att[bi * c * n..][..c * n],
+            &g_fn_att[bi * c * m..][..c * m],
+        );
+        let (dfmb, dfnb) = (
+            &mut dfm[bi * c * n..][..c * n],
+            &mut dfn[bi * c * m..][..c * m],
+        );
         let p = pair_forward(fmb, fnb, w, c, n, m);
         // Fm∩ = Fn·Bᵀ: values Fn, weights B (softmax over j).
         gemm_into(dfnb, g1, &p.b, c, n, m, false, false, false, pcm);
@@ -64,7 +135,18 @@ pub fn backward<T: Float>(fm: &[T], fnn: &[T], w: &[T], g_fm_att: &[T], g_fn_att
         gemm_into(&mut dq, fnb, &ds, c, m, n, false, true, false, pcn);
         gemm_into(dfnb, &p.q, &ds, c, n, m, false, false, true, pcm);
         // Q = W·Fm
-        gemm_into(&mut dw, &dq, fmb, c, n, c, false, true, true, parallelism(c, c, n));
+        gemm_into(
+            &mut dw,
+            &dq,
+            fmb,
+            c,
+            n,
+            c,
+            false,
+            true,
+            true,
+            parallelism(c, c, n),
+        );
         gemm_into(dfmb, w, &dq, c, c, n, true, false, true, pcn);
     }
     (dfm, dfn, dw)

@@ -24,7 +24,11 @@ fn im2col<T: Float>(x: &[T], g: &Conv2dGeom, col: &mut [T]) {
             let src = &plane[iy as usize * w..(iy as usize + 1) * w];
             for (ox, v) in d.iter_mut().enumerate() {
                 let ix = (ox * g.sw + kj * g.dw) as isize - g.pw as isize;
-                *v = if ix < 0 || ix >= w as isize { T::zero() } else { src[ix as usize] };
+                *v = if ix < 0 || ix >= w as isize {
+                    T::zero()
+                } else {
+                    src[ix as usize]
+                };
             }
         }
     };
@@ -76,19 +80,38 @@ pub fn forward<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, g: &Conv2dGeom) 
     let mut out = vec![T::zero(); g.n * g.cout * hw];
     let one = |(i, o): (usize, &mut [T]), par: Parallelism| {
         let mut col = vec![T::zero(); ckk * hw];
-        im2col(&x[i * g.cin * g.h * g.w..(i + 1) * g.cin * g.h * g.w], g, &mut col);
+        im2col(
+            &x[i * g.cin * g.h * g.w..(i + 1) * g.cin * g.h * g.w],
+            g,
+            &mut col,
+        );
         if let Some(b) = bias {
             for (co, row) in o.chunks_mut(hw).enumerate() {
                 row.fill(b[co]);
             }
         }
-        gemm_into(o, wt, &col, g.cout, ckk, hw, false, false, bias.is_some(), par);
+        gemm_into(
+            o,
+            wt,
+            &col,
+            g.cout,
+            ckk,
+            hw,
+            false,
+            false,
+            bias.is_some(),
+            par,
+        );
     };
     if per_image_parallel(g) {
-        out.par_chunks_mut(g.cout * hw).enumerate().for_each(|x| one(x, Parallelism::None));
+        out.par_chunks_mut(g.cout * hw)
+            .enumerate()
+            .for_each(|x| one(x, Parallelism::None));
     } else {
         let par = parallelism(g.cout, hw, ckk);
-        out.chunks_mut(g.cout * hw).enumerate().for_each(|x| one(x, par));
+        out.chunks_mut(g.cout * hw)
+            .enumerate()
+            .for_each(|x| one(x, par));
     }
     out
 }
@@ -99,11 +122,24 @@ pub fn backward_input<T: Float>(dy: &[T], wt: &[T], g: &Conv2dGeom) -> Vec<T> {
     let mut dx = vec![T::zero(); g.n * chw];
     let one = |(i, d): (usize, &mut [T]), par: Parallelism| {
         let mut col = vec![T::zero(); ckk * hw];
-        gemm_into(&mut col, wt, &dy[i * g.cout * hw..], ckk, g.cout, hw, true, false, false, par);
+        gemm_into(
+            &mut col,
+            wt,
+            &dy[i * g.cout * hw..],
+            ckk,
+            g.cout,
+            hw,
+            true,
+            false,
+            false,
+            par,
+        );
         col2im(&col, g, d);
     };
     if per_image_parallel(g) {
-        dx.par_chunks_mut(chw).enumerate().for_each(|x| one(x, Parallelism::None));
+        dx.par_chunks_mut(chw)
+            .enumerate()
+            .for_each(|x| one(x, Parallelism::None));
     } else {
         let par = parallelism(ckk, hw, g.cout);
         dx.chunks_mut(chw).enumerate().for_each(|x| one(x, par));
@@ -117,7 +153,18 @@ pub fn backward_weight<T: Float>(dy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
     let grad_of = |i: usize, acc: &mut [T], par: Parallelism, first: bool| {
         let mut col = vec![T::zero(); ckk * hw];
         im2col(&x[i * chw..(i + 1) * chw], g, &mut col);
-        gemm_into(acc, &dy[i * g.cout * hw..], &col, g.cout, hw, ckk, false, true, !first, par);
+        gemm_into(
+            acc,
+            &dy[i * g.cout * hw..],
+            &col,
+            g.cout,
+            hw,
+            ckk,
+            false,
+            true,
+            !first,
+            par,
+        );
     };
     if per_image_parallel(g) {
         (0..g.n)

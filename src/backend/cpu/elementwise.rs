@@ -63,13 +63,26 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T]) -> Vec<T> {
 }
 
 /// out[i] = op(a[bcast i], b[bcast i]) over `out_shape` (NumPy broadcasting).
-pub fn binary<T: Float>(op: BinaryOp, a: &[T], sa: &Shape, b: &[T], sb: &Shape, out: &Shape) -> Vec<T> {
+pub fn binary<T: Float>(
+    op: BinaryOp,
+    a: &[T],
+    sa: &Shape,
+    b: &[T],
+    sb: &Shape,
+    out: &Shape,
+) -> Vec<T> {
     let n = out.numel();
     if sa == out && sb == out {
         return if n >= PAR_MIN {
-            a.par_iter().zip(b.par_iter()).map(|(&x, &y)| binary_one(op, x, y)).collect()
+            a.par_iter()
+                .zip(b.par_iter())
+                .map(|(&x, &y)| binary_one(op, x, y))
+                .collect()
         } else {
-            a.iter().zip(b).map(|(&x, &y)| binary_one(op, x, y)).collect()
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| binary_one(op, x, y))
+                .collect()
         };
     }
     if n == 0 {
@@ -80,9 +93,17 @@ pub fn binary<T: Float>(op: BinaryOp, a: &[T], sa: &Shape, b: &[T], sb: &Shape, 
     let stra = sa.broadcast_strides(out);
     let strb = sb.broadcast_strides(out);
     let last = if r == 0 { 1 } else { out.dims()[r - 1] };
-    let (la, lb) = if r == 0 { (0, 0) } else { (stra[r - 1], strb[r - 1]) };
+    let (la, lb) = if r == 0 {
+        (0, 0)
+    } else {
+        (stra[r - 1], strb[r - 1])
+    };
     let rows = n / last;
-    let outer_dims = if r == 0 { &[][..] } else { &out.dims()[..r - 1] };
+    let outer_dims = if r == 0 {
+        &[][..]
+    } else {
+        &out.dims()[..r - 1]
+    };
     let mut res = vec![T::zero(); n];
     let row = |(ri, dst): (usize, &mut [T])| {
         let (mut oa, mut ob, mut rem) = (0usize, 0usize, ri);

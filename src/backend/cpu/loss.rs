@@ -17,12 +17,22 @@ pub fn bce_logits_mean<T: Float>(x: &[T], y: &[T]) -> T {
 
 pub fn bce_logits_mean_backward<T: Float>(x: &[T], y: &[T], g: T) -> Vec<T> {
     let scale = g / T::of(x.len() as f64);
-    x.iter().zip(y).map(|(&a, &b)| (sigmoid(a) - b) * scale).collect()
+    x.iter()
+        .zip(y)
+        .map(|(&a, &b)| (sigmoid(a) - b) * scale)
+        .collect()
 }
 
 /// Returns (Σ −log softmax[label] over counted pixels, count). logits (B,K,HW), labels (B,HW).
 /// A label outside 0..K that is not `ignore` is an error (the caller names the tensor).
-pub fn cross_entropy<T: Float>(x: &[T], labels: &[T], b: usize, k: usize, hw: usize, ignore: usize) -> Result<(f64, usize), f64> {
+pub fn cross_entropy<T: Float>(
+    x: &[T],
+    labels: &[T],
+    b: usize,
+    k: usize,
+    hw: usize,
+    ignore: usize,
+) -> Result<(f64, usize), f64> {
     let per_image: Vec<Result<(f64, usize), f64>> = (0..b)
         .into_par_iter()
         .map(|i| {
@@ -54,7 +64,16 @@ pub fn cross_entropy<T: Float>(x: &[T], labels: &[T], b: usize, k: usize, hw: us
 }
 
 /// d/dx of the mean CE: (softmax − onehot)·g/count at counted pixels, 0 at ignored ones.
-pub fn cross_entropy_backward<T: Float>(x: &[T], labels: &[T], _b: usize, k: usize, hw: usize, ignore: usize, count: usize, g: T) -> Vec<T> {
+pub fn cross_entropy_backward<T: Float>(
+    x: &[T],
+    labels: &[T],
+    _b: usize,
+    k: usize,
+    hw: usize,
+    ignore: usize,
+    count: usize,
+    g: T,
+) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
     if count == 0 {
         return dx;

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 /// Work below which one gemm call runs on one thread.
 const PAR_FLOPS: usize = 1 << 21;
 
-pub(crate) fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+pub fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
     if m * n * k >= PAR_FLOPS {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -16,7 +16,6 @@ pub(crate) fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 
 /// out (m×n, row-major) = [out +] op(a) · op(b), where op(a) is m×k and op(b) is k×n.
 /// `ta`: a is stored k×m; `tb`: b is stored n×k.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_into<T: Float>(
     out: &mut [T],
     a: &[T],
@@ -69,7 +68,6 @@ pub fn gemm_into<T: Float>(
 }
 
 /// Batched product; a batch stride of 0 broadcasts that operand over the batch.
-#[allow(clippy::too_many_arguments)]
 pub fn batched<T: Float>(
     a: &[T],
     b: &[T],
@@ -87,10 +85,23 @@ pub fn batched<T: Float>(
         return out;
     }
     let one = |(i, o): (usize, &mut [T]), par| {
-        gemm_into(o, &a[i * a_bs..], &b[i * b_bs..], m, k, n, ta, tb, false, par)
+        gemm_into(
+            o,
+            &a[i * a_bs..],
+            &b[i * b_bs..],
+            m,
+            k,
+            n,
+            ta,
+            tb,
+            false,
+            par,
+        )
     };
     if batch > 1 && m * n * k < PAR_FLOPS {
-        out.par_chunks_mut(m * n).enumerate().for_each(|x| one(x, Parallelism::None));
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|x| one(x, Parallelism::None));
     } else {
         let par = parallelism(m, n, k);
         out.chunks_mut(m * n).enumerate().for_each(|x| one(x, par));

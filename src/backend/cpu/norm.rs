@@ -3,19 +3,33 @@ use crate::tensor::Float;
 use rayon::prelude::*;
 
 /// y = (x − μ_c)·invstd_c·γ_c + β_c. Returns (y, μ, invstd, biased var).
-pub fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], n: usize, c: usize, hw: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
+pub fn forward<T: Float>(
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    eps: f64,
+) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
     let cnt = (n * hw) as f64;
     let stats: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let mut s = 0f64;
             for i in 0..n {
-                s += x[(i * c + ch) * hw..][..hw].iter().map(|v| v.as_f64()).sum::<f64>();
+                s += x[(i * c + ch) * hw..][..hw]
+                    .iter()
+                    .map(|v| v.as_f64())
+                    .sum::<f64>();
             }
             let mean = s / cnt;
             let mut v = 0f64;
             for i in 0..n {
-                v += x[(i * c + ch) * hw..][..hw].iter().map(|a| (a.as_f64() - mean).powi(2)).sum::<f64>();
+                v += x[(i * c + ch) * hw..][..hw]
+                    .iter()
+                    .map(|a| (a.as_f64() - mean).powi(2))
+                    .sum::<f64>();
             }
             (mean, v / cnt)
         })
@@ -31,14 +45,25 @@ pub fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], n: usize, c: usize, h
         }
     });
     let mean = stats.iter().map(|s| T::of(s.0)).collect();
-    let invstd = stats.iter().map(|s| T::of(1.0 / (s.1 + eps).sqrt())).collect();
+    let invstd = stats
+        .iter()
+        .map(|s| T::of(1.0 / (s.1 + eps).sqrt()))
+        .collect();
     let var = stats.iter().map(|s| T::of(s.1)).collect();
     (y, mean, invstd, var)
 }
 
 /// dx = γ·invstd/M·(M·dy − Σdy − x̂·Σ(dy·x̂)); dγ = Σ dy·x̂; dβ = Σ dy.
-#[allow(clippy::too_many_arguments)]
-pub fn backward<T: Float>(x: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], n: usize, c: usize, hw: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn backward<T: Float>(
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    invstd: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let cnt = (n * hw) as f64;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()

@@ -7,7 +7,9 @@ use rayon::prelude::*;
 
 fn planes<T: Float>(out: &mut [T], plane: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     if out.len() >= super::elementwise::PAR_MIN {
-        out.par_chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(p, o)| f(p, o));
     } else {
         out.chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
     }

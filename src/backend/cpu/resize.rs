@@ -16,7 +16,14 @@ pub(crate) fn taps(out_len: usize, in_len: usize) -> Vec<(usize, usize, f64, f64
         .collect()
 }
 
-pub fn forward<T: Float>(x: &[T], planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Vec<T> {
+pub fn forward<T: Float>(
+    x: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+) -> Vec<T> {
     let (ty, tx) = (taps(ho, h), taps(wo, w));
     let mut out = vec![T::zero(); planes * ho * wo];
     let f = |(p, o): (usize, &mut [T])| {
@@ -37,7 +44,14 @@ pub fn forward<T: Float>(x: &[T], planes: usize, h: usize, w: usize, ho: usize, 
     out
 }
 
-pub fn backward<T: Float>(dy: &[T], planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Vec<T> {
+pub fn backward<T: Float>(
+    dy: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+) -> Vec<T> {
     let (ty, tx) = (taps(ho, h), taps(wo, w));
     let mut dx = vec![T::zero(); planes * h * w];
     let f = |(p, d): (usize, &mut [T])| {

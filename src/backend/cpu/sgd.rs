@@ -15,7 +15,10 @@ pub fn step<T: Float>(p: &mut [T], g: &[T], buf: &mut [T], h: &SgdHyper, first: 
         *p -= lr * d;
     };
     if p.len() >= super::elementwise::PAR_MIN {
-        p.par_iter_mut().zip(g.par_iter()).zip(buf.par_iter_mut()).for_each(f);
+        p.par_iter_mut()
+            .zip(g.par_iter())
+            .zip(buf.par_iter_mut())
+            .for_each(f);
     } else {
         p.iter_mut().zip(g.iter()).zip(buf.iter_mut()).for_each(f);
     }

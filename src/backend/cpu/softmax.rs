@@ -35,7 +35,13 @@ pub fn softmax<T: Float>(x: &[T], outer: usize, len: usize, inner: usize) -> Vec
 }
 
 /// dx = y ⊙ (dy − Σ_axis dy⊙y)
-pub fn softmax_backward<T: Float>(y: &[T], dy: &[T], outer: usize, len: usize, inner: usize) -> Vec<T> {
+pub fn softmax_backward<T: Float>(
+    y: &[T],
+    dy: &[T],
+    outer: usize,
+    len: usize,
+    inner: usize,
+) -> Vec<T> {
     let block = len * inner;
     let mut dx = vec![T::zero(); y.len()];
     if block == 0 {
