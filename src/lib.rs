@@ -7,10 +7,15 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod cli;
+pub mod cls;
+pub mod data;
 mod error;
 pub mod io;
+pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod progress;
 pub mod tensor;
 pub mod testing;
 

@@ -1,5 +1,6 @@
 //! `coatt-train`: the one binary. Thin: parse arguments, call the library.
 use clap::{Parser, Subcommand};
+use coatt::cli;
 
 #[derive(Parser)]
 #[command(
@@ -14,19 +15,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Write a synthetic VOC-layout dataset (objects = shared body + class-specific head).
+    Synth(cli::SynthArgs),
+    /// Report what a dataset folder holds: missing, corrupt or mismatched files, class counts.
+    CheckData(cli::CheckDataArgs),
+    /// Train the co-attention classifier (official recipe by default).
+    TrainCls(cli::TrainClsArgs),
     /// Time the engine's core CPU kernels (conv2d vs a plain GEMM, co-attention) and print GFLOP/s.
     Bench(coatt::bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.cmd {
+    let result = match cli.cmd {
         None => {
             use clap::CommandFactory;
-            Cli::command().print_help()?;
+            let _ = Cli::command().print_help();
             println!();
+            Ok(())
         }
-        Some(Cmd::Bench(a)) => coatt::bench::run(&a)?,
+        Some(Cmd::Synth(a)) => cli::synth(&a),
+        Some(Cmd::CheckData(a)) => match cli::check_data(&a) {
+            Ok(false) => std::process::exit(1),
+            other => other.map(|_| ()),
+        },
+        Some(Cmd::TrainCls(a)) => cli::train_cls_cmd(&a),
+        Some(Cmd::Bench(a)) => coatt::bench::run(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(2);
     }
-    Ok(())
 }

@@ -5,7 +5,21 @@ use crate::tensor::Float;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+/// The output columns [lo, hi) whose input column ox·s − p + kj·d lies inside [0, w).
+#[inline]
+fn valid_cols(wo: usize, w: usize, s: usize, p: usize, off: usize) -> (usize, usize) {
+    // ix = ox·s + off − p ≥ 0  ⇔  ox ≥ ceil((p − off)/s);  ix < w  ⇔  ox < ceil((w + p − off)/s)
+    let lo = if p > off { (p - off).div_ceil(s) } else { 0 };
+    let hi = if w + p > off {
+        (w + p - off).div_ceil(s)
+    } else {
+        0
+    };
+    (lo.min(wo), hi.min(wo).max(lo.min(wo)))
+}
+
 /// col[(c·kh + ki)·kw + kj][oy·wo + ox] = x[c][oy·sh − ph + ki·dh][ox·sw − pw + kj·dw] (0 outside).
+/// Each (tap, output row) is a zero prefix, a copied (or strided) run and a zero suffix.
 fn im2col<T: Float>(x: &[T], g: &Conv2dGeom, col: &mut [T]) {
     let (h, w, ho, wo) = (g.h, g.w, g.ho, g.wo);
     let hw_out = ho * wo;
@@ -14,21 +28,24 @@ fn im2col<T: Float>(x: &[T], g: &Conv2dGeom, col: &mut [T]) {
         let ki = (r / g.kw) % g.kh;
         let kj = r % g.kw;
         let plane = &x[c * h * w..(c + 1) * h * w];
+        let (lo, hi) = valid_cols(wo, w, g.sw, g.pw, kj * g.dw);
         for oy in 0..ho {
             let iy = (oy * g.sh + ki * g.dh) as isize - g.ph as isize;
             let d = &mut dst[oy * wo..(oy + 1) * wo];
-            if iy < 0 || iy >= h as isize {
+            if iy < 0 || iy >= h as isize || lo >= hi {
                 d.fill(T::zero());
                 continue;
             }
             let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-            for (ox, v) in d.iter_mut().enumerate() {
-                let ix = (ox * g.sw + kj * g.dw) as isize - g.pw as isize;
-                *v = if ix < 0 || ix >= w as isize {
-                    T::zero()
-                } else {
-                    src[ix as usize]
-                };
+            d[..lo].fill(T::zero());
+            d[hi..].fill(T::zero());
+            let start = lo * g.sw + kj * g.dw - g.pw;
+            if g.sw == 1 {
+                d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+            } else {
+                for (k, v) in d[lo..hi].iter_mut().enumerate() {
+                    *v = src[start + k * g.sw];
+                }
             }
         }
     };
@@ -47,16 +64,26 @@ fn col2im<T: Float>(col: &[T], g: &Conv2dGeom, dx: &mut [T]) {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let src = &col[((c * kk) + ki * g.kw + kj) * ho * wo..][..ho * wo];
+                let (lo, hi) = valid_cols(wo, w, g.sw, g.pw, kj * g.dw);
+                if lo >= hi {
+                    continue;
+                }
+                let start = lo * g.sw + kj * g.dw - g.pw;
                 for oy in 0..ho {
                     let iy = (oy * g.sh + ki * g.dh) as isize - g.ph as isize;
                     if iy < 0 || iy >= h as isize {
                         continue;
                     }
                     let drow = &mut dst[iy as usize * w..(iy as usize + 1) * w];
-                    for ox in 0..wo {
-                        let ix = (ox * g.sw + kj * g.dw) as isize - g.pw as isize;
-                        if ix >= 0 && ix < w as isize {
-                            drow[ix as usize] += src[oy * wo + ox];
+                    let s = &src[oy * wo + lo..oy * wo + hi];
+                    if g.sw == 1 {
+                        drow[start..start + s.len()]
+                            .iter_mut()
+                            .zip(s)
+                            .for_each(|(d, v)| *d += *v);
+                    } else {
+                        for (k, v) in s.iter().enumerate() {
+                            drow[start + k * g.sw] += *v;
                         }
                     }
                 }
@@ -167,22 +194,22 @@ pub fn backward_weight<T: Float>(dy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
         );
     };
     if per_image_parallel(g) {
-        (0..g.n)
+        // Per-image gradients in parallel, summed in image order: the result does not depend
+        // on how rayon split the work (resumed runs must match uninterrupted ones bit for bit).
+        let parts: Vec<Vec<T>> = (0..g.n)
             .into_par_iter()
-            .fold(
-                || None::<Vec<T>>,
-                |acc, i| {
-                    let mut a = acc.unwrap_or_else(|| vec![T::zero(); g.cout * ckk]);
-                    grad_of(i, &mut a, Parallelism::None, false);
-                    Some(a)
-                },
-            )
-            .flatten()
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
+            .map(|i| {
+                let mut a = vec![T::zero(); g.cout * ckk];
+                grad_of(i, &mut a, Parallelism::None, true);
                 a
             })
-            .unwrap_or_else(|| vec![T::zero(); g.cout * ckk])
+            .collect();
+        let mut it = parts.into_iter();
+        let mut dw = it.next().unwrap_or_else(|| vec![T::zero(); g.cout * ckk]);
+        for p in it {
+            dw.iter_mut().zip(&p).for_each(|(x, y)| *x += *y);
+        }
+        dw
     } else {
         let mut dw = vec![T::zero(); g.cout * ckk];
         let par = parallelism(g.cout, ckk, hw);

@@ -1,0 +1,183 @@
+//! Argument types and thin command bodies for `coatt-train` (the binary only dispatches).
+use crate::cls::{train_cls, ClsConfig, TrainClsOptions, Variant};
+use crate::data::check::check;
+use crate::data::synth::{generate, SynthConfig};
+use crate::error::{Error, Result};
+use crate::Device;
+use std::path::PathBuf;
+
+/// `--device auto|cpu|cuda`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Picks the device once. This build has the CPU backend only: `cuda` is an error, `auto`
+/// says it falls back to the CPU.
+pub fn select_device(d: DeviceArg) -> Result<Device> {
+    match d {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Auto => {
+            eprintln!("device: cpu (this build has no CUDA backend)");
+            Ok(Device::Cpu)
+        }
+        DeviceArg::Cuda => Err(Error::Msg(
+            "--device cuda: this build has no CUDA backend; use --device cpu or auto".into(),
+        )),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SynthArgs {
+    /// Output folder (VOC layout).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    pub train: usize,
+    #[arg(long, default_value_t = 400)]
+    pub val: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    #[arg(long, default_value_t = 6)]
+    pub classes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn synth(a: &SynthArgs) -> Result<()> {
+    let hist = generate(&SynthConfig {
+        out: a.out.clone(),
+        train: a.train,
+        val: a.val,
+        size: a.size,
+        classes: a.classes,
+        seed: a.seed,
+    })?;
+    println!(
+        "wrote {} train + {} val images ({}×{}, {} classes) to {}",
+        a.train,
+        a.val,
+        a.size,
+        a.size,
+        a.classes,
+        a.out.display()
+    );
+    println!("train images per class: {hist:?}");
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckDataArgs {
+    /// Dataset folder (VOC layout, or a VOCdevkit).
+    pub dir: PathBuf,
+    /// Splits to check; the first is the one to train on.
+    #[arg(long, value_delimiter = ',', default_value = "train,val")]
+    pub splits: Vec<String>,
+}
+
+/// Prints the report; Ok(false) when the set cannot be trained on.
+pub fn check_data(a: &CheckDataArgs) -> Result<bool> {
+    let splits: Vec<&str> = a.splits.iter().map(String::as_str).collect();
+    let rep = check(&a.dir, &splits)?;
+    print!("{}", rep.render());
+    Ok(rep.trainable())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainClsArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder: config.toml, metrics.jsonl, checkpoints, loss.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// vgg16 (official), small, tiny, micro.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    #[arg(long, value_enum, default_value_t = Variant::Full)]
+    pub variant: Variant,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also checkpoint every N iterations.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Cap on iterations per epoch (quick runs).
+    #[arg(long)]
+    pub max_iters_per_epoch: Option<usize>,
+    /// ImageNet VGG16 weights (torchvision .pth or safetensors).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// A TOML file with any ClsConfig fields (applied before the flags above).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Continue the run in --out from its last checkpoint (its config.toml is used).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
+    let mut c = match &a.config {
+        Some(p) => ClsConfig::load(p)?,
+        None => ClsConfig::preset(&a.preset)?,
+    };
+    c.variant = a.variant;
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
+    }
+    set!(
+        epochs,
+        batch,
+        lr,
+        input_size,
+        seed,
+        checkpoint_every,
+        max_iters_per_epoch
+    );
+    if let Some(p) = &a.pretrained {
+        c.pretrained = Some(p.display().to_string());
+    }
+    Ok(c)
+}
+
+pub fn train_cls_cmd(a: &TrainClsArgs) -> Result<()> {
+    let config = build_cls_config(a)?;
+    let device = select_device(a.device)?;
+    let s = train_cls(&TrainClsOptions {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        config,
+        device,
+        resume: a.resume,
+        stop_after: None,
+        quiet: false,
+    })?;
+    println!(
+        "trained {} epochs ({} iterations) in {:.0} s of training steps, {:.1} images/s",
+        s.epochs_done, s.iterations, s.train_secs, s.images_per_sec
+    );
+    if let Some(m) = s.val_map.last() {
+        println!(
+            "val mAP per epoch: {}",
+            s.val_map
+                .iter()
+                .map(|m| format!("{m:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!("final val mAP: {m:.4}");
+    }
+    println!("checkpoint: {}", s.final_checkpoint.display());
+    Ok(())
+}

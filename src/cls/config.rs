@@ -1,0 +1,149 @@
+//! Classifier training configuration: the official recipe by default, every number
+//! configurable, written whole to RUN/config.toml.
+use crate::data::augment::Jitter;
+use crate::error::{Error, Result};
+use crate::nn::{Init, VggConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The paper's ablation (Table 2): which loss terms are trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// Eq. 1 only: the single-image classifier.
+    Basic,
+    /// Eq. 1 + Eq. 5: with the co-attention loss.
+    Coatt,
+    /// Eq. 10: co-attention and contrastive co-attention.
+    Full,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClsConfig {
+    pub preset: String,
+    pub variant: Variant,
+    /// Side of the square every image is warped to.
+    pub input_size: usize,
+    /// The two rescaled self views of image 1 (official: 192 and 512 for 256 → 0.75, 2).
+    pub small_scale: f64,
+    pub large_scale: f64,
+    /// Pairs per iteration.
+    pub batch: usize,
+    pub epochs: usize,
+    /// Base lr (backbone weights); biases get ×`bias_lr_mult`, new layers ×`new_lr_mult`
+    /// (official: ×2 and ×10, so new biases ×20).
+    pub lr: f64,
+    pub bias_lr_mult: f64,
+    pub new_lr_mult: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// Epochs at which the lr is multiplied by `lr_gamma`.
+    pub lr_steps: Vec<usize>,
+    pub lr_gamma: f64,
+    /// First (0-based) epoch with the contrastive loss.
+    pub contrastive_from: usize,
+    pub backbone: VggConfig,
+    pub backbone_init: Init,
+    pub head_init: Init,
+    pub jitter: Option<Jitter>,
+    pub seed: u64,
+    /// Loader threads and batches each may prepare ahead.
+    pub workers: usize,
+    pub prefetch: usize,
+    /// Also checkpoint every N iterations (0: only at epoch ends).
+    pub checkpoint_every: usize,
+    /// Cap on iterations per epoch (0: the whole epoch); for quick runs and tests.
+    pub max_iters_per_epoch: usize,
+    /// ImageNet VGG16 weights (torchvision .pth or safetensors) for the backbone.
+    pub pretrained: Option<String>,
+}
+
+impl ClsConfig {
+    /// A named preset. `vgg16`: the official setting (full widths, 256², ImageNet init when
+    /// given). `tiny` / `small`: same structure with 1/8 or 1/4 of the widths and a smaller
+    /// input, trained from scratch on the CPU (Kaiming init, higher lr, fewer epochs).
+    pub fn preset(name: &str) -> Result<ClsConfig> {
+        let official = ClsConfig {
+            preset: name.to_string(),
+            variant: Variant::Full,
+            input_size: 256,
+            small_scale: 0.75,
+            large_scale: 2.0,
+            batch: 5,
+            epochs: 15,
+            lr: 1e-3,
+            bias_lr_mult: 2.0,
+            new_lr_mult: 10.0,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            lr_steps: vec![5, 10],
+            lr_gamma: 0.1,
+            contrastive_from: 2,
+            backbone: VggConfig::full(),
+            backbone_init: Init::KaimingNormal,
+            head_init: Init::TorchDefault,
+            jitter: Some(Jitter::default()),
+            seed: 1,
+            workers: 2,
+            prefetch: 2,
+            checkpoint_every: 0,
+            max_iters_per_epoch: 0,
+            pretrained: None,
+        };
+        // From scratch (no ImageNet weights on the CPU demo): BN in the backbone (see
+        // VggConfig::batch_norm), Kaiming init everywhere, one lr for old and new layers (the
+        // ×2/×10 multipliers are meant for a pretrained backbone), a higher base lr.
+        let scratch = ClsConfig {
+            lr: 0.02,
+            bias_lr_mult: 1.0,
+            new_lr_mult: 1.0,
+            head_init: Init::KaimingNormal,
+            batch: 8,
+            contrastive_from: 1,
+            ..official.clone()
+        };
+        match name {
+            "vgg16" => Ok(official),
+            "tiny" => Ok(ClsConfig {
+                input_size: 64,
+                backbone: VggConfig::narrow(8),
+                epochs: 6,
+                lr_steps: vec![4, 5],
+                ..scratch
+            }),
+            "small" => Ok(ClsConfig {
+                input_size: 96,
+                backbone: VggConfig::narrow(4),
+                epochs: 8,
+                lr_steps: vec![5, 7],
+                ..scratch
+            }),
+            "micro" => Ok(ClsConfig {
+                input_size: 32,
+                backbone: VggConfig::narrow(16),
+                epochs: 2,
+                lr_steps: vec![],
+                batch: 4,
+                workers: 1,
+                ..scratch
+            }),
+            other => Err(Error::Msg(format!(
+                "unknown preset '{other}' (vgg16, small, tiny, micro)"
+            ))),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let s = toml::to_string_pretty(self).map_err(|e| Error::file(path, e))?;
+        crate::io::write_atomic(path, s.as_bytes())
+    }
+    pub fn load(path: &Path) -> Result<ClsConfig> {
+        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&s).map_err(|e| Error::file(path, format!("invalid config ({e})")))
+    }
+    pub fn feature_channels(&self) -> usize {
+        self.backbone.extra
+    }
+}

@@ -1,0 +1,9 @@
+//! The co-attention classifier: configuration, model, training, evaluation.
+pub mod config;
+pub mod eval;
+pub mod model;
+pub mod train;
+
+pub use config::{ClsConfig, Variant};
+pub use model::Classifier;
+pub use train::{train_cls, TrainClsOptions, TrainSummary};

@@ -1,0 +1,341 @@
+//! `coatt-train train-cls`: the training loop, checkpoints, resume, metrics, val mAP.
+use super::config::ClsConfig;
+use super::eval::mean_average_precision;
+use super::model::Classifier;
+use crate::autograd::{backward, no_grad};
+use crate::data::augment::prepare;
+use crate::data::loader::{multi_hot, LoaderConfig, PairLoader};
+use crate::data::sampler::epoch_pairs;
+use crate::data::voc::{load_rgb, VocDataset};
+use crate::error::{Error, Result};
+use crate::io::metrics::{read_jsonl, retain_jsonl, MetricsWriter};
+use crate::io::plot::{smooth, write_line_plot, Series};
+use crate::io::{save_checkpoint, Checkpoint};
+use crate::optim::{LrSchedule, Sgd};
+use crate::tensor::Tensor;
+use crate::Device;
+use rayon::prelude::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct TrainClsOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub config: ClsConfig,
+    pub device: Device,
+    pub resume: bool,
+    /// Stop after this many iterations in this invocation (simulates an interruption).
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub epochs_done: usize,
+    pub iterations: usize,
+    pub val_map: Vec<f64>,
+    pub images_per_sec: f64,
+    pub train_secs: f64,
+    pub final_checkpoint: PathBuf,
+}
+
+pub const LAST: &str = "last.safetensors";
+
+pub fn epoch_checkpoint(run: &Path, epoch: usize) -> PathBuf {
+    run.join("checkpoints")
+        .join(format!("epoch_{epoch:03}.safetensors"))
+}
+
+/// Where training stands: the next epoch and batch to run, and the global iteration count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    epoch: usize,
+    batch: usize,
+    iteration: usize,
+}
+
+fn save_state(
+    path: &Path,
+    model: &Classifier,
+    opt: &Sgd,
+    pos: Position,
+    cfg: &ClsConfig,
+) -> Result<()> {
+    let mut tensors = model.state_tensors();
+    tensors.extend(opt.state());
+    let meta = HashMap::from([
+        ("epoch".to_string(), pos.epoch.to_string()),
+        ("batch".to_string(), pos.batch.to_string()),
+        ("iteration".to_string(), pos.iteration.to_string()),
+        ("seed".to_string(), cfg.seed.to_string()),
+        ("preset".to_string(), cfg.preset.clone()),
+        ("variant".to_string(), format!("{:?}", cfg.variant)),
+        (
+            "num_classes".to_string(),
+            model.head.last_b.numel().to_string(),
+        ),
+    ]);
+    save_checkpoint(path, &tensors, &meta)
+}
+
+fn meta_usize(ck: &Checkpoint, key: &str) -> Result<usize> {
+    ck.metadata()
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::file(ck.path(), format!("checkpoint metadata has no '{key}'")))
+}
+
+/// Single-image class scores (sigmoid) and labels of a split, in batches, without gradients.
+pub fn predict_scores(
+    model: &Classifier,
+    ds: &VocDataset,
+    size: usize,
+    device: Device,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let k = ds.num_classes();
+    let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    for chunk in ds.items.chunks(16) {
+        let imgs: Vec<Option<Vec<f32>>> = chunk
+            .par_iter()
+            .map(|it| {
+                load_rgb(&it.image)
+                    .ok()
+                    .map(|im| prepare(&im, size, None, &mut rand::thread_rng()))
+            })
+            .collect();
+        let ok: Vec<(usize, Vec<f32>)> = imgs
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, v)))
+            .collect();
+        if ok.is_empty() {
+            continue;
+        }
+        let n = ok.len();
+        let x = Tensor::from_vec(
+            ok.iter()
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect::<Vec<f32>>(),
+            [n, 3, size, size],
+            device,
+        )?;
+        let s = no_grad(|| {
+            model
+                .head
+                .single(&model.features_eval(&x)?)
+                .map(|t| t.sigmoid())
+        })?;
+        scores.extend(s.to_vec_f64());
+        for (i, _) in &ok {
+            labels.extend(multi_hot(&chunk[*i].labels, k).iter().map(|&v| v as f64));
+        }
+    }
+    Ok((scores, labels))
+}
+
+pub fn write_loss_plot(run: &Path) -> Result<()> {
+    let rows = read_jsonl(&run.join("metrics.jsonl"))?;
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.get("iteration")?.as_f64()?, r.get("loss")?.as_f64()?)))
+        .collect();
+    let sm = smooth(&pts, 25);
+    write_line_plot(
+        &run.join("loss.png"),
+        &[
+            Series {
+                points: &pts,
+                color: [190, 200, 235],
+            },
+            Series {
+                points: &sm,
+                color: [20, 60, 200],
+            },
+        ],
+    )
+}
+
+pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
+    let run = &opts.out;
+    let last = run.join(LAST);
+    let cfg_path = run.join("config.toml");
+    let cfg = if opts.resume {
+        if !last.exists() {
+            return Err(Error::file(
+                &last,
+                "nothing to resume: no checkpoint in this run folder",
+            ));
+        }
+        ClsConfig::load(&cfg_path)?
+    } else {
+        if last.exists() {
+            return Err(Error::file(run, "this run folder already holds a training run; pass --resume to continue it, or choose another --out"));
+        }
+        opts.config.clone()
+    };
+    let train = Arc::new(VocDataset::open(&opts.data, "train")?);
+    let val = VocDataset::open(&opts.data, "val").ok();
+    let k = train.num_classes();
+    std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
+    cfg.save(&cfg_path)?;
+
+    let model = Classifier::new(&cfg, k, opts.device, &mut crate::testing::rng(cfg.seed));
+    if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
+        crate::io::weights::load_vgg16_backbone(Path::new(p), &model.backbone)?;
+    }
+    let mut opt = Sgd::new(model.param_groups(&cfg), cfg.momentum, cfg.nesterov)?;
+    let mut pos = Position {
+        epoch: 0,
+        batch: 0,
+        iteration: 0,
+    };
+    if opts.resume {
+        let ck = Checkpoint::open(&last)?;
+        model.load(&ck)?;
+        opt.load_state(|n| {
+            ck.contains(n)
+                .then(|| ck.get(n, crate::DType::F32, opts.device))
+                .transpose()
+                .ok()
+                .flatten()
+        })?;
+        pos = Position {
+            epoch: meta_usize(&ck, "epoch")?,
+            batch: meta_usize(&ck, "batch")?,
+            iteration: meta_usize(&ck, "iteration")?,
+        };
+        // drop metrics logged after this checkpoint by the interrupted run
+        retain_jsonl(&run.join("metrics.jsonl"), |v| {
+            v.get("iteration")
+                .and_then(|i| i.as_u64())
+                .is_none_or(|i| (i as usize) < pos.iteration)
+                && v.get("epoch_end")
+                    .and_then(|e| e.as_u64())
+                    .is_none_or(|e| (e as usize) < pos.epoch)
+        })?;
+    }
+    let mut metrics = MetricsWriter::append(&run.join("metrics.jsonl"))?;
+    let schedule = LrSchedule::Step {
+        milestones: cfg.lr_steps.clone(),
+        gamma: cfg.lr_gamma,
+    };
+    let by_class = train.by_class();
+    let mut val_map = Vec::new();
+    let (mut images, t_start, mut run_iters) = (0usize, Instant::now(), 0usize);
+    let mut train_secs = 0f64;
+    while pos.epoch < cfg.epochs {
+        let epoch = pos.epoch;
+        let pairs = Arc::new(epoch_pairs(&train, &by_class, cfg.seed, epoch));
+        let lcfg = LoaderConfig {
+            size: cfg.input_size,
+            batch: cfg.batch,
+            workers: cfg.workers,
+            prefetch: cfg.prefetch,
+            jitter: cfg.jitter,
+            seed: cfg.seed,
+            epoch,
+        };
+        let mut loader = PairLoader::start(train.clone(), pairs, lcfg, pos.batch);
+        let n_batches = if cfg.max_iters_per_epoch > 0 {
+            loader.len().min(cfg.max_iters_per_epoch)
+        } else {
+            loader.len()
+        };
+        let bar = crate::progress::bar(n_batches as u64, &format!("epoch {}", epoch + 1));
+        bar.set_position(pos.batch as u64);
+        if opts.quiet {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let factor = schedule.factor(epoch);
+        while pos.batch < n_batches {
+            let Some(batch) = loader.next() else { break };
+            for s in &batch.skipped {
+                eprintln!("warning: skipped a pair: {s}");
+            }
+            pos.batch += 1;
+            if batch.is_empty() {
+                continue;
+            }
+            let t0 = Instant::now();
+            let (b, s) = (batch.len(), cfg.input_size);
+            let x1 = Tensor::from_vec(batch.img1, [b, 3, s, s], opts.device)?;
+            let x2 = Tensor::from_vec(batch.img2, [b, 3, s, s], opts.device)?;
+            let l1 = Tensor::from_vec(batch.l1, [b, k], opts.device)?;
+            let l2 = Tensor::from_vec(batch.l2, [b, k], opts.device)?;
+            let loss = model.iteration_loss(&cfg, &x1, &x2, &l1, &l2, epoch)?;
+            let total = loss.total.to_scalar()?;
+            if !total.is_finite() {
+                crate::autograd::clear_tape();
+                return Err(Error::NonFinite(format!(
+                    "loss is {total} at epoch {} iteration {}; training stopped, the last good checkpoint ({}) is kept",
+                    epoch + 1,
+                    pos.iteration,
+                    last.display()
+                )));
+            }
+            let grads = backward(&loss.total)?;
+            opt.step(&grads, factor)?;
+            let dt = t0.elapsed().as_secs_f64();
+            train_secs += dt;
+            images += 2 * b;
+            run_iters += 1;
+            let ips = 2.0 * b as f64 / dt;
+            let term = |t: &Option<Tensor>| t.as_ref().map(|t| t.to_scalar()).transpose();
+            metrics.write(&json!({
+                "iteration": pos.iteration, "epoch": epoch, "loss": total, "basic": loss.basic.to_scalar()?,
+                "coatt": term(&loss.coatt)?, "contrastive": term(&loss.contrastive)?, "lr": cfg.lr * factor, "images_per_sec": ips
+            }))?;
+            pos.iteration += 1;
+            bar.set_position(pos.batch as u64);
+            bar.set_message(format!("loss {total:.4}  {ips:.1} img/s"));
+            if cfg.checkpoint_every > 0 && pos.iteration % cfg.checkpoint_every == 0 {
+                save_state(&last, &model, &opt, pos, &cfg)?;
+            }
+            if opts.stop_after.is_some_and(|n| run_iters >= n) {
+                save_state(&last, &model, &opt, pos, &cfg)?;
+                bar.finish_and_clear();
+                return Ok(TrainSummary {
+                    epochs_done: pos.epoch,
+                    iterations: pos.iteration,
+                    val_map,
+                    images_per_sec: images as f64 / train_secs.max(1e-9),
+                    train_secs,
+                    final_checkpoint: last,
+                });
+            }
+        }
+        drop(loader);
+        bar.finish_and_clear();
+        pos = Position {
+            epoch: epoch + 1,
+            batch: 0,
+            iteration: pos.iteration,
+        };
+        let mut rec = json!({"epoch_end": epoch + 1, "iteration_total": pos.iteration});
+        if let Some(v) = &val {
+            let (sc, lb) = predict_scores(&model, v, cfg.input_size, opts.device)?;
+            let (map, _) = mean_average_precision(&sc, &lb, k);
+            val_map.push(map);
+            rec["val_map"] = json!(map);
+            if !opts.quiet {
+                eprintln!("epoch {}: val mAP {:.4}", epoch + 1, map);
+            }
+        }
+        metrics.write(&rec)?;
+        save_state(&epoch_checkpoint(run, epoch + 1), &model, &opt, pos, &cfg)?;
+        save_state(&last, &model, &opt, pos, &cfg)?;
+    }
+    write_loss_plot(run)?;
+    let _ = t_start;
+    Ok(TrainSummary {
+        epochs_done: pos.epoch,
+        iterations: pos.iteration,
+        val_map,
+        images_per_sec: images as f64 / train_secs.max(1e-9),
+        train_secs,
+        final_checkpoint: last,
+    })
+}

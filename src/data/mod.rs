@@ -1,0 +1,10 @@
+//! Data: the VOC-layout reader, the synthetic generator, augmentation, the pair sampler and
+//! the loader threads.
+pub mod augment;
+pub mod check;
+pub mod loader;
+pub mod sampler;
+pub mod synth;
+pub mod voc;
+
+pub use voc::{Item, VocDataset};

@@ -1,0 +1,404 @@
+//! `coatt-train synth`: a synthetic VOC-layout dataset that poses the real WSSS problem.
+//!
+//! Every object is a large *body* whose look (a brown striped texture) is shared by all
+//! classes, plus a small *head* (about a tenth of the object) whose colour and pattern are
+//! the class's own. Image labels say which classes are present, so a classifier only needs
+//! the heads: a plain CAM lights up the head and misses the body, which is exactly the
+//! "most discriminative part" failure the co-attention classifier addresses. Images hold 1-3
+//! classes; bodies occlude each other; the background is a gradient with low-saturation
+//! clutter and headless body-textured distractors (labelled background), so "body texture"
+//! alone is not evidence of any class. Masks mark object borders 255 (ignore), like VOC.
+use crate::error::{Error, Result};
+use crate::io::{write_atomic, write_label_png, LabelMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct SynthConfig {
+    pub out: PathBuf,
+    pub train: usize,
+    pub val: usize,
+    pub size: usize,
+    pub classes: usize,
+    pub seed: u64,
+}
+
+/// What one generated image contains.
+#[derive(Clone, Debug)]
+pub struct SynthImage {
+    pub id: String,
+    pub rgb: Vec<u8>,
+    pub mask: LabelMap,
+    pub classes: Vec<usize>,
+}
+
+const HUE_NAMES: [&str; 12] = [
+    "red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet",
+    "magenta", "rose",
+];
+
+/// Class names (background first) for K synthetic classes: the head's hue, plus an index
+/// when hues repeat.
+pub fn class_names(k: usize) -> Vec<String> {
+    let mut names = vec!["background".to_string()];
+    for c in 0..k {
+        let h = ((c as f64 / k as f64) * 12.0).round() as usize % 12;
+        names.push(if k <= 12 {
+            format!("{}-head", HUE_NAMES[h])
+        } else {
+            format!("{}-head-{c}", HUE_NAMES[h])
+        });
+    }
+    names
+}
+
+fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
+    let h6 = (h.rem_euclid(1.0)) * 6.0;
+    let c = v * s;
+    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
+    let (r, g, b) = match h6 as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = v - c;
+    [r + m, g + m, b + m]
+}
+
+struct Canvas {
+    s: usize,
+    rgb: Vec<[f32; 3]>,
+    lab: Vec<u8>,
+}
+
+/// A rotated ellipse: centre, radii, angle.
+#[derive(Clone, Copy)]
+struct Ellipse {
+    cx: f32,
+    cy: f32,
+    a: f32,
+    b: f32,
+    th: f32,
+}
+
+impl Ellipse {
+    fn contains(&self, x: f32, y: f32) -> bool {
+        let (dx, dy) = (x - self.cx, y - self.cy);
+        let (c, s) = (self.th.cos(), self.th.sin());
+        let (u, v) = (dx * c + dy * s, -dx * s + dy * c);
+        (u / self.a).powi(2) + (v / self.b).powi(2) <= 1.0
+    }
+    fn boundary(&self, phi: f32) -> (f32, f32) {
+        let (u, v) = (self.a * phi.cos(), self.b * phi.sin());
+        let (c, s) = (self.th.cos(), self.th.sin());
+        (self.cx + u * c - v * s, self.cy + u * s + v * c)
+    }
+}
+
+impl Canvas {
+    fn paint(&mut self, e: &Ellipse, label: Option<u8>, color: impl Fn(f32, f32) -> [f32; 3]) {
+        let r = e.a.max(e.b).ceil() as isize + 1;
+        let (x0, x1) = (
+            (e.cx as isize - r).max(0),
+            (e.cx as isize + r).min(self.s as isize - 1),
+        );
+        let (y0, y1) = (
+            (e.cy as isize - r).max(0),
+            (e.cy as isize + r).min(self.s as isize - 1),
+        );
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
+                if e.contains(fx, fy) {
+                    let i = y as usize * self.s + x as usize;
+                    self.rgb[i] = color(fx, fy);
+                    if let Some(l) = label {
+                        self.lab[i] = l;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shared body look: brown stripes at a per-object angle and period.
+fn body_color(rng: &mut ChaCha8Rng) -> impl Fn(f32, f32) -> [f32; 3] {
+    let base = [
+        0.55 + rng.gen_range(-0.05..0.05),
+        0.42 + rng.gen_range(-0.05..0.05),
+        0.30 + rng.gen_range(-0.04..0.04),
+    ];
+    let ang: f32 = rng.gen_range(0.0..std::f32::consts::PI);
+    let period: f32 = rng.gen_range(4.0..7.0);
+    move |x, y| {
+        let t = ((x * ang.cos() + y * ang.sin()) * std::f32::consts::TAU / period).sin() * 0.08;
+        [base[0] + t, base[1] + t, base[2] + t]
+    }
+}
+
+/// The class's own look: its hue, and one of three patterns.
+fn head_color(c: usize, k: usize) -> impl Fn(f32, f32) -> [f32; 3] {
+    let main = hsv(c as f32 / k as f32, 0.9, 0.95);
+    let dark = hsv(c as f32 / k as f32, 0.9, 0.55);
+    let pattern = c % 3;
+    move |x, y| {
+        let alt = match pattern {
+            0 => false,
+            1 => ((x + y) / 3.0).floor() as i32 % 2 == 0,
+            _ => ((x / 3.0).floor() as i32 + (y / 3.0).floor() as i32) % 2 == 0,
+        };
+        if alt {
+            dark
+        } else {
+            main
+        }
+    }
+}
+
+/// Draws image `index` (deterministic in (seed, index)).
+pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        cfg.seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(index as u64),
+    );
+    let s = cfg.size;
+    let sf = s as f32;
+    let k = cfg.classes;
+    // background: a gradient between two muted colours
+    let c0 = hsv(
+        rng.gen(),
+        rng.gen_range(0.05..0.35),
+        rng.gen_range(0.35..0.8),
+    );
+    let c1 = hsv(
+        rng.gen(),
+        rng.gen_range(0.05..0.35),
+        rng.gen_range(0.35..0.8),
+    );
+    let gang: f32 = rng.gen_range(0.0..std::f32::consts::TAU);
+    let mut cv = Canvas {
+        s,
+        rgb: vec![[0.0; 3]; s * s],
+        lab: vec![0; s * s],
+    };
+    for y in 0..s {
+        for x in 0..s {
+            let t = (((x as f32 / sf - 0.5) * gang.cos() + (y as f32 / sf - 0.5) * gang.sin())
+                + 0.5)
+                .clamp(0.0, 1.0);
+            cv.rgb[y * s + x] = [0, 1, 2].map(|i| c0[i] * (1.0 - t) + c1[i] * t);
+        }
+    }
+    // clutter: low-saturation blobs and stripes
+    for _ in 0..rng.gen_range(3..7) {
+        let e = Ellipse {
+            cx: rng.gen_range(0.0..sf),
+            cy: rng.gen_range(0.0..sf),
+            a: rng.gen_range(0.03..0.2) * sf,
+            b: rng.gen_range(0.02..0.08) * sf,
+            th: rng.gen_range(0.0..3.2),
+        };
+        let col = hsv(rng.gen(), rng.gen_range(0.0..0.4), rng.gen_range(0.2..0.9));
+        cv.paint(&e, None, |_, _| col);
+    }
+    // headless distractors with the shared body look
+    for _ in 0..rng.gen_range(0..3) {
+        let e = Ellipse {
+            cx: rng.gen_range(0.0..sf),
+            cy: rng.gen_range(0.0..sf),
+            a: rng.gen_range(0.06..0.14) * sf,
+            b: rng.gen_range(0.05..0.1) * sf,
+            th: rng.gen_range(0.0..3.2),
+        };
+        let col = body_color(&mut rng);
+        cv.paint(&e, None, col);
+    }
+    // objects: 1-3 distinct classes, bodies first (they occlude each other), heads last
+    let n = match rng.gen_range(0..100) {
+        0..=44 => 1,
+        45..=79 => 2,
+        _ => 3,
+    }
+    .min(k);
+    let mut classes: Vec<usize> = Vec::new();
+    while classes.len() < n {
+        let c = rng.gen_range(0..k);
+        if !classes.contains(&c) {
+            classes.push(c);
+        }
+    }
+    let mut heads = Vec::new();
+    for &c in &classes {
+        let a = rng.gen_range(0.13..0.24) * sf;
+        let b = a * rng.gen_range(0.55..0.9);
+        let body = Ellipse {
+            cx: rng.gen_range(0.22..0.78) * sf,
+            cy: rng.gen_range(0.22..0.78) * sf,
+            a,
+            b,
+            th: rng.gen_range(0.0..3.2),
+        };
+        let col = body_color(&mut rng);
+        cv.paint(&body, Some(c as u8 + 1), col);
+        let (hx, hy) = body.boundary(rng.gen_range(0.0..std::f32::consts::TAU));
+        let r = 0.33 * b;
+        heads.push((
+            c,
+            Ellipse {
+                cx: body.cx + (hx - body.cx) * 0.9,
+                cy: body.cy + (hy - body.cy) * 0.9,
+                a: r,
+                b: r * rng.gen_range(0.8..1.0),
+                th: body.th,
+            },
+        ));
+    }
+    for (c, e) in heads {
+        cv.paint(&e, Some(c as u8 + 1), head_color(c, k));
+    }
+    // a class that ends up (almost) invisible is not labelled; its pixels become "ignore"
+    let mut present = Vec::new();
+    for &c in &classes {
+        let cnt = cv.lab.iter().filter(|&&l| l == c as u8 + 1).count();
+        if cnt >= 30 {
+            present.push(c);
+        } else {
+            cv.lab
+                .iter_mut()
+                .filter(|l| **l == c as u8 + 1)
+                .for_each(|l| *l = 255);
+        }
+    }
+    present.sort_unstable();
+    // borders between different labels are ignored (both sides), as in VOC
+    let mut mask = cv.lab.clone();
+    for y in 0..s {
+        for x in 0..s {
+            let l = cv.lab[y * s + x];
+            let diff = [(0isize, 1isize), (1, 0), (0, -1), (-1, 0)]
+                .iter()
+                .any(|&(dx, dy)| {
+                    let (nx, ny) = (x as isize + dx, y as isize + dy);
+                    nx >= 0
+                        && ny >= 0
+                        && nx < s as isize
+                        && ny < s as isize
+                        && cv.lab[ny as usize * s + nx as usize] != l
+                });
+            if diff {
+                mask[y * s + x] = 255;
+            }
+        }
+    }
+    // sensor noise
+    let rgb: Vec<u8> = cv
+        .rgb
+        .iter()
+        .flat_map(|p| {
+            let n: [f32; 3] = [
+                rng.gen_range(-0.04..0.04),
+                rng.gen_range(-0.04..0.04),
+                rng.gen_range(-0.04..0.04),
+            ];
+            [0, 1, 2].map(|i| ((p[i] + n[i]).clamp(0.0, 1.0) * 255.0).round() as u8)
+        })
+        .collect();
+    SynthImage {
+        id: format!("s{index:05}"),
+        rgb,
+        mask: LabelMap {
+            width: s,
+            height: s,
+            data: mask,
+        },
+        classes: present,
+    }
+}
+
+pub fn encode_jpeg(path: &Path, rgb: &[u8], w: usize, h: usize) -> Result<()> {
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 92)
+        .encode(rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::file(path, e))?;
+    write_atomic(path, &buf)
+}
+
+/// Writes the whole dataset; returns the number of images per class (train split).
+pub fn generate(cfg: &SynthConfig) -> Result<Vec<usize>> {
+    if cfg.classes == 0 || cfg.classes > 254 || cfg.size < 32 || cfg.train == 0 {
+        return Err(Error::Msg(format!(
+            "synth: need 1-254 classes, size ≥ 32 and ≥ 1 train image (got {cfg:?})"
+        )));
+    }
+    let root = &cfg.out;
+    for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
+    }
+    let total = cfg.train + cfg.val;
+    let bar = crate::progress::bar(total as u64, "synth");
+    let labels: Vec<(String, Vec<usize>)> = (0..total)
+        .into_par_iter()
+        .map(|i| {
+            let im = draw(cfg, i);
+            encode_jpeg(
+                &root.join("JPEGImages").join(format!("{}.jpg", im.id)),
+                &im.rgb,
+                cfg.size,
+                cfg.size,
+            )?;
+            write_label_png(
+                &root
+                    .join("SegmentationClass")
+                    .join(format!("{}.png", im.id)),
+                &im.mask,
+            )?;
+            bar.inc(1);
+            Ok((im.id, im.classes))
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    let list = |r: std::ops::Range<usize>| {
+        labels[r]
+            .iter()
+            .map(|(id, _)| format!("{id}\n"))
+            .collect::<String>()
+    };
+    write_atomic(
+        &root.join("ImageSets/Segmentation/train.txt"),
+        list(0..cfg.train).as_bytes(),
+    )?;
+    write_atomic(
+        &root.join("ImageSets/Segmentation/val.txt"),
+        list(cfg.train..total).as_bytes(),
+    )?;
+    let cls: String = labels
+        .iter()
+        .map(|(id, c)| {
+            format!(
+                "{id} {}\n",
+                c.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })
+        .collect();
+    write_atomic(&root.join("cls_labels.txt"), cls.as_bytes())?;
+    write_atomic(
+        &root.join("class_names.txt"),
+        (class_names(cfg.classes).join("\n") + "\n").as_bytes(),
+    )?;
+    let mut hist = vec![0; cfg.classes];
+    for (_, c) in &labels[..cfg.train] {
+        for &k in c {
+            hist[k] += 1;
+        }
+    }
+    Ok(hist)
+}

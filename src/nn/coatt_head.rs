@@ -1,0 +1,133 @@
+//! The MCIS head (DESIGN §4-§5) on a pair of feature maps: the single-image classifier
+//! (1×1 conv with bias + GAP), the co-attention (W_P, bias-free), the shared φ (1×1, no bias)
+//! scoring the co-attentive and the contrastive features, and the gate W_B (1×1, no bias).
+use super::Init;
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+use crate::{coattention, Device};
+use rand::Rng;
+
+#[derive(Clone, Debug)]
+pub struct CoattHead {
+    /// W_P (C,C): Q = W_P·Fm.
+    pub wp: Tensor,
+    /// Single-image classifier (K,C) and bias (K).
+    pub last_w: Tensor,
+    pub last_b: Tensor,
+    /// φ (K,C), shared by the co-attention and contrastive branches.
+    pub phi: Tensor,
+    /// Gate W_B (1,C).
+    pub wb: Tensor,
+}
+
+/// Logits of one pair forward; index 0 is image m, 1 is image n.
+pub struct PairLogits {
+    pub single: [Tensor; 2],
+    pub coatt: [Tensor; 2],
+    pub contrast: [Tensor; 2],
+}
+
+impl CoattHead {
+    pub fn new(
+        c: usize,
+        k: usize,
+        init: Init,
+        dtype: DType,
+        device: Device,
+        rng: &mut impl Rng,
+    ) -> CoattHead {
+        let mut p = |dims: Vec<usize>| init_param(dims, c, init, dtype, device, rng);
+        CoattHead {
+            wp: p(vec![c, c]),
+            last_w: p(vec![k, c]),
+            last_b: p(vec![k]),
+            phi: p(vec![k, c]),
+            wb: p(vec![1, c]),
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.wp.dims()[0]
+    }
+
+    /// 1×1 conv (no bias) then GAP = W · mean over positions: (B,C,N) → (B,K).
+    fn score(f: &Tensor, w: &Tensor) -> Result<Tensor> {
+        f.mean_axes(&[2], false)?.matmul_t(w, false, true)
+    }
+    fn flat(f: &Tensor) -> Result<Tensor> {
+        let d = f.dims();
+        f.reshape(&[d[0], d[1], d[2] * d[3]])
+    }
+
+    /// Single-image logits (B,K) of features (B,C,H,W).
+    pub fn single(&self, f: &Tensor) -> Result<Tensor> {
+        Self::score(&Self::flat(f)?, &self.last_w)?.add(&self.last_b)
+    }
+
+    /// The gate σ(W_B·F∩): (B,C,N) → (B,1,N).
+    pub fn gate(&self, att: &Tensor) -> Result<Tensor> {
+        Ok(att
+            .transpose(1, 2)?
+            .matmul_t(&self.wb, false, true)?
+            .transpose(1, 2)?
+            .sigmoid())
+    }
+
+    /// Co-attention and contrastive logits of a pair (the single-image logits are separate,
+    /// since image 1 takes part in several pairs). `contrastive` false skips that branch.
+    pub fn pair(
+        &self,
+        f1: &Tensor,
+        f2: &Tensor,
+        contrastive: bool,
+    ) -> Result<([Tensor; 2], Option<[Tensor; 2]>)> {
+        let (fm, fnn) = (Self::flat(f1)?, Self::flat(f2)?);
+        let (fm_att, fn_att) = coattention(&fm, &fnn, &self.wp)?;
+        let co = [
+            Self::score(&fm_att, &self.phi)?,
+            Self::score(&fn_att, &self.phi)?,
+        ];
+        if !contrastive {
+            return Ok((co, None));
+        }
+        let (g1, g2) = (self.gate(&fm_att)?, self.gate(&fn_att)?);
+        let cx = [
+            Self::score(&fm.mul(&g1.neg().add_scalar(1.0))?, &self.phi)?,
+            Self::score(&fnn.mul(&g2.neg().add_scalar(1.0))?, &self.phi)?,
+        ];
+        Ok((co, Some(cx)))
+    }
+
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("head.wp".into(), self.wp.clone()),
+            ("head.last_w".into(), self.last_w.clone()),
+            ("head.last_b".into(), self.last_b.clone()),
+            ("head.phi".into(), self.phi.clone()),
+            ("head.wb".into(), self.wb.clone()),
+        ]
+    }
+}
+
+/// A new head parameter with fan-in `c` (every head layer reads C channels).
+fn init_param(
+    dims: Vec<usize>,
+    c: usize,
+    init: Init,
+    dtype: DType,
+    device: Device,
+    rng: &mut impl Rng,
+) -> Tensor {
+    let t = match init {
+        Init::TorchDefault => Tensor::rand_uniform(
+            dims,
+            -1.0 / (c as f64).sqrt(),
+            1.0 / (c as f64).sqrt(),
+            dtype,
+            device,
+            rng,
+        ),
+        Init::KaimingNormal => Tensor::randn(dims, (2.0 / c as f64).sqrt(), dtype, device, rng),
+    };
+    t.into_param()
+}

@@ -1,0 +1,173 @@
+//! VGG16 "D1" of the official MCIS code: torchvision's VGG16 convolutions without BN, pool1-3
+//! 2×2/2, pool4 3×3 stride 1 pad 1, no pool5, conv5_x dilation 2 (output stride 8), then
+//! three 3×3 convs with bias + ReLU. Parameter names follow torchvision (`features.<i>`) so
+//! ImageNet weights load by name; the extra convs are `extra_convs.<i>`.
+use super::{Conv, Init};
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+use crate::{Conv2dParams, Device, Pool2dParams};
+use rand::Rng;
+
+/// torchvision indices of the 13 convs inside `features`.
+pub const FEATURE_INDICES: [usize; 13] = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VggConfig {
+    /// Output channels of the 13 VGG convs (full: 64,64,128,128,256×3,512×6).
+    pub widths: Vec<usize>,
+    /// Channels of the three extra convs (full: 512) = the feature size C of the head.
+    pub extra: usize,
+    /// Batch norm after each VGG conv (torchvision's vgg16_bn layout). Off in the official
+    /// setting (ImageNet-initialised plain VGG); on for presets trained from scratch, where a
+    /// plain 16-layer ReLU stack stays on the class-prior plateau for too long.
+    #[serde(default)]
+    pub batch_norm: bool,
+}
+
+impl VggConfig {
+    pub fn full() -> Self {
+        VggConfig {
+            widths: vec![
+                64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
+            ],
+            extra: 512,
+            batch_norm: false,
+        }
+    }
+    /// Same structure, every width divided by `div`, with batch norm (for training from scratch).
+    pub fn narrow(div: usize) -> Self {
+        let f = Self::full();
+        VggConfig {
+            widths: f.widths.iter().map(|w| (w / div).max(4)).collect(),
+            extra: (f.extra / div).max(4),
+            batch_norm: true,
+        }
+    }
+}
+
+/// Batch norm of one conv: affine parameters and running statistics.
+#[derive(Clone, Debug)]
+pub struct Bn {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+    pub mean: Tensor,
+    pub var: Tensor,
+}
+
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPS: f64 = 1e-5;
+
+#[derive(Clone, Debug)]
+pub struct Vgg {
+    pub config: VggConfig,
+    pub features: Vec<Conv>,
+    pub bn: Vec<Bn>,
+    pub extra: Vec<Conv>,
+}
+
+impl Vgg {
+    pub fn new(
+        config: VggConfig,
+        init: Init,
+        head_init: Init,
+        dtype: DType,
+        device: Device,
+        rng: &mut impl Rng,
+    ) -> Vgg {
+        let mut cin = 3;
+        let mut features = Vec::new();
+        let mut bn = Vec::new();
+        for (i, &w) in config.widths.iter().enumerate() {
+            let p = if i >= 10 {
+                Conv2dParams::same(2, 2)
+            } else {
+                Conv2dParams::same(1, 1)
+            };
+            features.push(Conv::new(cin, w, 3, p, true, init, dtype, device, rng));
+            if config.batch_norm {
+                bn.push(Bn {
+                    gamma: Tensor::ones([w], dtype, device).into_param(),
+                    beta: Tensor::zeros([w], dtype, device).into_param(),
+                    mean: Tensor::zeros([w], dtype, device),
+                    var: Tensor::ones([w], dtype, device),
+                });
+            }
+            cin = w;
+        }
+        let extra = (0..3)
+            .map(|_| {
+                let c = Conv::new(
+                    cin,
+                    config.extra,
+                    3,
+                    Conv2dParams::same(1, 1),
+                    true,
+                    head_init,
+                    dtype,
+                    device,
+                    rng,
+                );
+                cin = config.extra;
+                c
+            })
+            .collect();
+        Vgg {
+            config,
+            features,
+            bn,
+            extra,
+        }
+    }
+
+    /// Image batch (B,3,H,W) → features (B,C,H/8,W/8). `train` selects batch statistics
+    /// (and updates the running ones) over the running statistics; it matters only with BN.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (i, conv) in self.features.iter().enumerate() {
+            h = conv.forward(&h)?;
+            if let Some(b) = self.bn.get(i) {
+                h = if train {
+                    h.batch_norm_train(&b.gamma, &b.beta, &b.mean, &b.var, BN_MOMENTUM, BN_EPS)?
+                } else {
+                    h.batch_norm_frozen(&b.gamma, &b.beta, &b.mean, &b.var, BN_EPS)?
+                };
+            }
+            h = h.relu();
+            h = match i {
+                1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(2, 2, 0))?,
+                9 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
+                _ => h,
+            };
+        }
+        for conv in &self.extra {
+            h = conv.forward(&h)?.relu();
+        }
+        Ok(h)
+    }
+
+    /// Running statistics (not trained, but saved and restored with the weights).
+    pub fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut v = Vec::new();
+        for (b, idx) in self.bn.iter().zip(FEATURE_INDICES) {
+            v.push((format!("features.{idx}.bn.running_mean"), b.mean.clone()));
+            v.push((format!("features.{idx}.bn.running_var"), b.var.clone()));
+        }
+        v
+    }
+
+    /// Every trainable parameter, by name.
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut v = Vec::new();
+        for (i, (conv, idx)) in self.features.iter().zip(FEATURE_INDICES).enumerate() {
+            v.extend(conv.named_params(&format!("features.{idx}")));
+            if let Some(b) = self.bn.get(i) {
+                v.push((format!("features.{idx}.bn.weight"), b.gamma.clone()));
+                v.push((format!("features.{idx}.bn.bias"), b.beta.clone()));
+            }
+        }
+        for (i, conv) in self.extra.iter().enumerate() {
+            v.extend(conv.named_params(&format!("extra_convs.{}", 2 * i)));
+        }
+        v
+    }
+}

@@ -1,0 +1,351 @@
+//! Datasets: synth determinism and invariants, the VOC reader on hand-made folders,
+//! check-data on broken folders, the pair sampler and the loader threads.
+use coatt::data::check::check;
+use coatt::data::loader::{LoaderConfig, PairLoader};
+use coatt::data::sampler::epoch_pairs;
+use coatt::data::synth::{generate, SynthConfig};
+use coatt::data::voc::{labels_from_mask, VocDataset};
+use coatt::io::{read_label_png, write_label_png, LabelMap};
+use std::path::Path;
+use std::sync::Arc;
+
+fn synth(dir: &Path, seed: u64) -> SynthConfig {
+    let cfg = SynthConfig {
+        out: dir.to_path_buf(),
+        train: 10,
+        val: 4,
+        size: 48,
+        classes: 4,
+        seed,
+    };
+    generate(&cfg).unwrap();
+    cfg
+}
+
+fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in [
+        "JPEGImages",
+        "SegmentationClass",
+        "ImageSets/Segmentation",
+        ".",
+    ] {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        for p in names {
+            out.push((
+                p.strip_prefix(dir).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn synth_same_seed_same_bytes_other_seed_other_bytes() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    synth(a.path(), 7);
+    synth(b.path(), 7);
+    synth(c.path(), 8);
+    let (fa, fb, fc) = (
+        all_files(a.path()),
+        all_files(b.path()),
+        all_files(c.path()),
+    );
+    assert_eq!(
+        fa.len(),
+        14 * 2 + 2 + 2,
+        "images, masks, two split lists, labels, class names"
+    );
+    assert!(fa == fb, "same seed must give the same bytes");
+    assert!(fa != fc, "another seed must give other images");
+}
+
+#[test]
+fn synth_labels_agree_with_masks_and_borders_are_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    synth(d.path(), 3);
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    assert_eq!(ds.items.len(), 10);
+    assert_eq!(ds.num_classes(), 4);
+    assert_eq!(ds.label_source, "cls_labels.txt");
+    for it in &ds.items {
+        let from_mask = labels_from_mask(it.mask.as_ref().unwrap(), 4).unwrap();
+        assert_eq!(from_mask, it.labels, "{}", it.id);
+        assert!((1..=3).contains(&it.labels.len()), "1-3 classes per image");
+        let m = read_label_png(it.mask.as_ref().unwrap()).unwrap();
+        assert!(m.data.contains(&255), "object borders are ignore (255)");
+    }
+    let val = VocDataset::open(d.path(), "val").unwrap();
+    assert_eq!(val.items.len(), 4);
+}
+
+/// A hand-made VOC folder: two images, palette masks with 255, optional cls_labels/XML.
+fn tiny_voc(root: &Path, with_cls_labels: bool) {
+    for d in [
+        "JPEGImages",
+        "SegmentationClass",
+        "ImageSets/Segmentation",
+        "Annotations",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (id, cls) in [("a", 3u8), ("b", 20u8)] {
+        image::RgbImage::from_pixel(6, 4, image::Rgb([10, 200, 30]))
+            .save(root.join(format!("JPEGImages/{id}.jpg")))
+            .unwrap();
+        let mut data = vec![0u8; 24];
+        data[7] = cls;
+        data[8] = cls;
+        data[9] = 255;
+        write_label_png(
+            &root.join(format!("SegmentationClass/{id}.png")),
+            &LabelMap {
+                width: 6,
+                height: 4,
+                data,
+            },
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("ImageSets/Segmentation/train.txt"), "a\nb\n").unwrap();
+    std::fs::write(root.join("Annotations/a.xml"), "<annotation><object><name>bird</name></object><object><name>dog</name></object></annotation>").unwrap();
+    if with_cls_labels {
+        std::fs::write(root.join("cls_labels.txt"), "a 2 11\nb 19\n").unwrap();
+    }
+}
+
+#[test]
+fn voc_reader_labels_from_file_then_masks_then_xml() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_voc(d.path(), true);
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    assert_eq!(
+        ds.num_classes(),
+        20,
+        "VOC class names when no class_names.txt"
+    );
+    assert_eq!(ds.items[0].labels, vec![2, 11]);
+    // no cls_labels.txt: from the palette masks (raw indices; 255 ignored)
+    std::fs::remove_file(d.path().join("cls_labels.txt")).unwrap();
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    assert_eq!(ds.label_source, "masks");
+    assert_eq!(ds.items[0].labels, vec![2]);
+    assert_eq!(ds.items[1].labels, vec![19]);
+    let m = read_label_png(&d.path().join("SegmentationClass/a.png")).unwrap();
+    assert_eq!(
+        (m.data[7], m.data[9]),
+        (3, 255),
+        "palette PNG read as indices"
+    );
+    // no masks either: from Annotations XML
+    std::fs::remove_dir_all(d.path().join("SegmentationClass")).unwrap();
+    std::fs::write(d.path().join("ImageSets/Segmentation/train.txt"), "a\n").unwrap();
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    assert_eq!(ds.label_source, "Annotations");
+    assert_eq!(ds.items[0].labels, vec![2, 11]);
+    // a VOCdevkit parent works too
+    let dev = tempfile::tempdir().unwrap();
+    tiny_voc(&dev.path().join("VOC2012"), true);
+    assert_eq!(
+        VocDataset::open(dev.path(), "train").unwrap().items.len(),
+        2
+    );
+}
+
+#[test]
+fn voc_reader_prefers_segmentation_class_aug() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_voc(d.path(), false);
+    std::fs::create_dir_all(d.path().join("SegmentationClassAug")).unwrap();
+    for id in ["a", "b"] {
+        let mut data = vec![0u8; 24];
+        data[0] = 5;
+        write_label_png(
+            &d.path().join(format!("SegmentationClassAug/{id}.png")),
+            &LabelMap {
+                width: 6,
+                height: 4,
+                data,
+            },
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        d.path().join("ImageSets/Segmentation/train_aug.txt"),
+        "a\nb\n",
+    )
+    .unwrap();
+    let ds = VocDataset::open(d.path(), "train_aug").unwrap();
+    assert!(ds.items[0]
+        .mask
+        .as_ref()
+        .unwrap()
+        .to_string_lossy()
+        .contains("SegmentationClassAug"));
+    assert_eq!(ds.items[0].labels, vec![4]);
+}
+
+#[test]
+fn voc_reader_errors_name_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_voc(d.path(), true);
+    std::fs::write(d.path().join("cls_labels.txt"), "a 2 99\n").unwrap();
+    let e = VocDataset::open(d.path(), "train").unwrap_err().to_string();
+    assert!(e.contains("cls_labels.txt") && e.contains("99"), "{e}");
+    let e = VocDataset::open(d.path(), "nosuchsplit")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nosuchsplit.txt"), "{e}");
+    let e = VocDataset::open(&d.path().join("absent"), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("absent"), "{e}");
+}
+
+#[test]
+fn check_data_names_broken_files_and_decides_trainability() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_voc(d.path(), true);
+    let rep = check(d.path(), &["train"]).unwrap();
+    assert!(rep.trainable(), "{}", rep.render());
+    assert!(rep.splits[0].problems.is_empty(), "{}", rep.render());
+    // corrupt image, missing image, mask of another size, mask value out of range
+    std::fs::write(d.path().join("JPEGImages/a.jpg"), b"not a jpeg").unwrap();
+    let mut data = vec![0u8; 9];
+    data[0] = 77;
+    write_label_png(
+        &d.path().join("SegmentationClass/b.png"),
+        &LabelMap {
+            width: 3,
+            height: 3,
+            data,
+        },
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("ImageSets/Segmentation/train.txt"),
+        "a\nb\nc\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("cls_labels.txt"), "a 2\nb 19\nc 1\n").unwrap();
+    let rep = check(d.path(), &["train"]).unwrap();
+    let text = rep.render();
+    assert!(
+        text.contains("corrupt image") && text.contains("a.jpg"),
+        "{text}"
+    );
+    assert!(
+        text.contains("missing image") && text.contains("c.jpg"),
+        "{text}"
+    );
+    assert!(
+        text.contains("size mismatch") && text.contains("b.png"),
+        "{text}"
+    );
+    assert!(text.contains("mask value 77"), "{text}");
+    assert!(
+        rep.trainable(),
+        "one usable image is enough to train: {text}"
+    );
+    // nothing usable: cannot train
+    std::fs::write(d.path().join("JPEGImages/b.jpg"), b"broken").unwrap();
+    let rep = check(d.path(), &["train"]).unwrap();
+    assert!(!rep.trainable());
+    // no split list at all
+    std::fs::remove_file(d.path().join("ImageSets/Segmentation/train.txt")).unwrap();
+    assert!(!check(d.path(), &["train"]).unwrap().trainable());
+}
+
+#[test]
+fn pairs_share_a_class_and_are_seeded() {
+    let d = tempfile::tempdir().unwrap();
+    synth(d.path(), 5);
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    let by = ds.by_class();
+    let p = epoch_pairs(&ds, &by, 11, 0);
+    assert_eq!(p.len(), 10);
+    for pair in &p {
+        assert!(ds.items[pair.first].labels.contains(&pair.class));
+        assert!(ds.items[pair.second].labels.contains(&pair.class));
+        if by[pair.class].len() > 1 {
+            assert_ne!(pair.first, pair.second);
+        }
+    }
+    let mut firsts: Vec<usize> = p.iter().map(|x| x.first).collect();
+    firsts.sort();
+    assert_eq!(
+        firsts,
+        (0..10).collect::<Vec<_>>(),
+        "each image is image 1 once per epoch"
+    );
+    assert_eq!(
+        p,
+        epoch_pairs(&ds, &by, 11, 0),
+        "same seed and epoch, same pairs"
+    );
+    assert_ne!(
+        p,
+        epoch_pairs(&ds, &by, 11, 1),
+        "another epoch, another order"
+    );
+}
+
+#[test]
+fn loader_is_ordered_and_independent_of_thread_count_and_skips_corrupt_images() {
+    let d = tempfile::tempdir().unwrap();
+    synth(d.path(), 6);
+    let ds = Arc::new(VocDataset::open(d.path(), "train").unwrap());
+    let pairs = Arc::new(epoch_pairs(&ds, &ds.by_class(), 2, 0));
+    let cfg = |workers| LoaderConfig {
+        size: 32,
+        batch: 3,
+        workers,
+        prefetch: 1,
+        jitter: Some(Default::default()),
+        seed: 2,
+        epoch: 0,
+    };
+    let one: Vec<_> = PairLoader::start(ds.clone(), pairs.clone(), cfg(1), 0).collect();
+    let three: Vec<_> = PairLoader::start(ds.clone(), pairs.clone(), cfg(3), 0).collect();
+    assert_eq!(one.len(), 4, "10 pairs in batches of 3");
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a.img1, b.img1);
+        assert_eq!(a.ids, b.ids);
+    }
+    assert_eq!(
+        one.iter().map(|b| b.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(one[0].img1.len(), 3 * 3 * 32 * 32);
+    // resuming at batch 2 yields exactly the tail
+    let tail: Vec<_> = PairLoader::start(ds.clone(), pairs.clone(), cfg(2), 2).collect();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0].img2, one[2].img2);
+    // a corrupt image: its pairs are skipped and reported, the rest still load
+    let victim = ds.items[pairs[0].first].image.clone();
+    std::fs::write(&victim, b"garbage").unwrap();
+    let after: Vec<_> = PairLoader::start(ds.clone(), pairs.clone(), cfg(2), 0).collect();
+    let skipped: usize = after.iter().map(|b| b.skipped.len()).sum();
+    assert!(skipped >= 1);
+    assert!(after
+        .iter()
+        .flat_map(|b| &b.skipped)
+        .all(|s| s.contains(&*victim.file_name().unwrap().to_string_lossy())));
+    assert_eq!(
+        after
+            .iter()
+            .map(|b| b.len() + b.skipped.len())
+            .sum::<usize>(),
+        10
+    );
+}
