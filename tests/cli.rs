@@ -31,3 +31,103 @@ fn bench_runs_on_small_sizes() {
     assert!(out.status.success(), "{s}");
     assert!(s.contains("GFLOP/s") && s.contains("co-attention"), "{s}");
 }
+
+#[test]
+fn synth_check_data_train_cls_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let out = bin()
+        .args(["synth", "--out"])
+        .arg(&data)
+        .args([
+            "--train",
+            "12",
+            "--val",
+            "4",
+            "--size",
+            "40",
+            "--classes",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin().arg("check-data").arg(&data).output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && s.contains("OK"), "{s}");
+    let run = d.path().join("run");
+    let out = bin()
+        .args(["train-cls", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .args([
+            "--preset",
+            "micro",
+            "--epochs",
+            "1",
+            "--max-iters-per-epoch",
+            "2",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{s}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.contains("val mAP"), "{s}");
+    assert!(
+        run.join("config.toml").exists()
+            && run.join("metrics.jsonl").exists()
+            && run.join("loss.png").exists()
+    );
+    // a second run into the same folder is refused; --resume of a finished run is a no-op
+    let out = bin()
+        .args(["train-cls", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .args(["--preset", "micro", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_messages() {
+    let d = tempfile::tempdir().unwrap();
+    let out = bin()
+        .arg("check-data")
+        .arg(d.path().join("missing"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+    let out = bin()
+        .args(["train-cls", "--data", "x", "--out", "y", "--device", "cuda"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CUDA"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // an empty dataset folder cannot be trained on: check-data exits 1
+    std::fs::create_dir_all(d.path().join("empty/JPEGImages")).unwrap();
+    let out = bin()
+        .arg("check-data")
+        .arg(d.path().join("empty"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -291,7 +291,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             pos.iteration += 1;
             bar.set_position(pos.batch as u64);
             bar.set_message(format!("loss {total:.4}  {ips:.1} img/s"));
-            if cfg.checkpoint_every > 0 && pos.iteration % cfg.checkpoint_every == 0 {
+            if cfg.checkpoint_every > 0 && pos.iteration.is_multiple_of(cfg.checkpoint_every) {
                 save_state(&last, &model, &opt, pos, &cfg)?;
             }
             if opts.stop_after.is_some_and(|n| run_iters >= n) {

@@ -247,7 +247,7 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
         let col = body_color(&mut rng);
         cv.paint(&body, Some(c as u8 + 1), col);
         let (hx, hy) = body.boundary(rng.gen_range(0.0..std::f32::consts::TAU));
-        let r = 0.33 * b;
+        let r = 0.42 * b; // the head: 10-16% of the object's area
         heads.push((
             c,
             Ellipse {

@@ -170,7 +170,7 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
                     .collect();
                 stack.push(V::Dict(Rc::new(RefCell::new(pairs))));
             }
-            0x85 | 0x86 | 0x87 => {
+            0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 if stack.len() < n {
                     return Err(err(path, "pickle stack underflow"));
@@ -339,7 +339,10 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
     }
 }
 
-fn elem(dtype: &str) -> Option<(usize, fn(&[u8]) -> f64)> {
+/// Bytes per element and a decoder of one little-endian element.
+type ElemCodec = (usize, fn(&[u8]) -> f64);
+
+fn elem(dtype: &str) -> Option<ElemCodec> {
     Some(match dtype {
         "FloatStorage" => (4, |b| f32::from_le_bytes(b.try_into().unwrap()) as f64),
         "DoubleStorage" => (8, |b| f64::from_le_bytes(b.try_into().unwrap())),

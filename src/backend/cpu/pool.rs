@@ -22,29 +22,54 @@ fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) 
     (start.max(0) as usize, end.max(0) as usize)
 }
 
-/// Index (within the plane) of the first maximum of each window; None when the window is empty.
-fn argmax<T: Float>(x: &[T], g: &Pool2dGeom, oy: usize, ox: usize) -> Option<usize> {
-    let (y0, y1) = window(oy, g.kh, g.sh, g.ph, g.h);
-    let (x0, x1) = window(ox, g.kw, g.sw, g.pw, g.w);
-    let mut best: Option<(usize, T)> = None;
+/// Clipped input windows of every output row and column, computed once per call.
+/// [start, end) of the input window of each output row or column.
+type Spans = Vec<(usize, usize)>;
+
+fn windows(g: &Pool2dGeom) -> (Spans, Spans) {
+    (
+        (0..g.ho)
+            .map(|o| window(o, g.kh, g.sh, g.ph, g.h))
+            .collect(),
+        (0..g.wo)
+            .map(|o| window(o, g.kw, g.sw, g.pw, g.w))
+            .collect(),
+    )
+}
+
+/// Index (within the plane) of the first maximum of a window (NaN wins, as in PyTorch);
+/// None when the window is empty.
+#[inline]
+fn argmax<T: Float>(
+    x: &[T],
+    w: usize,
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+) -> Option<usize> {
+    if y0 >= y1 || x0 >= x1 {
+        return None;
+    }
+    let mut best = y0 * w + x0;
+    let mut bv = x[best];
     for iy in y0..y1 {
-        for ix in x0..x1 {
-            let v = x[iy * g.w + ix];
-            if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
-                best = Some((iy * g.w + ix, v));
+        for (ix, &v) in x[iy * w + x0..iy * w + x1].iter().enumerate() {
+            if v > bv || (v.is_nan() && !bv.is_nan()) {
+                bv = v;
+                best = iy * w + x0 + ix;
             }
         }
     }
-    best.map(|(i, _)| i)
+    Some(best)
 }
 
 pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
+    let (wy, wx) = windows(g);
     let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
     planes(&mut out, g.ho * g.wo, |p, o| {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                o[oy * g.wo + ox] = argmax(xp, g, oy, ox).map_or(T::neg_infinity(), |i| xp[i]);
+        for (oy, &ry) in wy.iter().enumerate() {
+            for (ox, &rx) in wx.iter().enumerate() {
+                o[oy * g.wo + ox] = argmax(xp, g.w, ry, rx).map_or(T::neg_infinity(), |i| xp[i]);
             }
         }
     });
@@ -52,12 +77,13 @@ pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
 }
 
 pub fn max_backward<T: Float>(x: &[T], dy: &[T], g: &Pool2dGeom) -> Vec<T> {
+    let (wy, wx) = windows(g);
     let mut dx = vec![T::zero(); g.planes * g.h * g.w];
     planes(&mut dx, g.h * g.w, |p, d| {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                if let Some(i) = argmax(xp, g, oy, ox) {
+        for (oy, &ry) in wy.iter().enumerate() {
+            for (ox, &rx) in wx.iter().enumerate() {
+                if let Some(i) = argmax(xp, g.w, ry, rx) {
                     d[i] += dy[p * g.ho * g.wo + oy * g.wo + ox];
                 }
             }

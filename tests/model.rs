@@ -1,0 +1,135 @@
+//! The VGG16-D1 backbone and the head: torchvision names and shapes, output stride 8,
+//! dilated conv5, BN only where configured, checkpoint round trip of the whole classifier.
+use coatt::cls::{Classifier, ClsConfig};
+use coatt::io::{save_checkpoint, Checkpoint};
+use coatt::nn::{Init, Vgg, VggConfig};
+use coatt::{no_grad, DType, Device, Tensor};
+use std::collections::HashMap;
+
+#[test]
+fn full_vgg16_d1_has_torchvision_shapes_and_output_stride_8() {
+    let v = Vgg::new(
+        VggConfig::full(),
+        Init::KaimingNormal,
+        Init::TorchDefault,
+        DType::F32,
+        Device::Cpu,
+        &mut coatt::testing::rng(1),
+    );
+    let p: HashMap<String, Vec<usize>> = v
+        .named_params()
+        .into_iter()
+        .map(|(n, t)| (n, t.dims().to_vec()))
+        .collect();
+    assert_eq!(
+        p.len(),
+        26 + 6,
+        "13 VGG convs + 3 extra convs, weight and bias each, no BN"
+    );
+    assert_eq!(p["features.0.weight"], vec![64, 3, 3, 3]);
+    assert_eq!(p["features.5.weight"], vec![128, 64, 3, 3]);
+    assert_eq!(p["features.10.weight"], vec![256, 128, 3, 3]);
+    assert_eq!(p["features.17.weight"], vec![512, 256, 3, 3]);
+    assert_eq!(p["features.28.weight"], vec![512, 512, 3, 3]);
+    assert_eq!(p["extra_convs.4.weight"], vec![512, 512, 3, 3]);
+    assert!(
+        v.features[10..]
+            .iter()
+            .all(|c| c.params.dilation == (2, 2) && c.params.padding == (2, 2)),
+        "conv5_x dilated"
+    );
+    assert!(v.features[..10].iter().all(|c| c.params.dilation == (1, 1)));
+    assert!(v.bn.is_empty());
+    // 24×24 → pool1-3 → 3×3; pool4 (3×3, stride 1, pad 1) keeps it
+    let x = Tensor::ones([1, 3, 24, 24], DType::F32, Device::Cpu);
+    let f = no_grad(|| v.forward(&x, false)).unwrap();
+    assert_eq!(f.dims(), &[1, 512, 3, 3]);
+}
+
+#[test]
+fn scratch_presets_have_the_same_structure_narrower_with_bn() {
+    for (preset, div) in [("tiny", 8), ("small", 4), ("micro", 16)] {
+        let cfg = ClsConfig::preset(preset).unwrap();
+        assert!(cfg.backbone.batch_norm);
+        assert_eq!(
+            cfg.backbone.widths,
+            VggConfig::full()
+                .widths
+                .iter()
+                .map(|w| w / div)
+                .collect::<Vec<_>>()
+        );
+        let m = Classifier::new(&cfg, 5, Device::Cpu, &mut coatt::testing::rng(2));
+        assert_eq!(m.backbone.features.len(), 13);
+        assert_eq!(m.backbone.named_buffers().len(), 26);
+        assert_eq!(m.head.phi.dims(), &[5, cfg.backbone.extra]);
+        assert_eq!(m.head.wp.dims(), &[cfg.backbone.extra, cfg.backbone.extra]);
+    }
+    let official = ClsConfig::preset("vgg16").unwrap();
+    assert_eq!(
+        (
+            official.input_size,
+            official.batch,
+            official.epochs,
+            official.lr
+        ),
+        (256, 5, 15, 1e-3)
+    );
+    assert_eq!(
+        (
+            official.bias_lr_mult,
+            official.new_lr_mult,
+            official.lr_steps.clone()
+        ),
+        (2.0, 10.0, vec![5, 10])
+    );
+    assert!(ClsConfig::preset("nope").is_err());
+}
+
+#[test]
+fn param_groups_follow_the_official_multipliers() {
+    let cfg = ClsConfig {
+        backbone: VggConfig {
+            batch_norm: false,
+            ..VggConfig::narrow(16)
+        },
+        ..ClsConfig::preset("vgg16").unwrap()
+    };
+    let m = Classifier::new(&cfg, 4, Device::Cpu, &mut coatt::testing::rng(3));
+    let g = m.param_groups(&cfg);
+    let lrs: Vec<f64> = g.iter().map(|g| g.lr).collect();
+    assert_eq!(lrs, vec![1e-3, 2e-3, 1e-2, 2e-2]);
+    let counts: Vec<usize> = g.iter().map(|g| g.params.len()).collect();
+    // 13 VGG weights, 13 VGG biases, 3 extra + wp, last_w, phi, wb weights, 3 extra + last_b biases
+    assert_eq!(counts, vec![13, 13, 7, 4]);
+}
+
+#[test]
+fn classifier_checkpoint_round_trip_includes_bn_statistics() {
+    let cfg = ClsConfig::preset("micro").unwrap();
+    let a = Classifier::new(&cfg, 3, Device::Cpu, &mut coatt::testing::rng(4));
+    // move the running statistics away from their initial values
+    let x = Tensor::randn(
+        [2, 3, 32, 32],
+        1.0,
+        DType::F32,
+        Device::Cpu,
+        &mut coatt::testing::rng(5),
+    );
+    no_grad(|| a.features(&x)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    save_checkpoint(&p, &a.state_tensors(), &HashMap::new()).unwrap();
+    let b = Classifier::new(&cfg, 3, Device::Cpu, &mut coatt::testing::rng(6));
+    b.load(&Checkpoint::open(&p).unwrap()).unwrap();
+    let fa = no_grad(|| a.features_eval(&x)).unwrap().to_vec_f64();
+    let fb = no_grad(|| b.features_eval(&x)).unwrap().to_vec_f64();
+    assert_eq!(fa, fb);
+    // a model with another number of classes does not load silently
+    let c = Classifier::new(&cfg, 4, Device::Cpu, &mut coatt::testing::rng(7));
+    let e = c
+        .load(&Checkpoint::open(&p).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shape"), "{e}");
+}
