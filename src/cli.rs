@@ -181,3 +181,33 @@ pub fn train_cls_cmd(a: &TrainClsArgs) -> Result<()> {
     println!("checkpoint: {}", s.final_checkpoint.display());
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Folder of predicted label PNGs named <id>.png.
+    #[arg(long)]
+    pub pred: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// Where to write eval.json and eval.md (default: the prediction folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
+    let (conf, names) = crate::eval::evaluate_folder(&a.pred, &a.data, &a.split)?;
+    let md = conf.markdown(&names);
+    let out = a.out.clone().unwrap_or_else(|| a.pred.clone());
+    let json = serde_json::json!({"split": a.split, "miou": conf.miou(), "classes": conf.scores(), "names": names, "confusion": conf.counts});
+    crate::io::write_atomic(
+        &out.join("eval.json"),
+        serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::Msg(e.to_string()))?
+            .as_bytes(),
+    )?;
+    crate::io::write_atomic(&out.join("eval.md"), md.as_bytes())?;
+    print!("{md}");
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cls;
 pub mod data;
 mod error;
+pub mod eval;
 pub mod io;
 pub mod nn;
 pub mod ops;

@@ -131,3 +131,75 @@ fn bad_inputs_fail_with_clear_messages() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn eval_scores_a_prediction_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    assert!(bin()
+        .args(["synth", "--out"])
+        .arg(&data)
+        .args([
+            "--train",
+            "2",
+            "--val",
+            "3",
+            "--size",
+            "40",
+            "--classes",
+            "3"
+        ])
+        .status()
+        .unwrap()
+        .success());
+    // predictions = the GT with its ignore pixels turned into background; ignored pixels do
+    // not count, so mIoU is exactly 100
+    let pred = d.path().join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for id in std::fs::read_to_string(data.join("ImageSets/Segmentation/val.txt"))
+        .unwrap()
+        .lines()
+    {
+        let mut m =
+            coatt::io::read_label_png(&data.join(format!("SegmentationClass/{id}.png"))).unwrap();
+        m.data
+            .iter_mut()
+            .filter(|v| **v == 255)
+            .for_each(|v| *v = 0);
+        coatt::io::write_label_png(&pred.join(format!("{id}.png")), &m).unwrap();
+    }
+    let out = bin()
+        .args(["eval", "--pred"])
+        .arg(&pred)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{s}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.contains("**100.0**"), "{s}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pred.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(j["miou"].as_f64(), Some(1.0));
+    // a missing prediction is an error naming the file
+    let first = std::fs::read_dir(&pred)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap();
+    std::fs::remove_file(&first).unwrap();
+    let out = bin()
+        .args(["eval", "--pred"])
+        .arg(&pred)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(&*first.file_name().unwrap().to_string_lossy()));
+}

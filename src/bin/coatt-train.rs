@@ -21,6 +21,8 @@ enum Cmd {
     CheckData(cli::CheckDataArgs),
     /// Train the co-attention classifier (official recipe by default).
     TrainCls(cli::TrainClsArgs),
+    /// Score predicted label PNGs against a split's masks: confusion matrix, IoU, mIoU.
+    Eval(cli::EvalArgs),
     /// Time the engine's core CPU kernels (conv2d vs a plain GEMM, co-attention) and print GFLOP/s.
     Bench(coatt::bench::BenchArgs),
 }
@@ -40,6 +42,7 @@ fn main() {
             other => other.map(|_| ()),
         },
         Some(Cmd::TrainCls(a)) => cli::train_cls_cmd(&a),
+        Some(Cmd::Eval(a)) => cli::eval_cmd(&a),
         Some(Cmd::Bench(a)) => coatt::bench::run(&a),
     };
     if let Err(e) = result {

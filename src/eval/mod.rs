@@ -1,0 +1,170 @@
+//! Segmentation scores: a (K+1)×(K+1) confusion matrix over labelled pixels (GT 255 ignored),
+//! per-class IoU = tp/(tp+fp+fn), mIoU over classes that occur in GT or prediction, and the
+//! false-positive / false-negative ratios fp/tp and fn/tp that the WSSS papers report.
+use crate::error::{Error, Result};
+
+pub const IGNORE: u8 = 255;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Confusion {
+    /// Number of classes including background.
+    pub n: usize,
+    /// counts[gt * n + pred]
+    pub counts: Vec<u64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassScore {
+    pub class: usize,
+    pub iou: Option<f64>,
+    /// fp/tp and fn/tp (None when tp = 0).
+    pub fp_ratio: Option<f64>,
+    pub fn_ratio: Option<f64>,
+    pub gt_pixels: u64,
+    pub pred_pixels: u64,
+}
+
+impl Confusion {
+    pub fn new(n: usize) -> Self {
+        Confusion {
+            n,
+            counts: vec![0; n * n],
+        }
+    }
+
+    /// Adds one image. Predictions must be classes 0..n (255 in a prediction is an error:
+    /// every labelled pixel must get a class); GT pixels of 255 are skipped.
+    pub fn add(&mut self, gt: &[u8], pred: &[u8]) -> Result<()> {
+        if gt.len() != pred.len() {
+            return Err(Error::Msg(format!(
+                "prediction has {} pixels, ground truth {}",
+                pred.len(),
+                gt.len()
+            )));
+        }
+        for (&g, &p) in gt.iter().zip(pred) {
+            if g == IGNORE {
+                continue;
+            }
+            if g as usize >= self.n || p as usize >= self.n {
+                return Err(Error::Msg(format!(
+                    "label {} outside 0..{} (ground truth {g}, prediction {p})",
+                    g.max(p),
+                    self.n
+                )));
+            }
+            self.counts[g as usize * self.n + p as usize] += 1;
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &Confusion) {
+        self.counts
+            .iter_mut()
+            .zip(&other.counts)
+            .for_each(|(a, b)| *a += b);
+    }
+
+    pub fn scores(&self) -> Vec<ClassScore> {
+        (0..self.n)
+            .map(|c| {
+                let tp = self.counts[c * self.n + c];
+                let gt: u64 = self.counts[c * self.n..(c + 1) * self.n].iter().sum();
+                let pred: u64 = (0..self.n).map(|g| self.counts[g * self.n + c]).sum();
+                let (fp, fne) = (pred - tp, gt - tp);
+                let union = tp + fp + fne;
+                let ratio = |x: u64| (tp > 0).then(|| x as f64 / tp as f64);
+                ClassScore {
+                    class: c,
+                    iou: (union > 0).then(|| tp as f64 / union as f64),
+                    fp_ratio: ratio(fp),
+                    fn_ratio: ratio(fne),
+                    gt_pixels: gt,
+                    pred_pixels: pred,
+                }
+            })
+            .collect()
+    }
+
+    /// Mean IoU over classes present in GT or prediction (absent classes are not counted).
+    pub fn miou(&self) -> f64 {
+        let v: Vec<f64> = self.scores().iter().filter_map(|s| s.iou).collect();
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    }
+
+    /// Markdown table: class, IoU, FP/TP, FN/TP; then the mean.
+    pub fn markdown(&self, names: &[String]) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}", 100.0 * x));
+        let r = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+        let mut s = String::from("| class | IoU (%) | FP/TP | FN/TP |\n|---|---:|---:|---:|\n");
+        for sc in self.scores() {
+            let name = names
+                .get(sc.class)
+                .cloned()
+                .unwrap_or_else(|| sc.class.to_string());
+            s += &format!(
+                "| {name} | {} | {} | {} |\n",
+                f(sc.iou),
+                r(sc.fp_ratio),
+                r(sc.fn_ratio)
+            );
+        }
+        s += &format!("| **mIoU** | **{:.1}** | | |\n", 100.0 * self.miou());
+        s
+    }
+}
+
+/// Scores a folder of predicted label PNGs (`<id>.png`) against a split's GT masks. Every GT
+/// image must have a prediction of the same size (a missing one is an error naming it).
+pub fn evaluate_folder(
+    pred_dir: &std::path::Path,
+    data: &std::path::Path,
+    split: &str,
+) -> Result<(Confusion, Vec<String>)> {
+    use rayon::prelude::*;
+    let ds = crate::data::VocDataset::open(data, split)?;
+    let n = ds.class_names.len();
+    let parts: Vec<Confusion> = ds
+        .items
+        .par_iter()
+        .filter_map(|it| it.mask.as_ref().map(|m| (it, m)))
+        .map(|(it, m)| {
+            let gt = crate::io::read_label_png(m)?;
+            let pp = pred_dir.join(format!("{}.png", it.id));
+            if !pp.exists() {
+                return Err(Error::file(
+                    &pp,
+                    format!("no prediction for image '{}'", it.id),
+                ));
+            }
+            let pr = crate::io::read_label_png(&pp)?;
+            if (pr.width, pr.height) != (gt.width, gt.height) {
+                return Err(Error::file(
+                    &pp,
+                    format!(
+                        "prediction is {}×{}, ground truth {}×{}",
+                        pr.width, pr.height, gt.width, gt.height
+                    ),
+                ));
+            }
+            let mut c = Confusion::new(n);
+            c.add(&gt.data, &pr.data).map_err(|e| Error::file(&pp, e))?;
+            Ok(c)
+        })
+        .collect::<Result<_>>()?;
+    if parts.is_empty() {
+        return Err(Error::file(
+            data,
+            format!("split '{split}' has no ground-truth masks to evaluate against"),
+        ));
+    }
+    let mut total = Confusion::new(n);
+    for p in &parts {
+        total.merge(p);
+    }
+    Ok((total, ds.class_names))
+}
