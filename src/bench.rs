@@ -42,46 +42,71 @@ pub struct BenchRow {
     pub gflop: f64,
 }
 
-pub fn run_rows(a: &BenchArgs) -> Result<Vec<BenchRow>> {
-    let (b, c, s) = (a.batch, a.channels, a.side);
-    let hw = s * s;
-    let mut rng = crate::testing::rng(1);
-    let mut rows = Vec::new();
-    let conv_flop = 2.0 * (b * c * hw * c * 9) as f64 / 1e9;
+/// The benchmark cases' inputs and FLOP counts, shared by `coatt-train bench` and the
+/// criterion benches so the two cannot drift apart.
+pub struct Cases {
+    /// conv2d 3×3 C→C on (B,C,S,S), with bias; x is tracked so backward computes dx too.
+    pub x: Tensor,
+    pub w: Tensor,
+    pub bias: Tensor,
+    pub conv: Conv2dParams,
+    /// Co-attention inputs (B,C,S²) ×2 and W_P (C,C).
+    pub fm: Tensor,
+    pub fnn: Tensor,
+    pub wp: Tensor,
+    /// The conv's GEMM shape with the batch folded into N.
+    pub gemm_mnk: (usize, usize, usize),
+    pub conv_gflop: f64,
+    pub co_fwd_gflop: f64,
+    /// Backward alone (it recomputes Q, S and both softmaxes).
+    pub co_bwd_gflop: f64,
+}
 
-    let x = Tensor::randn([b, c, s, s], 1.0, DType::F32, Device::Cpu, &mut rng);
-    let w = Tensor::randn([c, c, 3, 3], 0.02, DType::F32, Device::Cpu, &mut rng).into_param();
-    let bias = Tensor::zeros([c], DType::F32, Device::Cpu).into_param();
-    let p = Conv2dParams::same(1, 1);
-    let fwd = median_secs(a.reps, || {
-        crate::no_grad(|| x.conv2d(&w, Some(&bias), p).map(|_| ()))
-    })?;
-    rows.push(BenchRow {
-        name: format!("conv2d 3x3 {c}->{c} {s}x{s} b{b} forward"),
-        secs: fwd,
-        gflop: conv_flop,
-    });
-    let xp = x.clone().into_param();
-    let fb = median_secs(a.reps, || {
-        let y = xp.conv2d(&w, Some(&bias), p)?.sum_all()?;
+impl Cases {
+    pub fn new(b: usize, c: usize, s: usize) -> Cases {
+        let hw = s * s;
+        let mut rng = crate::testing::rng(1);
+        let mut randn = |dims: Vec<usize>, std: f64| {
+            Tensor::randn(dims, std, DType::F32, Device::Cpu, &mut rng).into_param()
+        };
+        let (x, w) = (randn(vec![b, c, s, s], 1.0), randn(vec![c, c, 3, 3], 0.02));
+        let (fm, fnn, wp) = (
+            randn(vec![b, c, hw], 1.0),
+            randn(vec![b, c, hw], 1.0),
+            randn(vec![c, c], 0.02),
+        );
+        let (bf, cf, nf) = (b as f64, c as f64, hw as f64);
+        Cases {
+            x,
+            w,
+            bias: Tensor::zeros([c], DType::F32, Device::Cpu).into_param(),
+            conv: Conv2dParams::same(1, 1),
+            fm,
+            fnn,
+            wp,
+            gemm_mnk: (c, b * hw, c * 9),
+            conv_gflop: 2.0 * bf * cf * nf * cf * 9.0 / 1e9,
+            co_fwd_gflop: bf * (2.0 * cf * cf * nf + 6.0 * cf * nf * nf) / 1e9,
+            co_bwd_gflop: bf * (6.0 * cf * cf * nf + 14.0 * cf * nf * nf) / 1e9,
+        }
+    }
+    pub fn conv_forward(&self) -> Result<Tensor> {
+        crate::no_grad(|| self.x.conv2d(&self.w, Some(&self.bias), self.conv))
+    }
+    pub fn conv_forward_backward(&self) -> Result<()> {
+        let y = self
+            .x
+            .conv2d(&self.w, Some(&self.bias), self.conv)?
+            .sum_all()?;
         backward(&y).map(|_| ())
-    })?;
-    rows.push(BenchRow {
-        name: "conv2d forward+backward (dx, dW, db)".into(),
-        secs: fb,
-        gflop: 3.0 * conv_flop,
-    });
-
-    // The same M, N, K as the conv's GEMM with the batch folded into N: equal FLOPs.
-    let (m, n, k) = (c, b * hw, c * 9);
-    let lhs = vec![0.5f32; m * k];
-    let rhs = vec![0.25f32; k * n];
-    let mut out = vec![0f32; m * n];
-    let g = median_secs(a.reps, || {
+    }
+    /// One plain GEMM of the conv's shape, into `out` (len m·n).
+    pub fn gemm(&self, lhs: &[f32], rhs: &[f32], out: &mut [f32]) {
+        let (m, n, k) = self.gemm_mnk;
         gemm_into(
-            &mut out,
-            &lhs,
-            &rhs,
+            out,
+            lhs,
+            rhs,
             m,
             k,
             n,
@@ -90,39 +115,59 @@ pub fn run_rows(a: &BenchArgs) -> Result<Vec<BenchRow>> {
             false,
             parallelism(m, n, k),
         );
-        Ok(())
-    })?;
-    rows.push(BenchRow {
-        name: format!("gemm {m}x{n}x{k} (same FLOPs as the conv)"),
-        secs: g,
-        gflop: conv_flop,
-    });
+    }
+    pub fn coattention_forward(&self) -> Result<(Tensor, Tensor)> {
+        crate::no_grad(|| coattention(&self.fm, &self.fnn, &self.wp))
+    }
+    pub fn coattention_forward_backward(&self) -> Result<()> {
+        let (a, o) = coattention(&self.fm, &self.fnn, &self.wp)?;
+        backward(&a.sum_all()?.add(&o.sum_all()?)?).map(|_| ())
+    }
+}
 
-    let fm = Tensor::randn([b, c, hw], 1.0, DType::F32, Device::Cpu, &mut rng).into_param();
-    let fnn = Tensor::randn([b, c, hw], 1.0, DType::F32, Device::Cpu, &mut rng).into_param();
-    let wp = Tensor::randn([c, c], 0.02, DType::F32, Device::Cpu, &mut rng).into_param();
-    let (cf, nf) = (c as f64, hw as f64);
-    let co_fwd_flop = b as f64 * (2.0 * cf * cf * nf + 6.0 * cf * nf * nf) / 1e9;
-    let cf_t = median_secs(a.reps, || {
-        crate::no_grad(|| coattention(&fm, &fnn, &wp).map(|_| ()))
-    })?;
-    rows.push(BenchRow {
-        name: format!("co-attention C={c} N=M={hw} b{b} forward"),
-        secs: cf_t,
-        gflop: co_fwd_flop,
-    });
-    let co_bwd_flop = b as f64 * (6.0 * cf * cf * nf + 14.0 * cf * nf * nf) / 1e9;
-    let cb_t = median_secs(a.reps, || {
-        let (x1, x2) = coattention(&fm, &fnn, &wp)?;
-        let l = x1.sum_all()?.add(&x2.sum_all()?)?;
-        backward(&l).map(|_| ())
-    })?;
-    rows.push(BenchRow {
-        name: "co-attention forward+backward".into(),
-        secs: cb_t,
-        gflop: co_fwd_flop + co_bwd_flop,
-    });
-    Ok(rows)
+pub fn run_rows(a: &BenchArgs) -> Result<Vec<BenchRow>> {
+    let (b, c, s) = (a.batch, a.channels, a.side);
+    let cs = Cases::new(b, c, s);
+    let row = |name: String, gflop: f64, f: &mut dyn FnMut() -> Result<()>| -> Result<BenchRow> {
+        Ok(BenchRow {
+            name,
+            secs: median_secs(a.reps, f)?,
+            gflop,
+        })
+    };
+    let (m, n, k) = cs.gemm_mnk;
+    let (lhs, rhs, mut out) = (vec![0.5f32; m * k], vec![0.25f32; k * n], vec![0f32; m * n]);
+    Ok(vec![
+        row(
+            format!("conv2d 3x3 {c}->{c} {s}x{s} b{b} forward"),
+            cs.conv_gflop,
+            &mut || cs.conv_forward().map(|_| ()),
+        )?,
+        row(
+            "conv2d forward+backward (dx, dW, db)".into(),
+            3.0 * cs.conv_gflop,
+            &mut || cs.conv_forward_backward(),
+        )?,
+        // the conv's GEMM with the batch folded into N: equal FLOPs
+        row(
+            format!("gemm {m}x{n}x{k} (same FLOPs as the conv)"),
+            cs.conv_gflop,
+            &mut || {
+                cs.gemm(&lhs, &rhs, &mut out);
+                Ok(())
+            },
+        )?,
+        row(
+            format!("co-attention C={c} N=M={} b{b} forward", s * s),
+            cs.co_fwd_gflop,
+            &mut || cs.coattention_forward().map(|_| ()),
+        )?,
+        row(
+            "co-attention forward+backward".into(),
+            cs.co_fwd_gflop + cs.co_bwd_gflop,
+            &mut || cs.coattention_forward_backward(),
+        )?,
+    ])
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {

@@ -96,8 +96,9 @@ pub struct TrainClsArgs {
     /// vgg16 (official), small, tiny, micro.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
-    #[arg(long, value_enum, default_value_t = Variant::Full)]
-    pub variant: Variant,
+    /// basic | coatt | full (default: the preset's, full).
+    #[arg(long, value_enum)]
+    pub variant: Option<Variant>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -132,11 +133,12 @@ pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
         Some(p) => ClsConfig::load(p)?,
         None => ClsConfig::preset(&a.preset)?,
     };
-    c.variant = a.variant;
+    // only the flags given override the preset or the --config file
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
     }
     set!(
+        variant,
         epochs,
         batch,
         lr,

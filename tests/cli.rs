@@ -203,3 +203,38 @@ fn eval_scores_a_prediction_folder() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains(&*first.file_name().unwrap().to_string_lossy()));
 }
+
+#[test]
+fn config_file_values_survive_unless_a_flag_overrides_them() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: coatt::cli::TrainClsArgs,
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("c.toml");
+    let cfg = coatt::cls::ClsConfig {
+        variant: coatt::cls::Variant::Basic,
+        lr: 0.123,
+        ..coatt::cls::ClsConfig::preset("micro").unwrap()
+    };
+    cfg.save(&p).unwrap();
+    let parse = |extra: &[&str]| {
+        let mut args = vec![
+            "x",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--config",
+            p.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        coatt::cli::build_cls_config(&W::parse_from(args).a).unwrap()
+    };
+    let c = parse(&[]);
+    assert_eq!((c.variant, c.lr), (coatt::cls::Variant::Basic, 0.123));
+    let c = parse(&["--variant", "coatt", "--lr", "0.5"]);
+    assert_eq!((c.variant, c.lr), (coatt::cls::Variant::Coatt, 0.5));
+}

@@ -65,6 +65,24 @@ fn scratch_presets_have_the_same_structure_narrower_with_bn() {
         assert_eq!(m.head.phi.dims(), &[5, cfg.backbone.extra]);
         assert_eq!(m.head.wp.dims(), &[cfg.backbone.extra, cfg.backbone.extra]);
     }
+    let tiny = ClsConfig::preset("tiny").unwrap();
+    assert_eq!(
+        (tiny.lr, tiny.new_lr_mult, tiny.bias_lr_mult),
+        (2e-3, 1.0, 1.0)
+    );
+    assert_eq!(
+        tiny.jitter.unwrap(),
+        coatt::data::augment::Jitter {
+            brightness: 0.1,
+            contrast: 0.1,
+            saturation: 0.1,
+            hue: 0.0
+        }
+    );
+    assert_eq!(
+        (tiny.input_size, tiny.epochs, tiny.lr_steps.clone()),
+        (64, 6, vec![5])
+    );
     let official = ClsConfig::preset("vgg16").unwrap();
     assert_eq!(
         (

@@ -78,7 +78,11 @@ fn corrupt_torch_files_are_errors_naming_the_file() {
 
 #[test]
 fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
-    let cfg = VggConfig::narrow(16);
+    // torchvision's layout: no BN
+    let cfg = VggConfig {
+        batch_norm: false,
+        ..VggConfig::narrow(16)
+    };
     let src = Vgg::new(
         cfg.clone(),
         Init::KaimingNormal,
@@ -115,7 +119,17 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
     {
         assert_eq!(a.to_vec_f64(), b.to_vec_f64(), "{n}");
     }
-    // a full-width file does not fit a narrow model: clear error
+    // a BN backbone takes the conv weights and keeps its own BN parameters
+    let bn = Vgg::new(
+        VggConfig::narrow(16),
+        Init::KaimingNormal,
+        Init::TorchDefault,
+        DType::F32,
+        Device::Cpu,
+        &mut coatt::testing::rng(4),
+    );
+    assert_eq!(load_vgg16_backbone(&path, &bn).unwrap(), 26);
+    // a file for a narrow model does not fit a wider one: clear error
     let wide = Vgg::new(
         VggConfig::narrow(8),
         Init::KaimingNormal,

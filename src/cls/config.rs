@@ -41,6 +41,9 @@ pub struct ClsConfig {
     /// Epochs at which the lr is multiplied by `lr_gamma`.
     pub lr_steps: Vec<usize>,
     pub lr_gamma: f64,
+    /// Linear lr warm-up over the first N iterations (0: none, as the official code).
+    #[serde(default)]
+    pub warmup_iters: usize,
     /// First (0-based) epoch with the contrastive loss.
     pub contrastive_from: usize,
     pub backbone: VggConfig,
@@ -81,6 +84,7 @@ impl ClsConfig {
             lr_steps: vec![5, 10],
             lr_gamma: 0.1,
             contrastive_from: 2,
+            warmup_iters: 0,
             backbone: VggConfig::full(),
             backbone_init: Init::KaimingNormal,
             head_init: Init::TorchDefault,
@@ -93,10 +97,20 @@ impl ClsConfig {
             pretrained: None,
         };
         // From scratch (no ImageNet weights on the CPU demo): BN in the backbone (see
-        // VggConfig::batch_norm), Kaiming init everywhere, one lr for old and new layers (the
-        // ×2/×10 multipliers are meant for a pretrained backbone), a higher base lr.
+        // VggConfig::batch_norm), Kaiming init everywhere, and one lr for old and new layers
+        // (the ×2/×10 multipliers are meant for a pretrained backbone). The base lr is 2e-3: an
+        // iteration's loss sums ~18 terms, and rates from 5e-3 up stall on the class priors.
+        // Milder colour jitter (0.1) and none on hue: the synthetic classes differ by head colour
+        // (hues 360°/K apart; ±0.1 hue jitter = ±36° would move one class's heads onto its
+        // neighbour's for K = 6). Measured in docs/results.md.
         let scratch = ClsConfig {
-            lr: 0.02,
+            lr: 2e-3,
+            jitter: Some(Jitter {
+                brightness: 0.1,
+                contrast: 0.1,
+                saturation: 0.1,
+                hue: 0.0,
+            }),
             bias_lr_mult: 1.0,
             new_lr_mult: 1.0,
             head_init: Init::KaimingNormal,
@@ -110,7 +124,7 @@ impl ClsConfig {
                 input_size: 64,
                 backbone: VggConfig::narrow(8),
                 epochs: 6,
-                lr_steps: vec![4, 5],
+                lr_steps: vec![5],
                 ..scratch
             }),
             "small" => Ok(ClsConfig {

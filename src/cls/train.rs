@@ -136,6 +136,32 @@ pub fn predict_scores(
     Ok((scores, labels))
 }
 
+fn summary(
+    pos: Position,
+    val_map: Vec<f64>,
+    images: usize,
+    train_secs: f64,
+    last: PathBuf,
+) -> TrainSummary {
+    TrainSummary {
+        epochs_done: pos.epoch,
+        iterations: pos.iteration,
+        val_map,
+        images_per_sec: images as f64 / train_secs.max(1e-9),
+        train_secs,
+        final_checkpoint: last,
+    }
+}
+
+/// Linear warm-up: (i+1)/n for the first n iterations, then 1.
+pub fn warmup_factor(n: usize, iteration: usize) -> f64 {
+    if iteration >= n {
+        1.0
+    } else {
+        (iteration + 1) as f64 / n as f64
+    }
+}
+
 pub fn write_loss_plot(run: &Path) -> Result<()> {
     let rows = read_jsonl(&run.join("metrics.jsonl"))?;
     let pts: Vec<(f64, f64)> = rows
@@ -224,7 +250,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     };
     let by_class = train.by_class();
     let mut val_map = Vec::new();
-    let (mut images, t_start, mut run_iters) = (0usize, Instant::now(), 0usize);
+    let (mut images, mut run_iters) = (0usize, 0usize);
     let mut train_secs = 0f64;
     while pos.epoch < cfg.epochs {
         let epoch = pos.epoch;
@@ -249,7 +275,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         if opts.quiet {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        let factor = schedule.factor(epoch);
+        let step_factor = schedule.factor(epoch);
         while pos.batch < n_batches {
             let Some(batch) = loader.next() else { break };
             for s in &batch.skipped {
@@ -276,6 +302,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
                     last.display()
                 )));
             }
+            let factor = step_factor * warmup_factor(cfg.warmup_iters, pos.iteration);
             let grads = backward(&loss.total)?;
             opt.step(&grads, factor)?;
             let dt = t0.elapsed().as_secs_f64();
@@ -297,14 +324,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             if opts.stop_after.is_some_and(|n| run_iters >= n) {
                 save_state(&last, &model, &opt, pos, &cfg)?;
                 bar.finish_and_clear();
-                return Ok(TrainSummary {
-                    epochs_done: pos.epoch,
-                    iterations: pos.iteration,
-                    val_map,
-                    images_per_sec: images as f64 / train_secs.max(1e-9),
-                    train_secs,
-                    final_checkpoint: last,
-                });
+                return Ok(summary(pos, val_map, images, train_secs, last));
             }
         }
         drop(loader);
@@ -317,9 +337,10 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         let mut rec = json!({"epoch_end": epoch + 1, "iteration_total": pos.iteration});
         if let Some(v) = &val {
             let (sc, lb) = predict_scores(&model, v, cfg.input_size, opts.device)?;
-            let (map, _) = mean_average_precision(&sc, &lb, k);
+            let (map, per_class) = mean_average_precision(&sc, &lb, k);
             val_map.push(map);
             rec["val_map"] = json!(map);
+            rec["val_ap_per_class"] = json!(per_class);
             if !opts.quiet {
                 eprintln!("epoch {}: val mAP {:.4}", epoch + 1, map);
             }
@@ -329,13 +350,5 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         save_state(&last, &model, &opt, pos, &cfg)?;
     }
     write_loss_plot(run)?;
-    let _ = t_start;
-    Ok(TrainSummary {
-        epochs_done: pos.epoch,
-        iterations: pos.iteration,
-        val_map,
-        images_per_sec: images as f64 / train_secs.max(1e-9),
-        train_secs,
-        final_checkpoint: last,
-    })
+    Ok(summary(pos, val_map, images, train_secs, last))
 }

@@ -195,7 +195,7 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
             cv.rgb[y * s + x] = [0, 1, 2].map(|i| c0[i] * (1.0 - t) + c1[i] * t);
         }
     }
-    // clutter: low-saturation blobs and stripes
+    // clutter: low-saturation blobs and stripes (below the heads' saturation even after jitter)
     for _ in 0..rng.gen_range(3..7) {
         let e = Ellipse {
             cx: rng.gen_range(0.0..sf),
@@ -204,7 +204,7 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
             b: rng.gen_range(0.02..0.08) * sf,
             th: rng.gen_range(0.0..3.2),
         };
-        let col = hsv(rng.gen(), rng.gen_range(0.0..0.4), rng.gen_range(0.2..0.9));
+        let col = hsv(rng.gen(), rng.gen_range(0.0..0.25), rng.gen_range(0.2..0.9));
         cv.paint(&e, None, |_, _| col);
     }
     // headless distractors with the shared body look
