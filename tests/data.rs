@@ -257,6 +257,15 @@ fn check_data_names_broken_files_and_decides_trainability() {
         rep.trainable(),
         "one usable image is enough to train: {text}"
     );
+    // usable images exist but none has a label, while the labelled one is unreadable
+    std::fs::write(d.path().join("cls_labels.txt"), "a 2\nb\nc 1\n").unwrap();
+    let rep = check(d.path(), &["train"]).unwrap();
+    assert!(!rep.trainable(), "{}", rep.render());
+    assert!(rep.render().contains("no image with a class label"));
+    // one usable labelled image (b) and a missing unlabelled one (c): trainable
+    std::fs::write(d.path().join("cls_labels.txt"), "a 2\nb 19\nc\n").unwrap();
+    assert!(check(d.path(), &["train"]).unwrap().trainable());
+    std::fs::write(d.path().join("cls_labels.txt"), "a 2\nb 19\nc 1\n").unwrap();
     // nothing usable: cannot train
     std::fs::write(d.path().join("JPEGImages/b.jpg"), b"broken").unwrap();
     let rep = check(d.path(), &["train"]).unwrap();

@@ -145,8 +145,10 @@ pub fn check(dir: &Path, splits: &[&str]) -> Result<DataReport> {
             class_counts: vec![0; k],
             ..Default::default()
         };
+        let mut usable_labelled = 0;
         for (it, (ok, has_mask, probs)) in ds.items.iter().zip(per) {
             sp.usable += ok as usize;
+            usable_labelled += (ok && !it.labels.is_empty()) as usize;
             sp.with_masks += has_mask as usize;
             sp.problems.extend(probs);
             if it.labels.is_empty() {
@@ -160,7 +162,7 @@ pub fn check(dir: &Path, splits: &[&str]) -> Result<DataReport> {
             if sp.usable == 0 {
                 rep.fatal
                     .push(format!("split '{split}' has no usable image"));
-            } else if sp.usable == sp.unlabelled {
+            } else if usable_labelled == 0 {
                 rep.fatal
                     .push(format!("split '{split}' has no image with a class label"));
             }
