@@ -190,6 +190,13 @@ impl Storage {
     pub fn to_host_f64(&self) -> Vec<f64> {
         self.cpu().to_f64_vec()
     }
+    /// The raw values, little-endian, in the storage's own dtype (what safetensors stores).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self.cpu() {
+            CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            CpuStorage::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
     pub fn to_dtype(&self, dtype: DType) -> Storage {
         let v = self.to_host_f64();
         with_dtype!(dtype, {

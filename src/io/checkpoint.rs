@@ -50,11 +50,12 @@ pub fn save_checkpoint(
     let bytes: Vec<(String, Vec<u8>, DType, Vec<usize>)> = tensors
         .iter()
         .map(|(n, t)| {
-            let data = match t.dtype() {
-                DType::F32 => bytemuck::cast_slice(&t.to_vec_f32()).to_vec(),
-                DType::F64 => bytemuck::cast_slice(&t.to_vec_f64()).to_vec(),
-            };
-            (n.clone(), data, t.dtype(), t.dims().to_vec())
+            (
+                n.clone(),
+                t.storage().to_le_bytes(),
+                t.dtype(),
+                t.dims().to_vec(),
+            )
         })
         .collect();
     let mut views = Vec::with_capacity(bytes.len());
