@@ -11,6 +11,9 @@ pub struct Confusion {
     pub n: usize,
     /// counts[gt * n + pred]
     pub counts: Vec<u64>,
+    /// Labelled GT pixels whose prediction is 255 (pseudo labels leave pixels unlabelled);
+    /// they are outside `counts`. Always 0 for segmentation predictions.
+    pub unlabelled: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -29,7 +32,37 @@ impl Confusion {
         Confusion {
             n,
             counts: vec![0; n * n],
+            unlabelled: 0,
         }
+    }
+
+    /// Like [`Confusion::add`], but a prediction of 255 is allowed: such pixels are counted
+    /// in `unlabelled` and left out of the scores (for pseudo labels).
+    pub fn add_partial(&mut self, gt: &[u8], pred: &[u8]) -> Result<()> {
+        if gt.len() != pred.len() {
+            return Err(Error::Msg(format!(
+                "prediction has {} pixels, ground truth {}",
+                pred.len(),
+                gt.len()
+            )));
+        }
+        let (g2, p2): (Vec<u8>, Vec<u8>) = gt
+            .iter()
+            .zip(pred)
+            .filter(|(&g, &p)| {
+                let skip = g != IGNORE && p == IGNORE;
+                self.unlabelled += skip as u64;
+                !skip
+            })
+            .map(|(&g, &p)| (g, p))
+            .unzip();
+        self.add(&g2, &p2)
+    }
+
+    /// Share of labelled GT pixels that have a prediction.
+    pub fn coverage(&self) -> f64 {
+        let labelled: u64 = self.counts.iter().sum();
+        labelled as f64 / (labelled + self.unlabelled).max(1) as f64
     }
 
     /// Adds one image. Predictions must be classes 0..n (255 in a prediction is an error:
@@ -63,6 +96,7 @@ impl Confusion {
             .iter_mut()
             .zip(&other.counts)
             .for_each(|(a, b)| *a += b);
+        self.unlabelled += other.unlabelled;
     }
 
     pub fn scores(&self) -> Vec<ClassScore> {
@@ -120,10 +154,12 @@ impl Confusion {
 
 /// Scores a folder of predicted label PNGs (`<id>.png`) against a split's GT masks. Every GT
 /// image must have a prediction of the same size (a missing one is an error naming it).
+/// `partial`: predictions may hold 255 (pseudo labels), see [`Confusion::add_partial`].
 pub fn evaluate_folder(
     pred_dir: &std::path::Path,
     data: &std::path::Path,
     split: &str,
+    partial: bool,
 ) -> Result<(Confusion, Vec<String>)> {
     use rayon::prelude::*;
     let ds = crate::data::VocDataset::open(data, split)?;
@@ -152,7 +188,12 @@ pub fn evaluate_folder(
                 ));
             }
             let mut c = Confusion::new(n);
-            c.add(&gt.data, &pr.data).map_err(|e| Error::file(&pp, e))?;
+            if partial {
+                c.add_partial(&gt.data, &pr.data)
+            } else {
+                c.add(&gt.data, &pr.data)
+            }
+            .map_err(|e| Error::file(&pp, e))?;
             Ok(c)
         })
         .collect::<Result<_>>()?;

@@ -58,15 +58,40 @@ pub fn save_checkpoint(
             )
         })
         .collect();
-    let mut views = Vec::with_capacity(bytes.len());
-    for (n, data, dt, dims) in &bytes {
-        let dtype = match dt {
-            DType::F32 => Dtype::F32,
-            DType::F64 => Dtype::F64,
-        };
-        let v = TensorView::new(dtype, dims.clone(), data)
-            .map_err(|e| Error::file(path, format!("tensor {n}: {e}")))?;
-        views.push((n.as_str(), v));
+    let raw: Vec<RawTensor> = bytes
+        .into_iter()
+        .map(|(name, bytes, dt, dims)| RawTensor {
+            name,
+            dtype: match dt {
+                DType::F32 => Dtype::F32,
+                DType::F64 => Dtype::F64,
+            },
+            dims,
+            bytes,
+        })
+        .collect();
+    save_raw(path, &raw, metadata)
+}
+
+/// One tensor as little-endian bytes in any safetensors dtype (f16 maps, i64 ids).
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub dims: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// Writes raw tensors and metadata as one safetensors file, atomically.
+pub fn save_raw(
+    path: &Path,
+    tensors: &[RawTensor],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let v = TensorView::new(t.dtype, t.dims.clone(), &t.bytes)
+            .map_err(|e| Error::file(path, format!("tensor {}: {e}", t.name)))?;
+        views.push((t.name.as_str(), v));
     }
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
     let buf = safetensors::serialize(views, &meta).map_err(|e| Error::file(path, e))?;
@@ -112,6 +137,38 @@ impl Checkpoint {
         self.parsed().tensor(name).is_ok()
     }
     /// The tensor `name` as `dtype` on `device`; missing names and unsupported dtypes are errors.
+    /// A float tensor (f16, f32 or f64 on disk) as f32 values and its shape.
+    pub fn get_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let t = self.get(name, DType::F32, Device::Cpu)?;
+        Ok((t.to_vec_f32(), t.dims().to_vec()))
+    }
+
+    /// An integer tensor (i64, i32 or u8 on disk).
+    pub fn get_ints(&self, name: &str) -> Result<Vec<i64>> {
+        let st = self.parsed();
+        let v = st
+            .tensor(name)
+            .map_err(|_| Error::file(&self.path, format!("missing tensor '{name}'")))?;
+        let raw = v.data();
+        Ok(match v.dtype() {
+            Dtype::I64 => raw
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::I32 => raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            Dtype::U8 => raw.iter().map(|&b| b as i64).collect(),
+            other => {
+                return Err(Error::file(
+                    &self.path,
+                    format!("tensor '{name}' has dtype {other:?}, expected integers"),
+                ))
+            }
+        })
+    }
+
     pub fn get(&self, name: &str, dtype: DType, device: Device) -> Result<Tensor> {
         let st = self.parsed();
         let v = st

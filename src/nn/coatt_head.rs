@@ -64,6 +64,36 @@ impl CoattHead {
         Self::score(&Self::flat(f)?, &self.last_w)?.add(&self.last_b)
     }
 
+    /// Per-position logits W·F (+ bias): the class maps that GAP turns into scores.
+    /// (B,C,H,W) → (B,K,H,W).
+    fn class_maps(f: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let d = f.dims().to_vec();
+        let mut m = Self::flat(f)?.transpose(1, 2)?.matmul_t(w, false, true)?;
+        if let Some(b) = bias {
+            m = m.add(b)?;
+        }
+        m.transpose(1, 2)?.reshape(&[d[0], w.dims()[0], d[2], d[3]])
+    }
+
+    /// The single-image head's class activation maps (with its bias, as the official CAM).
+    pub fn single_maps(&self, f: &Tensor) -> Result<Tensor> {
+        Self::class_maps(f, &self.last_w, Some(&self.last_b))
+    }
+
+    /// The co-attention class maps φ·F∩ of a pair, before GAP: index 0 on image m's grid
+    /// (image n's features re-indexed there), index 1 on image n's grid.
+    pub fn pair_maps(&self, f1: &Tensor, f2: &Tensor) -> Result<[Tensor; 2]> {
+        let (fm_att, fn_att) = coattention(&Self::flat(f1)?, &Self::flat(f2)?, &self.wp)?;
+        let grid = |att: &Tensor, f: &Tensor| {
+            let d = f.dims();
+            att.reshape(&[d[0], d[1], d[2], d[3]])
+        };
+        Ok([
+            Self::class_maps(&grid(&fm_att, f1)?, &self.phi, None)?,
+            Self::class_maps(&grid(&fn_att, f2)?, &self.phi, None)?,
+        ])
+    }
+
     /// The gate σ(W_B·F∩): (B,C,N) → (B,1,N).
     pub fn gate(&self, att: &Tensor) -> Result<Tensor> {
         Ok(att
