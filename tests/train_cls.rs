@@ -128,9 +128,16 @@ fn iteration_loss_equals_composition_of_primitives() {
             total += cx.to_scalar().unwrap();
         }
         assert!((got.total.to_scalar().unwrap() - total).abs() < 1e-4 * total.max(1.0));
-        // before `contrastive_from` the contrastive term is off
+        // before `contrastive_from` the contrastive term is off, before `coattention_from`
+        // both co-attention terms are
         let early = m.iteration_loss(&cfg, &x1, &x2, &l1, &l2, 0).unwrap();
         assert!(early.contrastive.is_none());
+        assert_eq!(cfg.coattention_from, 1);
+        assert!(early.coatt.is_none());
+        assert!(
+            (early.total.to_scalar().unwrap() - got.basic.to_scalar().unwrap()).abs()
+                < 1e-6 * basic.max(1.0)
+        );
         backward(&got.total).unwrap();
         coatt::autograd::clear_tape();
     }

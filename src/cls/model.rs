@@ -125,8 +125,8 @@ impl Classifier {
     /// One official iteration: pairs (x1,x2), (x1,flip x1), (x1, x1 small), (x1, x1 large).
     /// Single-image loss on both sides of every pair (image 1's appears in all four pairs, so
     /// its term counts four times, as in the official code); co-attention loss with target
-    /// l1∧l2 on pair 1 and l1 on the self pairs; contrastive loss (targets l − common) on
-    /// pair 1 from `contrastive_from` on. Every term is multilabel soft margin, weight 1.
+    /// l1∧l2 on pair 1 and l1 on the self pairs from `coattention_from` on; contrastive loss
+    /// (targets l − common) on pair 1 from `contrastive_from` on. Every term is multilabel soft margin, weight 1.
     pub fn iteration_loss(
         &self,
         cfg: &ClsConfig,
@@ -161,7 +161,7 @@ impl Classifier {
         }
         let mut total = basic.clone();
         let (mut coatt, mut contrastive) = (None, None);
-        if cfg.variant != Variant::Basic {
+        if cfg.variant != Variant::Basic && epoch >= cfg.coattention_from {
             let common = l1.mul(l2)?;
             let with_contrast = cfg.variant == Variant::Full && epoch >= cfg.contrastive_from;
             let (co, cx) = self.head.pair(&f1, &f2, with_contrast)?;
