@@ -7,6 +7,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod cam;
 pub mod cli;
 pub mod cls;
 pub mod data;

@@ -21,6 +21,12 @@ enum Cmd {
     CheckData(cli::CheckDataArgs),
     /// Train the co-attention classifier (official recipe by default).
     TrainCls(cli::TrainClsArgs),
+    /// Localization maps of a split from a trained classifier (co-attention or single-image).
+    Cams(cli::CamsArgs),
+    /// Pseudo labels from localization maps (background threshold or saliency rules).
+    Pseudo(cli::PseudoArgs),
+    /// mIoU of the maps' threshold labels for t = 0.00..0.60: table, best t, plot.
+    EvalCam(cli::EvalCamArgs),
     /// Score predicted label PNGs against a split's masks: confusion matrix, IoU, mIoU.
     Eval(cli::EvalArgs),
     /// Time the engine's core CPU kernels (conv2d vs a plain GEMM, co-attention) and print GFLOP/s.
@@ -42,6 +48,9 @@ fn main() {
             other => other.map(|_| ()),
         },
         Some(Cmd::TrainCls(a)) => cli::train_cls_cmd(&a),
+        Some(Cmd::Cams(a)) => cli::cams_cmd(&a),
+        Some(Cmd::Pseudo(a)) => cli::pseudo_cmd(&a),
+        Some(Cmd::EvalCam(a)) => cli::eval_cam_cmd(&a),
         Some(Cmd::Eval(a)) => cli::eval_cmd(&a),
         Some(Cmd::Bench(a)) => coatt::bench::run(&a),
     };

@@ -196,13 +196,17 @@ pub struct EvalArgs {
     /// Where to write eval.json and eval.md (default: the prediction folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Predictions may hold 255 (pseudo labels): those pixels are left out and the coverage
+    /// (share of labelled pixels) is reported.
+    #[arg(long)]
+    pub partial: bool,
 }
 
 pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
-    let (conf, names) = crate::eval::evaluate_folder(&a.pred, &a.data, &a.split)?;
+    let (conf, names) = crate::eval::evaluate_folder(&a.pred, &a.data, &a.split, a.partial)?;
     let md = conf.markdown(&names);
     let out = a.out.clone().unwrap_or_else(|| a.pred.clone());
-    let json = serde_json::json!({"split": a.split, "miou": conf.miou(), "classes": conf.scores(), "names": names, "confusion": conf.counts});
+    let json = serde_json::json!({"split": a.split, "miou": conf.miou(), "coverage": conf.coverage(), "classes": conf.scores(), "names": names, "confusion": conf.counts});
     crate::io::write_atomic(
         &out.join("eval.json"),
         serde_json::to_string_pretty(&json)
@@ -211,5 +215,14 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
     )?;
     crate::io::write_atomic(&out.join("eval.md"), md.as_bytes())?;
     print!("{md}");
+    if a.partial {
+        println!(
+            "coverage: {:.1}% of labelled pixels",
+            100.0 * conf.coverage()
+        );
+    }
     Ok(())
 }
+
+mod cam;
+pub use cam::{cams_cmd, eval_cam_cmd, pseudo_cmd, CamsArgs, EvalCamArgs, PseudoArgs};

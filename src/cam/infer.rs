@@ -1,0 +1,508 @@
+//! Localization maps from a trained classifier (`coatt-train cams`).
+//!
+//! `single`: the single-image head's CAM (the paper's single-round feed-forward).
+//! `coatt`: per positive class, the official inference (MCIS `scripts/test.py`): image 1's
+//! co-attention map against R related images containing the class (averaged), fused with the
+//! self-pair maps (flip, 0.75× and 2× views) by [`aggregate`]. Maps are fused on the feature
+//! grid and then resized to the image. Several scales and the flip are averaged on top.
+use super::aggregate::aggregate;
+use super::store::{cam_path, overlay, write_cam, CamFile};
+use crate::cls::{Classifier, ClsConfig};
+use crate::data::augment::prepare;
+use crate::data::voc::load_rgb;
+use crate::data::VocDataset;
+use crate::error::{Error, Result};
+use crate::io::Checkpoint;
+use crate::tensor::Tensor;
+use crate::{no_grad, Device};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CamMode {
+    Single,
+    Coatt,
+}
+
+#[derive(Clone, Debug)]
+pub struct CamOptions {
+    pub run: PathBuf,
+    /// A checkpoint of the run; default RUN/last.safetensors.
+    pub checkpoint: Option<PathBuf>,
+    pub data: PathBuf,
+    pub split: String,
+    pub out: PathBuf,
+    pub mode: CamMode,
+    /// Related images per positive class (coatt mode).
+    pub related: usize,
+    /// Input scales relative to the training size; maps are averaged over them.
+    pub scales: Vec<f64>,
+    pub flip: bool,
+    pub seed: u64,
+    pub overlays: bool,
+    /// Images per forward batch.
+    pub batch: usize,
+    pub device: Device,
+}
+
+impl CamOptions {
+    pub fn new(run: &Path, data: &Path, out: &Path) -> CamOptions {
+        CamOptions {
+            run: run.to_path_buf(),
+            checkpoint: None,
+            data: data.to_path_buf(),
+            split: "train".into(),
+            out: out.to_path_buf(),
+            mode: CamMode::Coatt,
+            related: 3,
+            scales: vec![1.0],
+            flip: false,
+            seed: 1,
+            overlays: true,
+            batch: 8,
+            device: Device::Cpu,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CamSummary {
+    pub written: usize,
+    /// Images whose map file was already complete (a resumed run).
+    pub existing: usize,
+    /// Images that could not be read, with the reason.
+    pub failed: Vec<(String, String)>,
+    pub secs: f64,
+}
+
+/// One image's maps on the feature grid: (h, w, one map per positive class).
+type GridMaps = (usize, usize, Vec<Vec<f32>>);
+
+/// A trained classifier from a run folder: its config.toml and a checkpoint.
+pub fn load_classifier(
+    run: &Path,
+    checkpoint: Option<&Path>,
+    num_classes: usize,
+    device: Device,
+) -> Result<(Classifier, ClsConfig)> {
+    let cfg = ClsConfig::load(&run.join("config.toml"))?;
+    let ck_path = checkpoint
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run.join(crate::cls::train::LAST));
+    let ck = Checkpoint::open(&ck_path)?;
+    let model = Classifier::new(
+        &cfg,
+        num_classes,
+        device,
+        &mut crate::testing::rng(cfg.seed),
+    );
+    model.load(&ck)?;
+    Ok((model, cfg))
+}
+
+/// Raw logit maps (B,K,h,w) → host vectors, one per image and class.
+fn host_maps(t: &Tensor) -> Vec<Vec<Vec<f32>>> {
+    let d = t.dims().to_vec();
+    let hw = d[2] * d[3];
+    let v = t.to_vec_f32();
+    (0..d[0])
+        .map(|b| {
+            (0..d[1])
+                .map(|k| v[(b * d[1] + k) * hw..(b * d[1] + k + 1) * hw].to_vec())
+                .collect()
+        })
+        .collect()
+}
+
+/// Computes the maps of every image of a split and writes them; images whose file already
+/// exists are skipped, so a killed run resumes.
+pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
+    let t0 = Instant::now();
+    let ds = VocDataset::open(&opts.data, &opts.split)?;
+    let (model, cfg) = load_classifier(
+        &opts.run,
+        opts.checkpoint.as_deref(),
+        ds.num_classes(),
+        opts.device,
+    )?;
+    if opts.scales.is_empty() || opts.scales.iter().any(|&s| !(s > 0.0 && s <= 8.0)) {
+        return Err(Error::Msg(format!(
+            "--scales must be positive factors, got {:?}",
+            opts.scales
+        )));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    if opts.overlays {
+        let d = opts.out.join("overlay");
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+    }
+    let todo: Vec<usize> = (0..ds.items.len())
+        .filter(|&i| {
+            let it = &ds.items[i];
+            !it.labels.is_empty() && Checkpoint::open(cam_path(&opts.out, &it.id)).is_err()
+        })
+        .collect();
+    let existing = ds.items.iter().filter(|it| !it.labels.is_empty()).count() - todo.len();
+    let mut engine = CamEngine {
+        model: &model,
+        cfg: &cfg,
+        ds: &ds,
+        by_class: ds.by_class(),
+        opts,
+        cache: HashMap::new(),
+        cache_bytes: 0,
+    };
+    let bar = crate::progress::bar(todo.len() as u64, "cams");
+    let mut summary = CamSummary {
+        written: 0,
+        existing,
+        failed: Vec::new(),
+        secs: 0.0,
+    };
+    // Decoding runs on a loader thread, one batch ahead of the model (bounded queue).
+    let chunks: Vec<Vec<usize>> = todo
+        .chunks(opts.batch.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    let (tx, rx) = sync_channel::<Vec<(usize, Result<image::RgbImage>)>>(2);
+    std::thread::scope(|s| -> Result<()> {
+        let items = &ds.items;
+        s.spawn(move || {
+            for chunk in chunks {
+                let imgs = chunk
+                    .par_iter()
+                    .map(|&i| (i, load_rgb(&items[i].image)))
+                    .collect();
+                if tx.send(imgs).is_err() {
+                    break;
+                }
+            }
+        });
+        for imgs in rx {
+            let mut ok = Vec::new();
+            for (i, r) in imgs {
+                match r {
+                    Ok(img) => ok.push((i, img)),
+                    Err(e) => {
+                        bar.println(format!("skipped: {e}"));
+                        summary.failed.push((ds.items[i].id.clone(), e.to_string()));
+                        bar.inc(1);
+                    }
+                }
+            }
+            if ok.is_empty() {
+                continue;
+            }
+            let cams = no_grad(|| engine.image_cams(&ok))?;
+            for ((_, img), cam) in ok.iter().zip(&cams) {
+                write_cam(&opts.out, cam)?;
+                if opts.overlays {
+                    for (j, &c) in cam.classes.iter().enumerate() {
+                        let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
+                        let p = opts
+                            .out
+                            .join("overlay")
+                            .join(format!("{}_{name}.png", cam.id));
+                        overlay(img, cam.map(j))
+                            .save(&p)
+                            .map_err(|e| Error::file(&p, e))?;
+                    }
+                }
+                summary.written += 1;
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    summary.secs = t0.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+struct CamEngine<'a> {
+    model: &'a Classifier,
+    cfg: &'a ClsConfig,
+    ds: &'a VocDataset,
+    by_class: Vec<Vec<usize>>,
+    opts: &'a CamOptions,
+    /// Eval-mode features of images by (item, input side), reused as related images.
+    cache: HashMap<(usize, usize), Tensor>,
+    cache_bytes: usize,
+}
+
+/// Bound on cached related-image features (full VGG16 on VOC would need ~21 GB).
+const CACHE_BUDGET: usize = 1 << 30;
+
+impl CamEngine<'_> {
+    fn side(&self, scale: f64) -> usize {
+        ((self.cfg.input_size as f64 * scale).round() as usize).max(8)
+    }
+
+    /// The related images of item `i` for class `c`: R distinct others containing c, drawn by
+    /// a generator seeded from (seed, item, class) so the choice does not depend on batching.
+    pub fn related_of(&self, i: usize, c: usize) -> Vec<usize> {
+        let mut pool: Vec<usize> = self.by_class[c]
+            .iter()
+            .copied()
+            .filter(|&j| j != i)
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.opts.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((c as u64) << 48),
+        );
+        pool.shuffle(&mut rng);
+        pool.truncate(self.opts.related);
+        pool
+    }
+
+    fn prepared(&self, img: &image::RgbImage, side: usize, flip: bool) -> Result<Tensor> {
+        let x = Tensor::from_vec(
+            prepare(img, side, None, &mut rand::thread_rng()),
+            [1, 3, side, side],
+            self.opts.device,
+        )?;
+        if flip {
+            x.flip(3)
+        } else {
+            Ok(x)
+        }
+    }
+
+    /// Features (1,C,h,w) of related items at one input side (flip off), cached.
+    fn related_features(&mut self, items: &[usize], side: usize) -> Result<Vec<Tensor>> {
+        let missing: Vec<usize> = {
+            let mut m: Vec<usize> = items
+                .iter()
+                .copied()
+                .filter(|&j| !self.cache.contains_key(&(j, side)))
+                .collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        let mut fresh = HashMap::new();
+        for chunk in missing.chunks(self.opts.batch.max(1)) {
+            let imgs: Vec<Result<Vec<f32>>> = chunk
+                .par_iter()
+                .map(|&j| {
+                    load_rgb(&self.ds.items[j].image)
+                        .map(|im| prepare(&im, side, None, &mut rand::thread_rng()))
+                })
+                .collect();
+            let mut data = Vec::new();
+            for r in imgs {
+                data.extend(r?);
+            }
+            let x = Tensor::from_vec(data, [chunk.len(), 3, side, side], self.opts.device)?;
+            let f = self.model.features_eval(&x)?;
+            for (k, &j) in chunk.iter().enumerate() {
+                fresh.insert(j, f.narrow(0, k, 1)?.copy());
+            }
+        }
+        for (j, f) in &fresh {
+            self.remember(*j, side, f);
+        }
+        items
+            .iter()
+            .map(|j| {
+                fresh
+                    .get(j)
+                    .or_else(|| self.cache.get(&(*j, side)))
+                    .cloned()
+                    .ok_or_else(|| Error::Msg("related features missing".into()))
+            })
+            .collect()
+    }
+
+    fn remember(&mut self, item: usize, side: usize, f: &Tensor) {
+        let bytes = f.numel() * 4;
+        if self.cache_bytes + bytes <= CACHE_BUDGET && !self.cache.contains_key(&(item, side)) {
+            self.cache.insert((item, side), f.clone());
+            self.cache_bytes += bytes;
+        }
+    }
+
+    /// The maps of a batch of decoded images, at each image's own size.
+    fn image_cams(&mut self, imgs: &[(usize, image::RgbImage)]) -> Result<Vec<CamFile>> {
+        let n_views = self.opts.scales.len() * if self.opts.flip { 2 } else { 1 };
+        // per image: per positive class, the map summed over views at image size
+        let mut acc: Vec<Vec<Vec<f32>>> = imgs
+            .iter()
+            .map(|(i, img)| {
+                vec![
+                    vec![0f32; (img.width() * img.height()) as usize];
+                    self.ds.items[*i].labels.len()
+                ]
+            })
+            .collect();
+        for &scale in &self.opts.scales.clone() {
+            for flip in [false, true]
+                .into_iter()
+                .take(if self.opts.flip { 2 } else { 1 })
+            {
+                let side = self.side(scale);
+                let mut xs = Vec::with_capacity(imgs.len());
+                for (_, img) in imgs {
+                    xs.push(self.prepared(img, side, flip)?);
+                }
+                let x = Tensor::concat(&xs.iter().collect::<Vec<_>>(), 0)?;
+                let grid = match self.opts.mode {
+                    CamMode::Single => self.single_grid(&x, imgs)?,
+                    CamMode::Coatt => self.coatt_grid(&x, imgs, side, flip)?,
+                };
+                for (b, (_, img)) in imgs.iter().enumerate() {
+                    let (gh, gw, maps) = &grid[b];
+                    let t =
+                        Tensor::from_vec(maps.concat(), [1, maps.len(), *gh, *gw], Device::Cpu)?
+                            .resize_bilinear(img.height() as usize, img.width() as usize)?;
+                    let t = if flip { t.flip(3)? } else { t };
+                    let v = t.to_vec_f32();
+                    let hw = acc[b].first().map_or(0, Vec::len);
+                    for (j, a) in acc[b].iter_mut().enumerate() {
+                        for (o, x) in a.iter_mut().zip(&v[j * hw..(j + 1) * hw]) {
+                            *o += x;
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(imgs.len());
+        for ((i, img), mut maps) in imgs.iter().zip(acc) {
+            for m in &mut maps {
+                match self.opts.mode {
+                    // CAMs of several views: summed, then scaled to a max of 1
+                    CamMode::Single => super::aggregate::relu_max_normalize(m),
+                    // fused maps are already in [0, 1]: average the views
+                    CamMode::Coatt => m.iter_mut().for_each(|v| *v /= n_views as f32),
+                }
+            }
+            out.push(CamFile {
+                id: self.ds.items[*i].id.clone(),
+                height: img.height() as usize,
+                width: img.width() as usize,
+                classes: self.ds.items[*i].labels.clone(),
+                maps: maps.concat(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Single-image CAMs on the feature grid, ReLU'd: per image (h, w, per positive class).
+    fn single_grid(
+        &mut self,
+        x: &Tensor,
+        imgs: &[(usize, image::RgbImage)],
+    ) -> Result<Vec<GridMaps>> {
+        let f = self.model.features_eval(x)?;
+        let (h, w) = (f.dims()[2], f.dims()[3]);
+        let cams = host_maps(&self.model.head.single_maps(&f)?);
+        Ok(imgs
+            .iter()
+            .zip(cams)
+            .map(|((i, _), per_class)| {
+                let maps = self.ds.items[*i]
+                    .labels
+                    .iter()
+                    .map(|&c| per_class[c].iter().map(|v| v.max(0.0)).collect())
+                    .collect();
+                (h, w, maps)
+            })
+            .collect())
+    }
+
+    /// Fused co-attention maps on the feature grid (see the module doc).
+    fn coatt_grid(
+        &mut self,
+        x: &Tensor,
+        imgs: &[(usize, image::RgbImage)],
+        side: usize,
+        flip: bool,
+    ) -> Result<Vec<GridMaps>> {
+        let (model, cfg) = (self.model, self.cfg);
+        let f1 = model.features_eval(x)?;
+        let (h, w) = (f1.dims()[2], f1.dims()[3]);
+        if !flip {
+            for (b, (i, _)) in imgs.iter().enumerate() {
+                let fb = f1.narrow(0, b, 1)?.copy();
+                self.remember(*i, side, &fb);
+            }
+        }
+        let [m_flip, n_flip] = model
+            .head
+            .pair_maps(&f1, &model.features_eval(&x.flip(3)?)?)?;
+        let n_flip = n_flip.flip(3)?;
+        let rescaled = |factor: f64| -> Result<Tensor> {
+            let s = ((side as f64 * factor).round() as usize).max(8);
+            let f = model.features_eval(&x.resize_bilinear(s, s)?)?;
+            model.head.pair_maps(&f1, &f)?[1].resize_bilinear(h, w)
+        };
+        let self_maps = [
+            host_maps(&m_flip),
+            host_maps(&n_flip),
+            host_maps(&rescaled(cfg.small_scale)?),
+            host_maps(&rescaled(cfg.large_scale)?),
+        ];
+        // Related pairs of every (image, class), in one batched co-attention.
+        let mut wanted = Vec::new(); // (b, class slot, related item)
+        for (b, (i, _)) in imgs.iter().enumerate() {
+            for (slot, &c) in self.ds.items[*i].labels.iter().enumerate() {
+                for j in self.related_of(*i, c) {
+                    wanted.push((b, slot, j));
+                }
+            }
+        }
+        let mut related_sum: HashMap<(usize, usize), (Vec<f32>, usize)> = HashMap::new();
+        if !wanted.is_empty() {
+            let items: Vec<usize> = wanted.iter().map(|w| w.2).collect();
+            // related images are other images: never flipped, whichever view image 1 is in
+            let fr = self.related_features(&items, side)?;
+            let fm: Vec<Tensor> = wanted
+                .iter()
+                .map(|w| f1.narrow(0, w.0, 1))
+                .collect::<Result<_>>()?;
+            let maps = host_maps(
+                &model.head.pair_maps(
+                    &Tensor::concat(&fm.iter().collect::<Vec<_>>(), 0)?,
+                    &Tensor::concat(&fr.iter().collect::<Vec<_>>(), 0)?,
+                )?[0],
+            );
+            for (k, &(b, slot, _)) in wanted.iter().enumerate() {
+                let c = self.ds.items[imgs[b].0].labels[slot];
+                let e = related_sum
+                    .entry((b, slot))
+                    .or_insert((vec![0.0; h * w], 0));
+                for (o, v) in e.0.iter_mut().zip(&maps[k][c]) {
+                    *o += v;
+                }
+                e.1 += 1;
+            }
+        }
+        Ok(imgs
+            .iter()
+            .enumerate()
+            .map(|(b, (i, _))| {
+                let maps = self.ds.items[*i]
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, &c)| {
+                        let mut list: Vec<Vec<f32>> =
+                            self_maps.iter().map(|m| m[b][c].clone()).collect();
+                        if let Some((sum, n)) = related_sum.get(&(b, slot)) {
+                            list.push(sum.iter().map(|v| v / *n as f32).collect());
+                        }
+                        aggregate(&list)
+                    })
+                    .collect();
+                (h, w, maps)
+            })
+            .collect())
+    }
+}

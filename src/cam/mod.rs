@@ -1,0 +1,13 @@
+//! Localization maps and pseudo labels (DESIGN §5): CAMs from the trained classifier (single or
+//! co-attention inference), the official fusion rules, threshold / saliency pseudo labels and
+//! the threshold sweep that scores the maps.
+pub mod aggregate;
+pub mod infer;
+pub mod pseudo;
+pub mod store;
+pub mod sweep;
+
+pub use infer::{run_cams, CamMode, CamOptions, CamSummary};
+pub use pseudo::{run_pseudo, PseudoRule, PseudoStats};
+pub use store::{read_cam, write_cam, CamFile};
+pub use sweep::{default_thresholds, sweep_thresholds, CamSweep};

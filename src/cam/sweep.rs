@@ -1,0 +1,147 @@
+//! `coatt-train eval-cam`: mIoU of the threshold-mode labels for every background threshold t
+//! (0.00..=0.60 by 0.01 by default), in one pass over the maps.
+//!
+//! A pixel's label under threshold t is its best class (first on ties) when that class's score
+//! exceeds t, else background, exactly as [`super::pseudo::threshold_labels`] with no margin.
+//! So each pixel only needs (GT, best class, how many thresholds its score exceeds): a
+//! histogram of those gives the confusion matrix of every t at once.
+use super::store::{cam_path, read_cam};
+use crate::data::VocDataset;
+use crate::error::{Error, Result};
+use crate::eval::{Confusion, IGNORE};
+use rayon::prelude::*;
+use std::path::Path;
+
+/// The default sweep: 0.00, 0.01, …, 0.60.
+pub fn default_thresholds() -> Vec<f32> {
+    (0..=60).map(|k| k as f32 / 100.0).collect()
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CamSweep {
+    pub thresholds: Vec<f32>,
+    pub miou: Vec<f64>,
+    /// Index of the best threshold (the first on ties).
+    pub best: usize,
+    #[serde(skip)]
+    pub confusions: Vec<Confusion>,
+    pub images: usize,
+}
+
+impl CamSweep {
+    pub fn best_threshold(&self) -> f32 {
+        self.thresholds[self.best]
+    }
+    pub fn best_miou(&self) -> f64 {
+        self.miou[self.best]
+    }
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("| t | mIoU (%) |\n|---:|---:|\n");
+        for (i, (t, m)) in self.thresholds.iter().zip(&self.miou).enumerate() {
+            let mark = if i == self.best { " **best**" } else { "" };
+            s += &format!("| {t:.2} | {:.2}{mark} |\n", 100.0 * m);
+        }
+        s
+    }
+}
+
+/// Sweeps thresholds (sorted ascending) over the maps of every GT-masked image of a split.
+/// An image with classes but no map file is an error naming the file.
+pub fn sweep_thresholds(
+    cams: &Path,
+    data: &Path,
+    split: &str,
+    thresholds: &[f32],
+) -> Result<CamSweep> {
+    if thresholds.is_empty() || thresholds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::Msg(
+            "thresholds must be non-empty and ascending".into(),
+        ));
+    }
+    let ds = VocDataset::open(data, split)?;
+    let n = ds.class_names.len();
+    let nt = thresholds.len();
+    // hist[(gt * n + best) * (nt + 1) + exceeded]
+    let hists: Vec<Vec<u64>> = ds
+        .items
+        .par_iter()
+        .filter_map(|it| it.mask.as_ref().map(|m| (it, m)))
+        .map(|(it, mask)| {
+            let gt = crate::io::read_label_png(mask)?;
+            let mut h = vec![0u64; n * n * (nt + 1)];
+            if it.labels.is_empty() && !cam_path(cams, &it.id).exists() {
+                // no class: every pixel is background at every threshold
+                for &g in gt.data.iter().filter(|&&g| g != IGNORE) {
+                    h[(g as usize * n) * (nt + 1)] += 1;
+                }
+                return Ok(h);
+            }
+            let cam = read_cam(cams, &it.id)?;
+            if (cam.height, cam.width) != (gt.height, gt.width) {
+                return Err(Error::file(
+                    cam_path(cams, &it.id),
+                    format!(
+                        "maps are {}×{}, the mask {}×{}",
+                        cam.width, cam.height, gt.width, gt.height
+                    ),
+                ));
+            }
+            for (p, &g) in gt.data.iter().enumerate() {
+                if g == IGNORE {
+                    continue;
+                }
+                if g as usize >= n {
+                    return Err(Error::file(mask, format!("label {g} outside 0..{n}")));
+                }
+                let (mut best, mut v) = (0usize, f32::NEG_INFINITY);
+                for (j, &c) in cam.classes.iter().enumerate() {
+                    let x = cam.map(j)[p];
+                    if x > v {
+                        v = x;
+                        best = c + 1;
+                    }
+                }
+                let exceeded = if best == 0 {
+                    0
+                } else {
+                    thresholds.partition_point(|&t| v > t)
+                };
+                h[(g as usize * n + best) * (nt + 1) + exceeded] += 1;
+            }
+            Ok(h)
+        })
+        .collect::<Result<_>>()?;
+    if hists.is_empty() {
+        return Err(Error::file(
+            data,
+            format!("split '{split}' has no ground-truth masks to evaluate against"),
+        ));
+    }
+    let mut confusions = vec![Confusion::new(n); nt];
+    for h in &hists {
+        for g in 0..n {
+            for b in 0..n {
+                for e in 0..=nt {
+                    let count = h[(g * n + b) * (nt + 1) + e];
+                    if count == 0 {
+                        continue;
+                    }
+                    // predicted `b` under thresholds 0..e, background from e on
+                    for (k, conf) in confusions.iter_mut().enumerate() {
+                        let pred = if k < e { b } else { 0 };
+                        conf.counts[g * n + pred] += count;
+                    }
+                }
+            }
+        }
+    }
+    let miou: Vec<f64> = confusions.iter().map(Confusion::miou).collect();
+    let best = (0..nt).fold(0, |b, i| if miou[i] > miou[b] { i } else { b });
+    Ok(CamSweep {
+        thresholds: thresholds.to_vec(),
+        miou,
+        best,
+        confusions,
+        images: hists.len(),
+    })
+}

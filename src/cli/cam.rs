@@ -1,0 +1,188 @@
+//! `cams`, `pseudo` and `eval-cam`: thin wrappers over `crate::cam`.
+use super::{select_device, DeviceArg};
+use crate::cam::{self, CamMode, CamOptions, PseudoRule};
+use crate::error::{Error, Result};
+use crate::io::plot::{write_line_plot, Series};
+use crate::io::write_atomic;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct CamsArgs {
+    /// A classifier run folder (config.toml + checkpoints).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A checkpoint of the run (default RUN/last.safetensors).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = CamMode::Coatt)]
+    pub mode: CamMode,
+    /// Related images per positive class (coatt mode; 0 = self pairs only).
+    #[arg(long, default_value_t = 3)]
+    pub related: usize,
+    /// Input scales to average, relative to the training size, e.g. 0.5,1,1.5.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub scales: Vec<f64>,
+    /// Also average the horizontally flipped image.
+    #[arg(long)]
+    pub flip: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Skip the heat-map overlay PNGs.
+    #[arg(long)]
+    pub no_overlays: bool,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+pub fn cams_cmd(a: &CamsArgs) -> Result<()> {
+    let opts = CamOptions {
+        run: a.run.clone(),
+        checkpoint: a.checkpoint.clone(),
+        data: a.data.clone(),
+        split: a.split.clone(),
+        out: a.out.clone(),
+        mode: a.mode,
+        related: a.related,
+        scales: a.scales.clone(),
+        flip: a.flip,
+        seed: a.seed,
+        overlays: !a.no_overlays,
+        batch: a.batch,
+        device: select_device(a.device)?,
+    };
+    let s = cam::run_cams(&opts)?;
+    println!(
+        "wrote maps of {} images to {} in {:.1} s ({} already there, {} unreadable)",
+        s.written,
+        a.out.display(),
+        s.secs,
+        s.existing,
+        s.failed.len()
+    );
+    for (id, e) in &s.failed {
+        println!("  skipped {id}: {e}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PseudoArgs {
+    /// Folder of maps written by `cams`.
+    #[arg(long)]
+    pub cams: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Background score t (threshold mode; pick it with `eval-cam`).
+    #[arg(long, default_value_t = 0.2, conflicts_with = "saliency")]
+    pub bg_threshold: f32,
+    /// Threshold mode: pixels whose two best scores differ by less than this become 255.
+    #[arg(long, default_value_t = 0.0)]
+    pub ignore_margin: f32,
+    /// Saliency maps (<id>.png, greyscale, image size): the official MCIS rules.
+    #[arg(long)]
+    pub saliency: Option<PathBuf>,
+    /// Images whose foreground covers less than this share become all 255 (official 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    pub min_fg: f64,
+    /// The dataset, for the class names and count (default: K from the maps, no names).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
+    let names = match &a.data {
+        Some(d) => crate::data::voc::read_class_names(&crate::data::voc::resolve_root(d)?)?,
+        None => Vec::new(),
+    };
+    let num_labels = if names.is_empty() {
+        // the largest class id in any map file decides
+        let ids = cam::pseudo::cam_ids(&a.cams)?;
+        let mut k = 0;
+        for id in &ids {
+            k = k.max(
+                cam::read_cam(&a.cams, id)?
+                    .classes
+                    .iter()
+                    .max()
+                    .map_or(0, |c| c + 1),
+            );
+        }
+        k + 1
+    } else {
+        names.len()
+    };
+    let rule = match &a.saliency {
+        Some(dir) => PseudoRule::Saliency { dir: dir.clone() },
+        None => PseudoRule::Threshold {
+            bg: a.bg_threshold,
+            ignore_margin: a.ignore_margin,
+        },
+    };
+    let stats = cam::run_pseudo(&a.cams, &a.out, &rule, a.min_fg, num_labels)?;
+    println!(
+        "wrote {} label PNGs to {} ({} images all ignored by the {:.0}% foreground rule)",
+        stats.images,
+        a.out.display(),
+        stats.images_all_ignored,
+        100.0 * a.min_fg
+    );
+    print!("{}", stats.markdown(&names));
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalCamArgs {
+    #[arg(long)]
+    pub cams: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Where to write eval-cam.{json,md,png} (default: the maps folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn eval_cam_cmd(a: &EvalCamArgs) -> Result<()> {
+    let sweep = cam::sweep_thresholds(&a.cams, &a.data, &a.split, &cam::default_thresholds())?;
+    let out = a.out.clone().unwrap_or_else(|| a.cams.clone());
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let md = sweep.markdown();
+    write_atomic(&out.join("eval-cam.md"), md.as_bytes())?;
+    write_atomic(
+        &out.join("eval-cam.json"),
+        serde_json::to_string_pretty(&sweep)
+            .map_err(|e| Error::Msg(e.to_string()))?
+            .as_bytes(),
+    )?;
+    let pts: Vec<(f64, f64)> = sweep
+        .thresholds
+        .iter()
+        .zip(&sweep.miou)
+        .map(|(&t, &m)| (t as f64, 100.0 * m))
+        .collect();
+    write_line_plot(
+        &out.join("eval-cam.png"),
+        &[Series {
+            points: &pts,
+            color: [200, 30, 30],
+        }],
+    )?;
+    print!("{md}");
+    println!(
+        "best t = {:.2}: CAM mIoU {:.2}% over {} images ({})",
+        sweep.best_threshold(),
+        100.0 * sweep.best_miou(),
+        sweep.images,
+        out.join("eval-cam.png").display()
+    );
+    Ok(())
+}

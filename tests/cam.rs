@@ -1,0 +1,302 @@
+//! Localization maps and pseudo labels: the official fusion and labelling rules on fixed maps,
+//! the threshold sweep against direct labelling, map files, and a CAM run end to end.
+use coatt::cam::aggregate::{aggregate, passes_filter, relu_max_normalize};
+use coatt::cam::pseudo::{apply_min_foreground, saliency_labels, threshold_labels};
+use coatt::cam::{
+    read_cam, run_cams, run_pseudo, sweep_thresholds, write_cam, CamFile, CamMode, CamOptions,
+    PseudoRule,
+};
+use coatt::cls::{train_cls, ClsConfig, TrainClsOptions, Variant};
+use coatt::data::synth::{generate, SynthConfig};
+use coatt::data::VocDataset;
+use coatt::eval::Confusion;
+use coatt::io::read_label_png;
+use coatt::Device;
+use rand::Rng;
+use std::path::Path;
+
+fn close_tol(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "element {i}: {x} vs {y}");
+    }
+}
+
+fn close(a: &[f32], b: &[f32]) {
+    close_tol(a, b, 1e-6)
+}
+
+#[test]
+fn aggregate_follows_the_official_rules() {
+    let mut m = vec![-1.0, 0.0, 2.0, 4.0];
+    relu_max_normalize(&mut m);
+    close(&m, &[0.0, 0.0, 0.5, 1.0]);
+    // sigmoid(mean) > 0.1 ⇔ mean > ln(1/9) ≈ −2.197
+    assert!(passes_filter(&[-2.0, -2.0]));
+    assert!(!passes_filter(&[-2.3, -2.3]));
+    let first_bad = vec![-9.0, -9.0, -9.0, 1.0]; // fails the filter, kept anyway (first map)
+    let good = vec![1.0, 2.0, 0.0, -1.0];
+    let bad = vec![-5.0, -5.0, -5.0, 8.0]; // mean −1.75 … passes
+    let dropped = vec![-10.0, -10.0, 10.0, -10.0]; // mean −5 → dropped
+    assert!(passes_filter(&bad) && !passes_filter(&dropped));
+    let got = aggregate(&[first_bad, good, bad, dropped]);
+    // (first [0,0,0,1] + good [0.5,1,0,0] + bad [0,0,0,1] + dropped 0) / 4 maps offered
+    close(&got, &[0.125, 0.25, 0.0, 0.5]);
+    assert!(aggregate(&[]).is_empty());
+}
+
+fn cam(classes: Vec<usize>, maps: Vec<f32>, h: usize, w: usize) -> CamFile {
+    CamFile {
+        id: "x".into(),
+        height: h,
+        width: w,
+        classes,
+        maps,
+    }
+}
+
+#[test]
+fn threshold_labels_ties_margin_and_small_foreground() {
+    // classes 2 and 4 (labels 3 and 5); background score 0.3
+    let c = cam(
+        vec![2, 4],
+        vec![
+            0.9, 0.3, 0.1, 0.5, 0.6, //
+            0.1, 0.1, 0.15, 0.5, 0.55,
+        ],
+        1,
+        5,
+    );
+    // px0 class 2; px1 tie with bg → bg; px2 bg; px3 tie between classes → first (class 2);
+    // px4 class 2
+    assert_eq!(threshold_labels(&c, 0.3, 0.0), vec![3, 0, 0, 3, 3]);
+    // margin 0.1: px1 (0.3 vs 0.3), px3 (0.5 vs 0.5), px4 (0.6 vs 0.55) → 255; px2 (0.3 vs
+    // 0.15) keeps background
+    assert_eq!(threshold_labels(&c, 0.3, 0.1), vec![3, 255, 0, 255, 255]);
+    let mut l = vec![0u8; 200];
+    l[0] = 3; // 0.5% foreground
+    assert!(apply_min_foreground(&mut l, 0.01));
+    assert!(l.iter().all(|&v| v == 255));
+    let mut l = vec![0u8; 100];
+    l[0] = 3;
+    l[1] = 255;
+    assert!(!apply_min_foreground(&mut l, 0.01), "exactly 1% is kept");
+    assert_eq!(l[0], 3);
+}
+
+#[test]
+fn saliency_rules_match_the_official_script() {
+    // two classes (0 → label 1, 1 → label 2); maps are min-max normalised first, so the
+    // values below are already in [0, 1] with a 0 and a 1 in each map.
+    let c = cam(
+        vec![0, 1],
+        vec![
+            1.0, 0.0, 0.2, 0.0, 0.5, 0.0, //
+            1.0, 0.0, 0.0, 0.0, 0.6, 0.96,
+        ],
+        1,
+        6,
+    );
+    let sal = [255u8, 0, 0, 200, 255, 0];
+    let got = saliency_labels(&c, &sal);
+    // px0: two channels > 0.99 → conflict 255
+    // px1: bg 1.0, nothing else → 0 (saliency 0 < 32)
+    // px2: class map 0.2 < 0.3 zeroed, bg 1 → 0
+    // px3: bg 1−200/255 = 0.216 < 0.3 → 0, classes 0 → argmax bg; saliency 200 ≥ 32 → 255
+    // px4: bg 0, class 1 0.6 beats class 0 0.5 → label 2
+    // px5: bg 1 (sal 0) but a map > 0.95 → sal_att 255; argmax: bg 1.0 vs 0.96 → bg → 255
+    assert_eq!(got, vec![255, 0, 0, 255, 2, 255]);
+}
+
+#[test]
+fn map_files_round_trip_in_float16_and_reject_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = coatt::testing::rng(2);
+    let maps: Vec<f32> = (0..2 * 3 * 5).map(|_| rng.gen::<f32>()).collect();
+    let c = CamFile {
+        id: "img_7".into(),
+        height: 3,
+        width: 5,
+        classes: vec![1, 19],
+        maps: maps.clone(),
+    };
+    write_cam(dir.path(), &c).unwrap();
+    let back = read_cam(dir.path(), "img_7").unwrap();
+    assert_eq!(
+        (back.height, back.width, &back.classes),
+        (3, 5, &vec![1, 19])
+    );
+    for (a, b) in back.maps.iter().zip(&maps) {
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-3), "f16 {a} vs {b}");
+    }
+    let bad = CamFile {
+        maps: vec![0.0; 7],
+        ..c
+    };
+    assert!(write_cam(dir.path(), &bad).is_err());
+    std::fs::write(dir.path().join("broken.safetensors"), b"not a file").unwrap();
+    let e = read_cam(dir.path(), "broken").unwrap_err().to_string();
+    assert!(e.contains("broken.safetensors"), "{e}");
+}
+
+fn micro_data(dir: &Path) {
+    generate(&SynthConfig {
+        out: dir.to_path_buf(),
+        train: 12,
+        val: 4,
+        size: 40,
+        classes: 3,
+        seed: 11,
+    })
+    .unwrap();
+}
+
+fn micro_run(data: &Path, run: &Path) {
+    let cfg = ClsConfig {
+        variant: Variant::Full,
+        epochs: 1,
+        max_iters_per_epoch: 2,
+        batch: 3,
+        workers: 1,
+        ..ClsConfig::preset("micro").unwrap()
+    };
+    train_cls(&TrainClsOptions {
+        data: data.to_path_buf(),
+        out: run.to_path_buf(),
+        config: cfg,
+        device: Device::Cpu,
+        resume: false,
+        stop_after: None,
+        quiet: true,
+    })
+    .unwrap();
+}
+
+fn all_maps(dir: &Path, ds: &VocDataset) -> Vec<CamFile> {
+    ds.items
+        .iter()
+        .map(|it| read_cam(dir, &it.id).unwrap())
+        .collect()
+}
+
+#[test]
+fn cam_run_end_to_end_on_a_micro_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    micro_run(&data, &run);
+    let ds = VocDataset::open(&data, "train").unwrap();
+
+    let mut o = CamOptions::new(&run, &data, &tmp.path().join("cams"));
+    o.related = 2;
+    let s = run_cams(&o).unwrap();
+    assert_eq!((s.written, s.existing), (ds.items.len(), 0));
+    let maps = all_maps(&o.out, &ds);
+    for (m, it) in maps.iter().zip(&ds.items) {
+        assert_eq!(m.classes, it.labels);
+        let img = image::open(&it.image).unwrap();
+        assert_eq!(
+            (m.width, m.height),
+            (img.width() as usize, img.height() as usize)
+        );
+        assert!(m.maps.iter().all(|v| (0.0..=1.0 + 1e-3).contains(v)));
+        for c in &m.classes {
+            let name = &ds.class_names[c + 1];
+            assert!(o
+                .out
+                .join("overlay")
+                .join(format!("{}_{name}.png", it.id))
+                .exists());
+        }
+    }
+    // a second run finds every file and writes nothing; batching does not change the maps
+    assert_eq!(run_cams(&o).unwrap().existing, ds.items.len());
+    let mut o1 = o.clone();
+    o1.out = tmp.path().join("cams_b1");
+    o1.batch = 1;
+    o1.overlays = false;
+    run_cams(&o1).unwrap();
+    // (the GEMM's blocking depends on the batch, so sums round differently: allow two
+    // float16 steps at 1.0 in the stored maps)
+    for (a, b) in maps.iter().zip(all_maps(&o1.out, &ds)) {
+        close_tol(&a.maps, &b.maps, 2e-3);
+    }
+    // other modes run and give other maps
+    for (mode, related, flip, scales) in [
+        (CamMode::Single, 0, false, vec![1.0]),
+        (CamMode::Single, 0, true, vec![0.75, 1.0]),
+        (CamMode::Coatt, 0, true, vec![1.0, 1.25]),
+    ] {
+        let mut ov = o1.clone();
+        ov.out = tmp
+            .path()
+            .join(format!("cams_{mode:?}_{related}_{flip}_{}", scales.len()));
+        (ov.mode, ov.related, ov.flip, ov.scales) = (mode, related, flip, scales);
+        run_cams(&ov).unwrap();
+        let other = all_maps(&ov.out, &ds);
+        assert!(other.iter().zip(&maps).any(|(a, b)| a.maps != b.maps));
+    }
+
+    // the sweep agrees with labelling every image at each t and scoring it directly
+    let thresholds = [0.0f32, 0.1, 0.25, 0.4];
+    let sweep = sweep_thresholds(&o.out, &data, "train", &thresholds).unwrap();
+    for (k, &t) in thresholds.iter().enumerate() {
+        let mut conf = Confusion::new(ds.class_names.len());
+        for (m, it) in maps.iter().zip(&ds.items) {
+            let gt = read_label_png(it.mask.as_ref().unwrap()).unwrap();
+            conf.add(&gt.data, &threshold_labels(m, t, 0.0)).unwrap();
+        }
+        assert_eq!(conf, sweep.confusions[k], "t = {t}");
+        assert_eq!(sweep.miou[k], conf.miou());
+    }
+    assert!(sweep.miou[sweep.best] >= sweep.miou.iter().cloned().fold(0.0, f64::max));
+
+    // pseudo labels: PNGs readable as raw indices, equal to the rule applied directly
+    let labels = tmp.path().join("labels");
+    let rule = PseudoRule::Threshold {
+        bg: 0.25,
+        ignore_margin: 0.0,
+    };
+    let stats = run_pseudo(&o.out, &labels, &rule, 0.01, ds.class_names.len()).unwrap();
+    assert_eq!(stats.images, ds.items.len());
+    let mut total = 0;
+    for m in &maps {
+        let png = read_label_png(&labels.join(format!("{}.png", m.id))).unwrap();
+        let mut want = threshold_labels(m, 0.25, 0.0);
+        apply_min_foreground(&mut want, 0.01);
+        assert_eq!(png.data, want);
+        total += want.len() as u64;
+    }
+    assert_eq!(stats.pixels.iter().sum::<u64>() + stats.ignored, total);
+    let (conf, _) = coatt::eval::evaluate_folder(&labels, &data, "train", true).unwrap();
+    assert!(conf.coverage() > 0.0 && conf.coverage() <= 1.0);
+}
+
+#[test]
+fn missing_maps_and_bad_options_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    let o = CamOptions::new(&run, &data, &tmp.path().join("cams"));
+    let e = run_cams(&o).unwrap_err().to_string();
+    assert!(e.contains("config.toml"), "{e}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = sweep_thresholds(&empty, &data, "train", &[0.1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(".safetensors"), "{e}");
+    let e = run_pseudo(
+        &empty,
+        &tmp.path().join("l"),
+        &PseudoRule::Threshold {
+            bg: 0.2,
+            ignore_margin: 0.0,
+        },
+        0.01,
+        4,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cams"), "{e}");
+}
