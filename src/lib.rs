@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cam;
 pub mod cli;
 pub mod cls;
+pub mod crf;
 pub mod data;
 mod error;
 pub mod eval;
