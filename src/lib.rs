@@ -18,7 +18,9 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod pipeline;
 pub mod progress;
+pub mod seg;
 pub mod tensor;
 pub mod testing;
 

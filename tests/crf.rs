@@ -9,8 +9,15 @@ fn two_regions(h: usize, w: usize, edge: impl Fn(usize, usize) -> bool) -> Vec<u
     let mut img = Vec::with_capacity(h * w * 3);
     for y in 0..h {
         for x in 0..w {
-            let base = if edge(x, y) { [150, 40, 40] } else { [60, 120, 200] };
-            img.extend(base.iter().map(|&c: &i32| (c + rng.gen_range(-10..=10)) as u8));
+            let base = if edge(x, y) {
+                [150, 40, 40]
+            } else {
+                [60, 120, 200]
+            };
+            img.extend(
+                base.iter()
+                    .map(|&c: &i32| (c + rng.gen_range(-10..=10)) as u8),
+            );
         }
     }
     img
@@ -49,7 +56,10 @@ fn lattice_filter_matches_exact_gaussian_sums_after_normalisation() {
         let worst = (0..n)
             .map(|i| ((a[i] / na[i]) - (b[i] / nb[i])).abs() / (b[i] / nb[i]))
             .fold(0.0f32, f32::max);
-        assert!(worst < 0.06, "sxy {sxy} srgb {srgb:?}: worst relative error {worst}");
+        assert!(
+            worst < 0.06,
+            "sxy {sxy} srgb {srgb:?}: worst relative error {worst}"
+        );
         // and the raw sums are within a factor, never wildly off
         for i in 0..n {
             let r = a[i] / b[i];
@@ -112,9 +122,8 @@ fn crf_pulls_a_blurred_boundary_onto_the_colour_edge() {
         }
     }
     let truth: Vec<u8> = (0..h * w).map(|i| (i % w >= 16) as u8).collect();
-    let acc = |lab: &[u8]| {
-        lab.iter().zip(&truth).filter(|(a, b)| a == b).count() as f64 / (h * w) as f64
-    };
+    let acc =
+        |lab: &[u8]| lab.iter().zip(&truth).filter(|(a, b)| a == b).count() as f64 / (h * w) as f64;
     let before = acc(&argmax_planar(&probs, 2));
     let p = CrfParams {
         bi_sxy: 20.0,

@@ -27,6 +27,12 @@ enum Cmd {
     Pseudo(cli::PseudoArgs),
     /// mIoU of the maps' threshold labels for t = 0.00..0.60: table, best t, plot.
     EvalCam(cli::EvalCamArgs),
+    /// Train DeepLab-LargeFOV (ResNet-101 or VGG16) on pseudo labels or the GT masks.
+    TrainSeg(cli::TrainSegArgs),
+    /// Segment images: multi-scale + flip averaging, dense CRF, palette PNGs.
+    Infer(cli::InferArgs),
+    /// The whole method in one command: synth → train-cls → cams → pseudo → train-seg → infer → eval.
+    Pipeline(cli::PipelineArgs),
     /// Score predicted label PNGs against a split's masks: confusion matrix, IoU, mIoU.
     Eval(cli::EvalArgs),
     /// Time the engine's core CPU kernels (conv2d vs a plain GEMM, co-attention) and print GFLOP/s.
@@ -52,6 +58,9 @@ fn main() {
         Some(Cmd::Pseudo(a)) => cli::pseudo_cmd(&a),
         Some(Cmd::EvalCam(a)) => cli::eval_cam_cmd(&a),
         Some(Cmd::Eval(a)) => cli::eval_cmd(&a),
+        Some(Cmd::TrainSeg(a)) => cli::train_seg_cmd(&a),
+        Some(Cmd::Infer(a)) => cli::infer_cmd(&a),
+        Some(Cmd::Pipeline(a)) => cli::pipeline_cmd(&a),
         Some(Cmd::Bench(a)) => coatt::bench::run(&a),
     };
     if let Err(e) = result {

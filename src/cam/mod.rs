@@ -10,4 +10,4 @@ pub mod sweep;
 pub use infer::{run_cams, CamMode, CamOptions, CamSummary};
 pub use pseudo::{run_pseudo, PseudoRule, PseudoStats};
 pub use store::{read_cam, write_cam, CamFile};
-pub use sweep::{default_thresholds, sweep_thresholds, CamSweep};
+pub use sweep::{default_thresholds, sweep_thresholds, thresholds_up_to, CamSweep};

@@ -14,7 +14,14 @@ use std::path::Path;
 
 /// The default sweep: 0.00, 0.01, …, 0.60.
 pub fn default_thresholds() -> Vec<f32> {
-    (0..=60).map(|k| k as f32 / 100.0).collect()
+    thresholds_up_to(0.60)
+}
+
+/// 0.00, 0.01, …, `max` (at most 0.99): maps of small networks at low resolution can be
+/// high over much of the background, and their best t then lies above 0.60.
+pub fn thresholds_up_to(max: f32) -> Vec<f32> {
+    let n = (max.clamp(0.0, 0.99) * 100.0).round() as usize;
+    (0..=n).map(|k| k as f32 / 100.0).collect()
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -34,6 +41,27 @@ impl CamSweep {
     }
     pub fn best_miou(&self) -> f64 {
         self.miou[self.best]
+    }
+    /// Writes eval-cam.md, eval-cam.json and the mIoU-vs-t plot eval-cam.png into `out`.
+    pub fn write_report(&self, out: &Path) -> Result<()> {
+        use crate::io::plot::{write_line_plot, Series};
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        crate::io::write_atomic(&out.join("eval-cam.md"), self.markdown().as_bytes())?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Msg(e.to_string()))?;
+        crate::io::write_atomic(&out.join("eval-cam.json"), json.as_bytes())?;
+        let pts: Vec<(f64, f64)> = self
+            .thresholds
+            .iter()
+            .zip(&self.miou)
+            .map(|(&t, &m)| (t as f64, 100.0 * m))
+            .collect();
+        write_line_plot(
+            &out.join("eval-cam.png"),
+            &[Series {
+                points: &pts,
+                color: [200, 30, 30],
+            }],
+        )
     }
     pub fn markdown(&self) -> String {
         let mut s = String::from("| t | mIoU (%) |\n|---:|---:|\n");

@@ -1,9 +1,7 @@
 //! `cams`, `pseudo` and `eval-cam`: thin wrappers over `crate::cam`.
 use super::{select_device, DeviceArg};
 use crate::cam::{self, CamMode, CamOptions, PseudoRule};
-use crate::error::{Error, Result};
-use crate::io::plot::{write_line_plot, Series};
-use crate::io::write_atomic;
+use crate::error::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -146,36 +144,19 @@ pub struct EvalCamArgs {
     pub data: PathBuf,
     #[arg(long, default_value = "train")]
     pub split: String,
+    /// Largest background threshold of the sweep (steps of 0.01 from 0).
+    #[arg(long, default_value_t = 0.60)]
+    pub t_max: f32,
     /// Where to write eval-cam.{json,md,png} (default: the maps folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 pub fn eval_cam_cmd(a: &EvalCamArgs) -> Result<()> {
-    let sweep = cam::sweep_thresholds(&a.cams, &a.data, &a.split, &cam::default_thresholds())?;
+    let sweep = cam::sweep_thresholds(&a.cams, &a.data, &a.split, &cam::thresholds_up_to(a.t_max))?;
     let out = a.out.clone().unwrap_or_else(|| a.cams.clone());
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    sweep.write_report(&out)?;
     let md = sweep.markdown();
-    write_atomic(&out.join("eval-cam.md"), md.as_bytes())?;
-    write_atomic(
-        &out.join("eval-cam.json"),
-        serde_json::to_string_pretty(&sweep)
-            .map_err(|e| Error::Msg(e.to_string()))?
-            .as_bytes(),
-    )?;
-    let pts: Vec<(f64, f64)> = sweep
-        .thresholds
-        .iter()
-        .zip(&sweep.miou)
-        .map(|(&t, &m)| (t as f64, 100.0 * m))
-        .collect();
-    write_line_plot(
-        &out.join("eval-cam.png"),
-        &[Series {
-            points: &pts,
-            color: [200, 30, 30],
-        }],
-    )?;
     print!("{md}");
     println!(
         "best t = {:.2}: CAM mIoU {:.2}% over {} images ({})",

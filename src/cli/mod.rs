@@ -226,3 +226,5 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
 
 mod cam;
 pub use cam::{cams_cmd, eval_cam_cmd, pseudo_cmd, CamsArgs, EvalCamArgs, PseudoArgs};
+mod seg;
+pub use seg::{infer_cmd, pipeline_cmd, train_seg_cmd, InferArgs, PipelineArgs, TrainSegArgs};

@@ -1,8 +1,10 @@
 //! Layers and models: conv layer, VGG16-D1 backbone, the MCIS co-attention head.
 pub mod coatt_head;
+pub mod resnet;
 pub mod vgg;
 
 pub use coatt_head::{CoattHead, PairLogits};
+pub use resnet::{ResNet, ResNetConfig};
 pub use vgg::{Vgg, VggConfig};
 
 use crate::error::Result;

@@ -1,0 +1,252 @@
+//! DeepLab-LargeFOV on two backbones. ResNet-101: output stride 8 (see `nn::resnet`), head
+//! 3×3 dilation 12 → 1024 (no bias), ReLU, 1×1 1024, ReLU, 1×1 K+1 with bias. VGG16 (DeepLab
+//! v1): pool1-3 3×3/2, pool4 and pool5 3×3/1, conv5 dilation 2, fc6 3×3 dilation 12 → 1024,
+//! fc7 1×1, both with ReLU + dropout, fc8 1×1 → K+1.
+use super::config::{SegBackbone, SegConfig};
+use crate::error::{Error, Result};
+use crate::io::Checkpoint;
+use crate::nn::resnet::BatchNorm;
+use crate::nn::{Conv, Init, ResNet};
+use crate::optim::ParamGroup;
+use crate::tensor::{DType, Tensor};
+use crate::{Conv2dParams, Device, Pool2dParams};
+use rand::Rng;
+
+#[derive(Clone, Debug)]
+enum Body {
+    Resnet(ResNet),
+    Vgg {
+        convs: Vec<Conv>,
+        bns: Vec<BatchNorm>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct SegNet {
+    pub config: SegConfig,
+    body: Body,
+    head: [Conv; 3],
+    pub num_labels: usize,
+}
+
+const VGG_INDICES: [usize; 13] = crate::nn::vgg::FEATURE_INDICES;
+
+impl SegNet {
+    /// `num_labels` = K + 1 (background included).
+    pub fn new(cfg: &SegConfig, num_labels: usize, device: Device, rng: &mut impl Rng) -> SegNet {
+        let (body, cout) = match cfg.backbone {
+            SegBackbone::Resnet101 => (
+                Body::Resnet(ResNet::new(cfg.resnet.clone(), device, rng)),
+                cfg.resnet.out_channels(),
+            ),
+            SegBackbone::Vgg16 => {
+                let mut cin = 3;
+                let (mut convs, mut bns) = (Vec::new(), Vec::new());
+                for (i, &w) in cfg.vgg_widths.iter().enumerate() {
+                    let p = if i >= 10 {
+                        Conv2dParams::same(2, 2)
+                    } else {
+                        Conv2dParams::same(1, 1)
+                    };
+                    convs.push(Conv::new(
+                        cin,
+                        w,
+                        3,
+                        p,
+                        true,
+                        Init::KaimingNormal,
+                        DType::F32,
+                        device,
+                        rng,
+                    ));
+                    if cfg.vgg_batch_norm {
+                        bns.push(BatchNorm::new(w, true, device));
+                    }
+                    cin = w;
+                }
+                (Body::Vgg { convs, bns }, cin)
+            }
+        };
+        let hc = cfg.head_channels;
+        let resnet = cfg.backbone == SegBackbone::Resnet101;
+        let conv = |cin, cout, k, p, bias, init, rng: &mut _| {
+            Conv::new(cin, cout, k, p, bias, init, DType::F32, device, rng)
+        };
+        let d = cfg.head_dilation;
+        let head = [
+            conv(
+                cout,
+                hc,
+                3,
+                Conv2dParams::same(d, d),
+                !resnet,
+                Init::KaimingNormal,
+                rng,
+            ),
+            conv(
+                hc,
+                hc,
+                1,
+                Conv2dParams::default(),
+                !resnet,
+                Init::KaimingNormal,
+                rng,
+            ),
+            conv(
+                hc,
+                num_labels,
+                1,
+                Conv2dParams::default(),
+                true,
+                Init::TorchDefault,
+                rng,
+            ),
+        ];
+        SegNet {
+            config: cfg.clone(),
+            body,
+            head,
+            num_labels,
+        }
+    }
+
+    /// Logits (B, K+1, ⌈H/8⌉, ⌈W/8⌉). `train`: BN batch statistics (where trained) and
+    /// dropout from `rng`.
+    pub fn forward(&self, x: &Tensor, train: bool, rng: &mut impl Rng) -> Result<Tensor> {
+        let mut h = match &self.body {
+            Body::Resnet(r) => r.forward(x, train)?,
+            Body::Vgg { convs, bns } => {
+                let mut h = x.clone();
+                for (i, c) in convs.iter().enumerate() {
+                    h = c.forward(&h)?;
+                    if let Some(b) = bns.get(i) {
+                        h = b.forward(&h, train)?;
+                    }
+                    h = h.relu();
+                    h = match i {
+                        1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(3, 2, 1))?,
+                        9 | 12 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
+                        _ => h,
+                    };
+                }
+                h
+            }
+        };
+        for (i, c) in self.head.iter().enumerate() {
+            h = c.forward(&h)?;
+            if i < 2 {
+                h = h.relu();
+                if train && self.config.dropout > 0.0 {
+                    h = h.dropout(self.config.dropout, rng)?;
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// (name, tensor, trainable, in the head) for every tensor a checkpoint holds. Backbone
+    /// names follow torchvision so ImageNet weights load by name.
+    fn tensors(&self) -> Vec<(String, Tensor, bool, bool)> {
+        let mut v: Vec<(String, Tensor, bool, bool)> = Vec::new();
+        match &self.body {
+            Body::Resnet(r) => v.extend(
+                r.named_tensors()
+                    .into_iter()
+                    .map(|(n, t, tr)| (n, t, tr, false)),
+            ),
+            Body::Vgg { convs, bns } => {
+                for (i, c) in convs.iter().enumerate() {
+                    let p = format!("features.{}", VGG_INDICES[i]);
+                    v.extend(
+                        c.named_params(&p)
+                            .into_iter()
+                            .map(|(n, t)| (n, t, true, false)),
+                    );
+                    if let Some(b) = bns.get(i) {
+                        for (j, (n, t)) in b.tensors(&format!("{p}.bn")).into_iter().enumerate() {
+                            v.push((n, t, j < 2, false));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, c) in self.head.iter().enumerate() {
+            v.extend(
+                c.named_params(&format!("head.{i}"))
+                    .into_iter()
+                    .map(|(n, t)| (n, t, true, true)),
+            );
+        }
+        v
+    }
+
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.tensors()
+            .into_iter()
+            .map(|(n, t, ..)| (n, t))
+            .collect()
+    }
+
+    /// Backbone ×1 and head ×`head_lr_mult`, weight decay on both.
+    pub fn param_groups(&self) -> Vec<ParamGroup> {
+        let c = &self.config;
+        let mut g = [("backbone", 1.0), ("head", c.head_lr_mult)].map(|(n, m)| ParamGroup {
+            name: n.to_string(),
+            params: Vec::new(),
+            lr: c.lr * m,
+            weight_decay: c.weight_decay,
+        });
+        for (_, t, trainable, head) in self.tensors() {
+            if trainable {
+                g[head as usize].params.push(t);
+            }
+        }
+        g.to_vec()
+    }
+
+    /// Loads every tensor from a checkpoint (names and shapes must match).
+    pub fn load(&self, ck: &Checkpoint) -> Result<()> {
+        for (name, t) in self.state_tensors() {
+            let v = ck.get(&name, t.dtype(), t.device())?;
+            if v.shape() != t.shape() {
+                return Err(Error::file(
+                    ck.path(),
+                    format!(
+                        "tensor '{name}' has shape {:?}, the model expects {:?}",
+                        v.shape(),
+                        t.shape()
+                    ),
+                ));
+            }
+            t.assign(&v)?;
+        }
+        Ok(())
+    }
+
+    /// ImageNet weights into the backbone by torchvision name (ResNet: convs and BN with
+    /// running statistics; VGG: the 13 convs). Returns how many tensors were loaded.
+    pub fn load_backbone(&self, path: &std::path::Path) -> Result<usize> {
+        let want: Vec<(String, Tensor)> = self
+            .tensors()
+            .into_iter()
+            .filter(|(n, _, _, head)| !head && !n.contains(".bn."))
+            .map(|(n, t, ..)| (n, t))
+            .collect();
+        let names: Vec<String> = want.iter().map(|(n, _)| n.clone()).collect();
+        let got = crate::io::weights::read_named_tensors(path, &names)?;
+        for ((name, dst), (_, src)) in want.iter().zip(&got) {
+            if src.shape() != dst.shape() {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "'{name}' has shape {:?}, the backbone expects {:?}",
+                        src.shape(),
+                        dst.shape()
+                    ),
+                ));
+            }
+            dst.assign(src)?;
+        }
+        Ok(got.len())
+    }
+}
