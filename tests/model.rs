@@ -151,3 +151,57 @@ fn classifier_checkpoint_round_trip_includes_bn_statistics() {
         .to_string();
     assert!(e.contains("shape"), "{e}");
 }
+
+#[test]
+fn cosine_affinity_maps_equal_the_dot_maps_on_unit_length_features() {
+    let cfg = ClsConfig::preset("micro").unwrap();
+    let mut rng = coatt::testing::rng(8);
+    let model = Classifier::new(&cfg, 3, Device::Cpu, &mut rng);
+    let c = cfg.feature_channels();
+    let unit = |t: Tensor| {
+        t.div(&t.sqr().sum_axes(&[1], true).unwrap().sqrt())
+            .unwrap()
+    };
+    let f1 = unit(
+        Tensor::randn([2, c, 3, 4], 1.0, DType::F32, Device::Cpu, &mut rng)
+            .relu()
+            .add_scalar(0.1),
+    );
+    let f2 = unit(
+        Tensor::randn([2, c, 2, 5], 1.0, DType::F32, Device::Cpu, &mut rng)
+            .relu()
+            .add_scalar(0.1),
+    );
+    let (dot, cos) = no_grad(|| {
+        Ok::<_, coatt::Error>((
+            model.head.pair_maps(&f1, &f2)?,
+            model.head.pair_maps_cosine(&f1, &f2)?,
+        ))
+    })
+    .unwrap();
+    for (a, b) in dot.iter().zip(&cos) {
+        assert_eq!(a.dims(), b.dims());
+        for (x, y) in a.to_vec_f32().iter().zip(b.to_vec_f32()) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+    // with position-dependent lengths, the dot-product attention differs
+    let scale: Vec<f32> = (0..2 * 10).map(|i| 1.0 + (i % 7) as f32).collect();
+    let f2s = f2
+        .mul(&Tensor::from_vec(scale, [2, 1, 2, 5], Device::Cpu).unwrap())
+        .unwrap();
+    let (dot, cos) = no_grad(|| {
+        Ok::<_, coatt::Error>((
+            model.head.pair_maps(&f1, &f2s)?,
+            model.head.pair_maps_cosine(&f1, &f2s)?,
+        ))
+    })
+    .unwrap();
+    let diff = dot[0]
+        .to_vec_f32()
+        .iter()
+        .zip(cos[0].to_vec_f32())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff > 1e-3, "{diff}");
+}

@@ -216,7 +216,7 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
         quiet: true,
     };
     let r = run_pipeline(&opts).unwrap();
-    assert_eq!(r.ran.len(), 10, "{:?}", r.ran);
+    assert_eq!(r.ran.len(), 11, "{:?}", r.ran);
     assert!(r.skipped.is_empty());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("fully supervised bound"));
@@ -241,7 +241,7 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
         .unwrap();
     let again = run_pipeline(&opts).unwrap();
     assert!(again.ran.is_empty(), "{:?}", again.ran);
-    assert_eq!(again.skipped.len(), 10);
+    assert_eq!(again.skipped.len(), 11);
     assert_eq!(again.seg_crf_miou, r.seg_crf_miou);
     assert_eq!(
         std::fs::metadata(out.join("seg/last.safetensors"))
@@ -256,4 +256,43 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
     let third = run_pipeline(&opts).unwrap();
     assert_eq!(third.ran, vec!["infer-crf".to_string()]);
     assert_eq!(third.seg_crf_miou, r.seg_crf_miou);
+}
+
+#[test]
+fn imagenet_backbone_weights_load_by_torchvision_name() {
+    // a weight file holding torchvision-named backbone tensors (and an unrelated `fc`)
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SegConfig::preset("micro").unwrap();
+    let src = SegNet::new(&cfg, 3, Device::Cpu, &mut coatt::testing::rng(10));
+    let mut tensors: Vec<(String, Tensor)> = src
+        .state_tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("head."))
+        .collect();
+    assert!(tensors
+        .iter()
+        .any(|(n, _)| n == "layer1.0.downsample.1.running_mean"));
+    tensors.push((
+        "fc.weight".into(),
+        Tensor::from_vec(vec![0f32; 6], [2, 3], Device::Cpu).unwrap(),
+    ));
+    let file = tmp.path().join("resnet.safetensors");
+    coatt::io::save_checkpoint(&file, &tensors, &Default::default()).unwrap();
+    let dst = SegNet::new(&cfg, 3, Device::Cpu, &mut coatt::testing::rng(11));
+    let n = dst.load_backbone(&file).unwrap();
+    assert_eq!(n, tensors.len() - 1);
+    for ((na, a), (nb, b)) in src.state_tensors().iter().zip(dst.state_tensors()) {
+        assert_eq!(na, &nb);
+        if !na.starts_with("head.") {
+            assert_eq!(a.to_vec_f32(), b.to_vec_f32(), "{na}");
+        }
+    }
+    // a file from another architecture is an error naming the file and tensor
+    let other = tmp.path().join("other.safetensors");
+    coatt::io::save_checkpoint(&other, &tensors[..3], &Default::default()).unwrap();
+    let e = dst.load_backbone(&other).unwrap_err().to_string();
+    assert!(
+        e.contains("other.safetensors") && e.contains("missing tensor"),
+        "{e}"
+    );
 }

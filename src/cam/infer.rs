@@ -32,6 +32,18 @@ pub enum CamMode {
     Coatt,
 }
 
+/// How the co-attention affinity is computed at inference.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// (W_P·f_i)·f_j on the raw features: the paper's and the training's.
+    Dot,
+    /// The same on unit-length features (the summaries still mix raw features).
+    Cosine,
+}
+
 #[derive(Clone, Debug)]
 pub struct CamOptions {
     pub run: PathBuf,
@@ -48,6 +60,8 @@ pub struct CamOptions {
     pub flip: bool,
     pub seed: u64,
     pub overlays: bool,
+    /// Co-attention affinity at inference (coatt mode).
+    pub affinity: Affinity,
     /// Images per forward batch.
     pub batch: usize,
     pub device: Device,
@@ -67,6 +81,7 @@ impl CamOptions {
             flip: false,
             seed: 1,
             overlays: true,
+            affinity: Affinity::Dot,
             batch: 8,
             device: Device::Cpu,
         }
@@ -426,6 +441,14 @@ impl CamEngine<'_> {
         flip: bool,
     ) -> Result<Vec<GridMaps>> {
         let (model, cfg) = (self.model, self.cfg);
+        let cosine = self.opts.affinity == Affinity::Cosine;
+        let pair_maps = |a: &Tensor, b: &Tensor| {
+            if cosine {
+                model.head.pair_maps_cosine(a, b)
+            } else {
+                model.head.pair_maps(a, b)
+            }
+        };
         let f1 = model.features_eval(x)?;
         let (h, w) = (f1.dims()[2], f1.dims()[3]);
         if !flip {
@@ -434,14 +457,12 @@ impl CamEngine<'_> {
                 self.remember(*i, side, &fb);
             }
         }
-        let [m_flip, n_flip] = model
-            .head
-            .pair_maps(&f1, &model.features_eval(&x.flip(3)?)?)?;
+        let [m_flip, n_flip] = pair_maps(&f1, &model.features_eval(&x.flip(3)?)?)?;
         let n_flip = n_flip.flip(3)?;
         let rescaled = |factor: f64| -> Result<Tensor> {
             let s = ((side as f64 * factor).round() as usize).max(8);
             let f = model.features_eval(&x.resize_bilinear(s, s)?)?;
-            model.head.pair_maps(&f1, &f)?[1].resize_bilinear(h, w)
+            pair_maps(&f1, &f)?[1].resize_bilinear(h, w)
         };
         let self_maps = [
             host_maps(&m_flip),
@@ -468,7 +489,7 @@ impl CamEngine<'_> {
                 .map(|w| f1.narrow(0, w.0, 1))
                 .collect::<Result<_>>()?;
             let maps = host_maps(
-                &model.head.pair_maps(
+                &pair_maps(
                     &Tensor::concat(&fm.iter().collect::<Vec<_>>(), 0)?,
                     &Tensor::concat(&fr.iter().collect::<Vec<_>>(), 0)?,
                 )?[0],

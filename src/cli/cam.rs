@@ -31,6 +31,10 @@ pub struct CamsArgs {
     pub flip: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Co-attention affinity: dot (the paper's) or cosine (unit-length features; see
+    /// docs/results.md for why).
+    #[arg(long, value_enum, default_value_t = cam::Affinity::Dot)]
+    pub affinity: cam::Affinity,
     /// Skip the heat-map overlay PNGs.
     #[arg(long)]
     pub no_overlays: bool,
@@ -53,6 +57,7 @@ pub fn cams_cmd(a: &CamsArgs) -> Result<()> {
         flip: a.flip,
         seed: a.seed,
         overlays: !a.no_overlays,
+        affinity: a.affinity,
         batch: a.batch,
         device: select_device(a.device)?,
     };

@@ -94,6 +94,33 @@ impl CoattHead {
         ])
     }
 
+    /// Like [`Self::pair_maps`], but the affinity is computed from unit-length features
+    /// (S_ij = (W_P·f̂_i)·f̂_j), while the summaries still mix the raw features. An inference-time
+    /// variant: with unnormalised ReLU features a few high-norm positions of one image win the
+    /// softmax for every position of the other (docs/results.md), which flattens φ·F∩.
+    pub fn pair_maps_cosine(&self, f1: &Tensor, f2: &Tensor) -> Result<[Tensor; 2]> {
+        let (a, b) = (Self::flat(f1)?, Self::flat(f2)?);
+        let unit = |x: &Tensor| -> Result<Tensor> {
+            x.div(&x.sqr().sum_axes(&[1], true)?.add_scalar(1e-12).sqrt())
+        };
+        let (an, bn) = (unit(&a)?, unit(&b)?);
+        // qᵀ = (W·â)ᵀ: (B,N,C); S = qᵀ·b̂: (B,N,M)
+        let s = an
+            .transpose(1, 2)?
+            .matmul_t(&self.wp, false, true)?
+            .matmul(&bn)?;
+        let fm_att = b.matmul_t(&s.softmax(2)?, false, true)?; // (B,C,N)
+        let fn_att = a.matmul(&s.softmax(1)?)?; // (B,C,M)
+        let grid = |att: &Tensor, f: &Tensor| {
+            let d = f.dims();
+            att.reshape(&[d[0], d[1], d[2], d[3]])
+        };
+        Ok([
+            Self::class_maps(&grid(&fm_att, f1)?, &self.phi, None)?,
+            Self::class_maps(&grid(&fn_att, f2)?, &self.phi, None)?,
+        ])
+    }
+
     /// The gate σ(W_B·F∩): (B,C,N) → (B,1,N).
     pub fn gate(&self, att: &Tensor) -> Result<Tensor> {
         Ok(att
