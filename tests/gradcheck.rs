@@ -255,3 +255,30 @@ fn gradcheck_catches_a_wrong_backward() {
     });
     assert!(err.is_err(), "gradcheck accepted a wrong gradient");
 }
+
+#[test]
+fn cosine_affinity_head_backward() {
+    // the norm-free co-attention (composed ops) through the whole pair head: co-attention and
+    // contrastive logits, with respect to both feature maps and W_P
+    let mut head = coatt::nn::CoattHead::new(
+        5,
+        3,
+        coatt::nn::Init::TorchDefault,
+        coatt::DType::F64,
+        coatt::Device::Cpu,
+        &mut coatt::testing::rng(50),
+    );
+    head.affinity = coatt::nn::Affinity::Cosine;
+    let (f1, f2, w) = (t(&[2, 5, 2, 3], 51), t(&[2, 5, 3, 2], 52), t(&[5, 5], 53));
+    check(&[f1, f2, w], |v| {
+        let mut h = head.clone();
+        h.wp = v[2].clone();
+        let (co, cx) = h.pair(&v[0], &v[1], true)?;
+        let cx = cx.unwrap();
+        co[0]
+            .sum_all()?
+            .add(&co[1].sqr().sum_all()?)?
+            .add(&cx[0].sum_all()?)?
+            .add(&cx[1].mul_scalar(0.5).sum_all()?)
+    });
+}

@@ -32,17 +32,7 @@ pub enum CamMode {
     Coatt,
 }
 
-/// How the co-attention affinity is computed at inference.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Affinity {
-    /// (W_P·f_i)·f_j on the raw features: the paper's and the training's.
-    Dot,
-    /// The same on unit-length features (the summaries still mix raw features).
-    Cosine,
-}
+pub use crate::nn::Affinity;
 
 #[derive(Clone, Debug)]
 pub struct CamOptions {
@@ -60,8 +50,9 @@ pub struct CamOptions {
     pub flip: bool,
     pub seed: u64,
     pub overlays: bool,
-    /// Co-attention affinity at inference (coatt mode).
-    pub affinity: Affinity,
+    /// Co-attention affinity at inference (coatt mode); None: the one the classifier was
+    /// trained with.
+    pub affinity: Option<Affinity>,
     /// Images per forward batch.
     pub batch: usize,
     pub device: Device,
@@ -81,7 +72,7 @@ impl CamOptions {
             flip: false,
             seed: 1,
             overlays: true,
-            affinity: Affinity::Dot,
+            affinity: None,
             batch: 8,
             device: Device::Cpu,
         }
@@ -142,12 +133,15 @@ fn host_maps(t: &Tensor) -> Vec<Vec<Vec<f32>>> {
 pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
     let t0 = Instant::now();
     let ds = VocDataset::open(&opts.data, &opts.split)?;
-    let (model, cfg) = load_classifier(
+    let (mut model, cfg) = load_classifier(
         &opts.run,
         opts.checkpoint.as_deref(),
         ds.num_classes(),
         opts.device,
     )?;
+    if let Some(a) = opts.affinity {
+        model.head.affinity = a;
+    }
     if opts.scales.is_empty() || opts.scales.iter().any(|&s| !(s > 0.0 && s <= 8.0)) {
         return Err(Error::Msg(format!(
             "--scales must be positive factors, got {:?}",
@@ -441,14 +435,7 @@ impl CamEngine<'_> {
         flip: bool,
     ) -> Result<Vec<GridMaps>> {
         let (model, cfg) = (self.model, self.cfg);
-        let cosine = self.opts.affinity == Affinity::Cosine;
-        let pair_maps = |a: &Tensor, b: &Tensor| {
-            if cosine {
-                model.head.pair_maps_cosine(a, b)
-            } else {
-                model.head.pair_maps(a, b)
-            }
-        };
+        let pair_maps = |a: &Tensor, b: &Tensor| model.head.pair_maps(a, b);
         let f1 = model.features_eval(x)?;
         let (h, w) = (f1.dims()[2], f1.dims()[3]);
         if !flip {

@@ -32,9 +32,9 @@ pub struct CamsArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Co-attention affinity: dot (the paper's) or cosine (unit-length features; see
-    /// docs/results.md for why).
-    #[arg(long, value_enum, default_value_t = cam::Affinity::Dot)]
-    pub affinity: cam::Affinity,
+    /// docs/results.md). Default: the one the classifier was trained with.
+    #[arg(long, value_enum)]
+    pub affinity: Option<cam::Affinity>,
     /// Skip the heat-map overlay PNGs.
     #[arg(long)]
     pub no_overlays: bool,

@@ -118,6 +118,9 @@ pub struct TrainClsArgs {
     /// ImageNet VGG16 weights (torchvision .pth or safetensors).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
+    /// Co-attention affinity: dot (the paper's) or cosine (unit-length features).
+    #[arg(long, value_enum)]
+    pub affinity: Option<crate::nn::Affinity>,
     /// A TOML file with any ClsConfig fields (applied before the flags above).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -145,7 +148,8 @@ pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
         input_size,
         seed,
         checkpoint_every,
-        max_iters_per_epoch
+        max_iters_per_epoch,
+        affinity
     );
     if let Some(p) = &a.pretrained {
         c.pretrained = Some(p.display().to_string());

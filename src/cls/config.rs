@@ -47,6 +47,9 @@ pub struct ClsConfig {
     /// First (0-based) epoch with the co-attention loss (official: 0).
     #[serde(default)]
     pub coattention_from: usize,
+    /// Co-attention affinity: dot (the paper's) or cosine (see `nn::Affinity`).
+    #[serde(default)]
+    pub affinity: crate::nn::Affinity,
     /// First (0-based) epoch with the contrastive loss.
     pub contrastive_from: usize,
     pub backbone: VggConfig,
@@ -88,6 +91,7 @@ impl ClsConfig {
             lr_gamma: 0.1,
             coattention_from: 0,
             contrastive_from: 2,
+            affinity: crate::nn::Affinity::Dot,
             warmup_iters: 0,
             backbone: VggConfig::full(),
             backbone_init: Init::KaimingNormal,

@@ -38,7 +38,7 @@ impl Classifier {
             device,
             rng,
         );
-        let head = CoattHead::new(
+        let mut head = CoattHead::new(
             cfg.feature_channels(),
             num_classes,
             cfg.head_init,
@@ -46,6 +46,7 @@ impl Classifier {
             device,
             rng,
         );
+        head.affinity = cfg.affinity;
         Classifier { backbone, head }
     }
 

@@ -7,6 +7,30 @@ use crate::tensor::{DType, Tensor};
 use crate::{coattention, Device};
 use rand::Rng;
 
+/// How the co-attention affinity S is computed.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// S_ij = (W_P·f_i)·f_j on the raw features: the paper's (the fused co-attention op).
+    #[default]
+    Dot,
+    /// The same on unit-length features, S_ij = (W_P·f̂_i)·f̂_j; the summaries still mix the
+    /// raw features. Not in the paper: with unnormalised ReLU features of small networks, a
+    /// few high-norm positions of one image win the softmax for every position of the other
+    /// (docs/results.md), which flattens φ·F∩.
+    Cosine,
+}
+
 #[derive(Clone, Debug)]
 pub struct CoattHead {
     /// W_P (C,C): Q = W_P·Fm.
@@ -18,6 +42,7 @@ pub struct CoattHead {
     pub phi: Tensor,
     /// Gate W_B (1,C).
     pub wb: Tensor,
+    pub affinity: Affinity,
 }
 
 /// Logits of one pair forward; index 0 is image m, 1 is image n.
@@ -43,6 +68,7 @@ impl CoattHead {
             last_b: p(vec![k]),
             phi: p(vec![k, c]),
             wb: p(vec![1, c]),
+            affinity: Affinity::Dot,
         }
     }
 
@@ -83,7 +109,7 @@ impl CoattHead {
     /// The co-attention class maps φ·F∩ of a pair, before GAP: index 0 on image m's grid
     /// (image n's features re-indexed there), index 1 on image n's grid.
     pub fn pair_maps(&self, f1: &Tensor, f2: &Tensor) -> Result<[Tensor; 2]> {
-        let (fm_att, fn_att) = coattention(&Self::flat(f1)?, &Self::flat(f2)?, &self.wp)?;
+        let (fm_att, fn_att) = self.attend(&Self::flat(f1)?, &Self::flat(f2)?)?;
         let grid = |att: &Tensor, f: &Tensor| {
             let d = f.dims();
             att.reshape(&[d[0], d[1], d[2], d[3]])
@@ -94,31 +120,26 @@ impl CoattHead {
         ])
     }
 
-    /// Like [`Self::pair_maps`], but the affinity is computed from unit-length features
-    /// (S_ij = (W_P·f̂_i)·f̂_j), while the summaries still mix the raw features. An inference-time
-    /// variant: with unnormalised ReLU features a few high-norm positions of one image win the
-    /// softmax for every position of the other (docs/results.md), which flattens φ·F∩.
-    pub fn pair_maps_cosine(&self, f1: &Tensor, f2: &Tensor) -> Result<[Tensor; 2]> {
-        let (a, b) = (Self::flat(f1)?, Self::flat(f2)?);
-        let unit = |x: &Tensor| -> Result<Tensor> {
-            x.div(&x.sqr().sum_axes(&[1], true)?.add_scalar(1e-12).sqrt())
-        };
-        let (an, bn) = (unit(&a)?, unit(&b)?);
-        // qᵀ = (W·â)ᵀ: (B,N,C); S = qᵀ·b̂: (B,N,M)
-        let s = an
-            .transpose(1, 2)?
-            .matmul_t(&self.wp, false, true)?
-            .matmul(&bn)?;
-        let fm_att = b.matmul_t(&s.softmax(2)?, false, true)?; // (B,C,N)
-        let fn_att = a.matmul(&s.softmax(1)?)?; // (B,C,M)
-        let grid = |att: &Tensor, f: &Tensor| {
-            let d = f.dims();
-            att.reshape(&[d[0], d[1], d[2], d[3]])
-        };
-        Ok([
-            Self::class_maps(&grid(&fm_att, f1)?, &self.phi, None)?,
-            Self::class_maps(&grid(&fn_att, f2)?, &self.phi, None)?,
-        ])
+    /// (Fm∩, Fn∩) of flat features (B,C,N), (B,C,M) under the head's affinity.
+    fn attend(&self, fm: &Tensor, fnn: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self.affinity {
+            Affinity::Dot => coattention(fm, fnn, &self.wp),
+            Affinity::Cosine => {
+                // composed from differentiable ops (the fused op is for the paper's affinity)
+                let unit = |x: &Tensor| -> Result<Tensor> {
+                    x.div(&x.sqr().sum_axes(&[1], true)?.add_scalar(1e-12).sqrt())
+                };
+                // S = (W·f̂m)ᵀ·f̂n: (B,N,M)
+                let s = unit(fm)?
+                    .transpose(1, 2)?
+                    .matmul_t(&self.wp, false, true)?
+                    .matmul(&unit(fnn)?)?;
+                Ok((
+                    fnn.matmul_t(&s.softmax(2)?, false, true)?,
+                    fm.matmul(&s.softmax(1)?)?,
+                ))
+            }
+        }
     }
 
     /// The gate σ(W_B·F∩): (B,C,N) → (B,1,N).
@@ -139,7 +160,7 @@ impl CoattHead {
         contrastive: bool,
     ) -> Result<([Tensor; 2], Option<[Tensor; 2]>)> {
         let (fm, fnn) = (Self::flat(f1)?, Self::flat(f2)?);
-        let (fm_att, fn_att) = coattention(&fm, &fnn, &self.wp)?;
+        let (fm_att, fn_att) = self.attend(&fm, &fnn)?;
         let co = [
             Self::score(&fm_att, &self.phi)?,
             Self::score(&fn_att, &self.phi)?,

@@ -3,7 +3,7 @@ pub mod coatt_head;
 pub mod resnet;
 pub mod vgg;
 
-pub use coatt_head::{CoattHead, PairLogits};
+pub use coatt_head::{Affinity, CoattHead, PairLogits};
 pub use resnet::{ResNet, ResNetConfig};
 pub use vgg::{Vgg, VggConfig};
 
