@@ -36,7 +36,16 @@ fn main() -> coatt::Result<()> {
         let flat = f.reshape(&[2, d[1], n])?;
         let fm = flat.narrow(0, 0, 1)?.reshape(&[d[1], n])?;
         let fnn = flat.narrow(0, 1, 1)?.reshape(&[d[1], n])?;
-        // S = (W·Fm)ᵀ·Fn, softmax over image n's positions
+        // S = (W·Fm)ᵀ·Fn (on unit-length features for the cosine affinity), softmax over
+        // image n's positions
+        let (fm, fnn) = if model.head.affinity == coatt::nn::Affinity::Cosine {
+            let unit = |x: &Tensor| -> coatt::Result<Tensor> {
+                x.div(&x.sqr().sum_axes(&[0], true)?.add_scalar(1e-12).sqrt())
+            };
+            (unit(&fm)?, unit(&fnn)?)
+        } else {
+            (fm, fnn)
+        };
         let q = model.head.wp.matmul(&fm)?;
         let sm = q.matmul_t(&fnn, true, false)?.softmax(1)?.to_vec_f64();
         // how many of m's positions pick the same column of n (a "hub" position)
