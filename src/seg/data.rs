@@ -121,7 +121,9 @@ pub struct SegLoaderConfig {
 fn sample_item(n: usize, g: usize, seed: u64) -> usize {
     let epoch = g / n;
     let mut perm: Vec<usize> = (0..n).collect();
-    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64) << 32));
+    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed ^ ((epoch as u64) << 32),
+    ));
     perm[g % n]
 }
 

@@ -70,7 +70,7 @@ pub fn load_segnet(run: &Path, device: Device) -> Result<SegNet> {
     Ok(model)
 }
 
-/// Single-scale (optionally CRF'd) mIoU of a split with masks.
+/// Confusion matrix of a split's masked images under the given test views (and CRF).
 pub fn evaluate_split(
     model: &SegNet,
     ds: &VocDataset,
