@@ -2,6 +2,7 @@
 //! `Storage`; each method matches on the storage variant and runs that backend's kernel.
 //! The CPU backend (`cpu/`) is the numerical reference.
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Float, Shape};

@@ -14,18 +14,28 @@ pub enum DeviceArg {
     Cuda,
 }
 
-/// Picks the device once. This build has the CPU backend only: `cuda` is an error, `auto`
-/// says it falls back to the CPU.
+/// Picks the device once. The CUDA backend does not run ops yet (issue: CUDA backend), so
+/// `cuda` is an error that says what the probe found, and `auto` says why it uses the CPU.
 pub fn select_device(d: DeviceArg) -> Result<Device> {
     match d {
         DeviceArg::Cpu => Ok(Device::Cpu),
         DeviceArg::Auto => {
-            eprintln!("device: cpu (this build has no CUDA backend)");
+            match crate::backend::cuda::probe() {
+                Ok(g) => eprintln!(
+                    "device: cpu ({} found, but this build runs no ops on CUDA yet)",
+                    g.name
+                ),
+                Err(why) => eprintln!("device: cpu ({why})"),
+            }
             Ok(Device::Cpu)
         }
-        DeviceArg::Cuda => Err(Error::Msg(
-            "--device cuda: this build has no CUDA backend; use --device cpu or auto".into(),
-        )),
+        DeviceArg::Cuda => Err(Error::Msg(match crate::backend::cuda::probe() {
+            Ok(g) => format!(
+                "--device cuda: {} (sm_{}{}) found, but this build runs no ops on CUDA yet; use --device cpu",
+                g.name, g.compute_capability.0, g.compute_capability.1
+            ),
+            Err(why) => format!("--device cuda: {why}; use --device cpu or auto"),
+        })),
     }
 }
 
