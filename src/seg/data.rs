@@ -117,14 +117,36 @@ pub struct SegLoaderConfig {
     pub seed: u64,
 }
 
-/// The item of global sample g: a fresh seeded permutation of the set per pass.
-fn sample_item(n: usize, g: usize, seed: u64) -> usize {
-    let epoch = g / n;
-    let mut perm: Vec<usize> = (0..n).collect();
-    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(
-        seed ^ ((epoch as u64) << 32),
-    ));
-    perm[g % n]
+/// The order of the samples: a fresh seeded permutation of the set per pass, computed once
+/// per pass (the loader thread keeps it between batches).
+struct EpochOrder {
+    n: usize,
+    seed: u64,
+    epoch: Option<usize>,
+    perm: Vec<usize>,
+}
+
+impl EpochOrder {
+    fn new(n: usize, seed: u64) -> Self {
+        EpochOrder {
+            n,
+            seed,
+            epoch: None,
+            perm: Vec::new(),
+        }
+    }
+    /// The item of global sample g.
+    fn item(&mut self, g: usize) -> usize {
+        let epoch = g / self.n;
+        if self.epoch != Some(epoch) {
+            self.perm = (0..self.n).collect();
+            self.perm.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                self.seed ^ ((epoch as u64) << 32),
+            ));
+            self.epoch = Some(epoch);
+        }
+        self.perm[g % self.n]
+    }
 }
 
 fn load_sample(img: &Path, lab: &Path) -> Result<(image::RgbImage, Vec<u8>)> {
@@ -145,7 +167,12 @@ fn load_sample(img: &Path, lab: &Path) -> Result<(image::RgbImage, Vec<u8>)> {
     Ok((im, l.data))
 }
 
-fn build(items: &[(PathBuf, PathBuf)], it: usize, cfg: &SegLoaderConfig) -> SegBatch {
+fn build(
+    items: &[(PathBuf, PathBuf)],
+    order: &mut EpochOrder,
+    it: usize,
+    cfg: &SegLoaderConfig,
+) -> SegBatch {
     let mut b = SegBatch {
         iteration: it,
         images: Vec::new(),
@@ -155,7 +182,7 @@ fn build(items: &[(PathBuf, PathBuf)], it: usize, cfg: &SegLoaderConfig) -> SegB
     };
     for j in 0..cfg.batch {
         let g = it * cfg.batch + j;
-        let (img, lab) = &items[sample_item(items.len(), g, cfg.seed)];
+        let (img, lab) = &items[order.item(g)];
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (g as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         match load_sample(img, lab) {
@@ -187,8 +214,9 @@ impl SegLoader {
     ) -> SegLoader {
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
+            let mut order = EpochOrder::new(items.len(), cfg.seed);
             for it in start..end {
-                if tx.send(build(&items, it, &cfg)).is_err() {
+                if tx.send(build(&items, &mut order, it, &cfg)).is_err() {
                     return;
                 }
             }
