@@ -163,12 +163,10 @@ impl ClsConfig {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let s = toml::to_string_pretty(self).map_err(|e| Error::file(path, e))?;
-        crate::io::write_atomic(path, s.as_bytes())
+        crate::io::save_toml(path, self)
     }
     pub fn load(path: &Path) -> Result<ClsConfig> {
-        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&s).map_err(|e| Error::file(path, format!("invalid config ({e})")))
+        crate::io::load_toml(path)
     }
     pub fn feature_channels(&self) -> usize {
         self.backbone.extra

@@ -1,7 +1,7 @@
 //! The co-attention classifier: VGG16-D1 backbone + MCIS head, its parameter groups, and
 //! the loss of one official training iteration (four pair forwards).
 use super::config::{ClsConfig, Variant};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::Checkpoint;
 use crate::nn::{CoattHead, Vgg};
 use crate::optim::ParamGroup;
@@ -96,21 +96,7 @@ impl Classifier {
 
     /// Loads every parameter and buffer from a checkpoint (names and shapes must match).
     pub fn load(&self, ck: &Checkpoint) -> Result<()> {
-        for (name, t) in self.state_tensors() {
-            let v = ck.get(&name, t.dtype(), t.device())?;
-            if v.shape() != t.shape() {
-                return Err(Error::file(
-                    ck.path(),
-                    format!(
-                        "tensor '{name}' has shape {:?}, the model expects {:?}",
-                        v.shape(),
-                        t.shape()
-                    ),
-                ));
-            }
-            t.assign(&v)?;
-        }
-        Ok(())
+        ck.load_into(&self.state_tensors())
     }
 
     /// Features of an image batch, in training mode (BN uses batch statistics).

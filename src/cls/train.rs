@@ -10,7 +10,7 @@ use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::io::metrics::{read_jsonl, retain_jsonl, MetricsWriter};
 use crate::io::plot::{smooth, write_line_plot, Series};
-use crate::io::{save_checkpoint, Checkpoint};
+use crate::io::{run_config, save_checkpoint, Checkpoint};
 use crate::optim::{LrSchedule, Sgd};
 use crate::tensor::Tensor;
 use crate::Device;
@@ -79,13 +79,6 @@ fn save_state(
         ),
     ]);
     save_checkpoint(path, &tensors, &meta)
-}
-
-fn meta_usize(ck: &Checkpoint, key: &str) -> Result<usize> {
-    ck.metadata()
-        .get(key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::file(ck.path(), format!("checkpoint metadata has no '{key}'")))
 }
 
 /// Single-image class scores (sigmoid) and labels of a split, in batches, without gradients.
@@ -188,20 +181,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     let run = &opts.out;
     let last = run.join(LAST);
     let cfg_path = run.join("config.toml");
-    let cfg = if opts.resume {
-        if !last.exists() {
-            return Err(Error::file(
-                &last,
-                "nothing to resume: no checkpoint in this run folder",
-            ));
-        }
-        ClsConfig::load(&cfg_path)?
-    } else {
-        if last.exists() {
-            return Err(Error::file(run, "this run folder already holds a training run; pass --resume to continue it, or choose another --out"));
-        }
-        opts.config.clone()
-    };
+    let cfg = run_config(run, &last, opts.resume, &opts.config, ClsConfig::load)?;
     let train = Arc::new(VocDataset::open(&opts.data, "train")?);
     let val = VocDataset::open(&opts.data, "val").ok();
     let k = train.num_classes();
@@ -221,17 +201,11 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     if opts.resume {
         let ck = Checkpoint::open(&last)?;
         model.load(&ck)?;
-        opt.load_state(|n| {
-            ck.contains(n)
-                .then(|| ck.get(n, crate::DType::F32, opts.device))
-                .transpose()
-                .ok()
-                .flatten()
-        })?;
+        opt.load_checkpoint(&ck, opts.device)?;
         pos = Position {
-            epoch: meta_usize(&ck, "epoch")?,
-            batch: meta_usize(&ck, "batch")?,
-            iteration: meta_usize(&ck, "iteration")?,
+            epoch: ck.meta_usize("epoch")?,
+            batch: ck.meta_usize("batch")?,
+            iteration: ck.meta_usize("iteration")?,
         };
         // drop metrics logged after this checkpoint by the interrupted run
         retain_jsonl(&run.join("metrics.jsonl"), |v| {

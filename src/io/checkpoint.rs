@@ -41,6 +41,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// The config of a training run: with `resume`, the run's own (`load` of its config file) when
+/// it has a last checkpoint; otherwise `fresh`, unless the folder already holds a run.
+pub fn run_config<C: Clone>(
+    run: &Path,
+    last: &Path,
+    resume: bool,
+    fresh: &C,
+    load: impl FnOnce(&Path) -> Result<C>,
+) -> Result<C> {
+    if resume {
+        if !last.exists() {
+            return Err(Error::file(
+                last,
+                "nothing to resume: no checkpoint in this run folder",
+            ));
+        }
+        load(&run.join("config.toml"))
+    } else {
+        if last.exists() {
+            return Err(Error::file(run, "this run folder already holds a training run; pass --resume to continue it, or choose another --out"));
+        }
+        Ok(fresh.clone())
+    }
+}
+
+/// Writes a config as TOML (atomically).
+pub fn save_toml<C: serde::Serialize>(path: &Path, c: &C) -> Result<()> {
+    let s = toml::to_string_pretty(c).map_err(|e| Error::file(path, e))?;
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a TOML config; a parse error names the file.
+pub fn load_toml<C: serde::de::DeserializeOwned>(path: &Path) -> Result<C> {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&s).map_err(|e| Error::file(path, format!("invalid config ({e})")))
+}
+
 /// Saves named tensors (in their own dtype) and string metadata.
 pub fn save_checkpoint(
     path: &Path,
@@ -167,6 +204,33 @@ impl Checkpoint {
                 ))
             }
         })
+    }
+
+    /// An integer metadata entry (training position, label count, ...).
+    pub fn meta_usize(&self, key: &str) -> Result<usize> {
+        self.metadata()
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::file(self.path(), format!("checkpoint metadata has no '{key}'")))
+    }
+
+    /// Assigns every named tensor from the checkpoint (names and shapes must match).
+    pub fn load_into(&self, tensors: &[(String, Tensor)]) -> Result<()> {
+        for (name, t) in tensors {
+            let v = self.get(name, t.dtype(), t.device())?;
+            if v.shape() != t.shape() {
+                return Err(Error::file(
+                    self.path(),
+                    format!(
+                        "tensor '{name}' has shape {:?}, the model expects {:?}",
+                        v.shape(),
+                        t.shape()
+                    ),
+                ));
+            }
+            t.assign(&v)?;
+        }
+        Ok(())
     }
 
     pub fn get(&self, name: &str, dtype: DType, device: Device) -> Result<Tensor> {

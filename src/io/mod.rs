@@ -5,5 +5,8 @@ pub mod plot;
 pub mod png;
 pub mod torch;
 pub mod weights;
-pub use checkpoint::{save_checkpoint, save_raw, write_atomic, Checkpoint, RawTensor};
+pub use checkpoint::{
+    load_toml, run_config, save_checkpoint, save_raw, save_toml, write_atomic, Checkpoint,
+    RawTensor,
+};
 pub use png::{read_label_png, write_label_png, LabelMap};

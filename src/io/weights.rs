@@ -27,16 +27,9 @@ pub fn read_named_tensors(path: &Path, want: &[String]) -> Result<Vec<(String, T
         .collect()
 }
 
-/// Copies the 13 VGG convs' weights and biases (`features.<i>.weight|bias`, torchvision's
-/// names) into the backbone; each must be present with the model's shape (so a full-width
-/// model only, unless the file matches a narrow one). BN parameters of a scratch backbone, if
-/// any, are left as they are: torchvision's plain VGG16 has none.
-pub fn load_vgg16_backbone(path: &Path, vgg: &Vgg) -> Result<usize> {
-    let params: Vec<(String, Tensor)> = vgg
-        .named_params()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("features.") && !n.contains(".bn."))
-        .collect();
+/// Copies named tensors of a weight file into `params` (each must be present with the
+/// model's shape); returns how many were loaded.
+pub fn load_named_into(path: &Path, params: &[(String, Tensor)]) -> Result<usize> {
     let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
     let loaded = read_named_tensors(path, &names)?;
     for ((name, dst), (_, src)) in params.iter().zip(&loaded) {
@@ -53,4 +46,17 @@ pub fn load_vgg16_backbone(path: &Path, vgg: &Vgg) -> Result<usize> {
         dst.assign(src)?;
     }
     Ok(loaded.len())
+}
+
+/// Copies the 13 VGG convs' weights and biases (`features.<i>.weight|bias`, torchvision's
+/// names) into the backbone; each must be present with the model's shape (so a full-width
+/// model only, unless the file matches a narrow one). BN parameters of a scratch backbone, if
+/// any, are left as they are: torchvision's plain VGG16 has none.
+pub fn load_vgg16_backbone(path: &Path, vgg: &Vgg) -> Result<usize> {
+    let params: Vec<(String, Tensor)> = vgg
+        .named_params()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("features.") && !n.contains(".bn."))
+        .collect();
+    load_named_into(path, &params)
 }

@@ -104,6 +104,22 @@ impl Sgd {
         out
     }
 
+    /// Restores the momentum buffers saved in a training checkpoint (absent or unreadable
+    /// ones start fresh).
+    pub fn load_checkpoint(
+        &mut self,
+        ck: &crate::io::Checkpoint,
+        device: crate::Device,
+    ) -> Result<()> {
+        self.load_state(|n| {
+            ck.contains(n)
+                .then(|| ck.get(n, crate::DType::F32, device))
+                .transpose()
+                .ok()
+                .flatten()
+        })
+    }
+
     /// Restores momentum buffers written by `state` (absent ones start fresh).
     pub fn load_state(&mut self, get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
         for (gi, group) in self.groups.iter().enumerate() {

@@ -134,11 +134,9 @@ impl SegConfig {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let s = toml::to_string_pretty(self).map_err(|e| Error::file(path, e))?;
-        crate::io::write_atomic(path, s.as_bytes())
+        crate::io::save_toml(path, self)
     }
     pub fn load(path: &Path) -> Result<SegConfig> {
-        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&s).map_err(|e| Error::file(path, format!("invalid config ({e})")))
+        crate::io::load_toml(path)
     }
 }

@@ -3,7 +3,7 @@
 //! v1): pool1-3 3×3/2, pool4 and pool5 3×3/1, conv5 dilation 2, fc6 3×3 dilation 12 → 1024,
 //! fc7 1×1, both with ReLU + dropout, fc8 1×1 → K+1.
 use super::config::{SegBackbone, SegConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::Checkpoint;
 use crate::nn::resnet::BatchNorm;
 use crate::nn::{Conv, Init, ResNet};
@@ -206,21 +206,7 @@ impl SegNet {
 
     /// Loads every tensor from a checkpoint (names and shapes must match).
     pub fn load(&self, ck: &Checkpoint) -> Result<()> {
-        for (name, t) in self.state_tensors() {
-            let v = ck.get(&name, t.dtype(), t.device())?;
-            if v.shape() != t.shape() {
-                return Err(Error::file(
-                    ck.path(),
-                    format!(
-                        "tensor '{name}' has shape {:?}, the model expects {:?}",
-                        v.shape(),
-                        t.shape()
-                    ),
-                ));
-            }
-            t.assign(&v)?;
-        }
-        Ok(())
+        ck.load_into(&self.state_tensors())
     }
 
     /// ImageNet weights into the backbone by torchvision name (ResNet: convs and BN with
@@ -232,21 +218,6 @@ impl SegNet {
             .filter(|(n, _, _, head)| !head && !n.contains(".bn."))
             .map(|(n, t, ..)| (n, t))
             .collect();
-        let names: Vec<String> = want.iter().map(|(n, _)| n.clone()).collect();
-        let got = crate::io::weights::read_named_tensors(path, &names)?;
-        for ((name, dst), (_, src)) in want.iter().zip(&got) {
-            if src.shape() != dst.shape() {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "'{name}' has shape {:?}, the backbone expects {:?}",
-                        src.shape(),
-                        dst.shape()
-                    ),
-                ));
-            }
-            dst.assign(src)?;
-        }
-        Ok(got.len())
+        crate::io::weights::load_named_into(path, &want)
     }
 }

@@ -11,7 +11,7 @@ use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::eval::Confusion;
 use crate::io::metrics::{retain_jsonl, MetricsWriter};
-use crate::io::{read_label_png, save_checkpoint, Checkpoint};
+use crate::io::{read_label_png, run_config, save_checkpoint, Checkpoint};
 use crate::optim::{LrSchedule, Sgd};
 use crate::tensor::Tensor;
 use crate::Device;
@@ -60,11 +60,7 @@ fn save_state(path: &Path, model: &SegNet, opt: &Sgd, iteration: usize) -> Resul
 pub fn load_segnet(run: &Path, device: Device) -> Result<SegNet> {
     let cfg = SegConfig::load(&run.join("config.toml"))?;
     let ck = Checkpoint::open(run.join(LAST))?;
-    let l: usize = ck
-        .metadata()
-        .get("num_labels")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::file(ck.path(), "checkpoint metadata has no 'num_labels'"))?;
+    let l = ck.meta_usize("num_labels")?;
     let model = SegNet::new(&cfg, l, device, &mut crate::testing::rng(0));
     model.load(&ck)?;
     Ok(model)
@@ -94,20 +90,7 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     let run = &opts.out;
     let last = run.join(LAST);
     let cfg_path = run.join("config.toml");
-    let cfg = if opts.resume {
-        if !last.exists() {
-            return Err(Error::file(
-                &last,
-                "nothing to resume: no checkpoint in this run folder",
-            ));
-        }
-        SegConfig::load(&cfg_path)?
-    } else {
-        if last.exists() {
-            return Err(Error::file(run, "this run folder already holds a training run; pass --resume to continue it, or choose another --out"));
-        }
-        opts.config.clone()
-    };
+    let cfg = run_config(run, &last, opts.resume, &opts.config, SegConfig::load)?;
     let train = VocDataset::open(&opts.data, "train")?;
     let items = Arc::new(training_items(&train, &opts.labels)?);
     if items.is_empty() {
@@ -130,18 +113,8 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     if opts.resume {
         let ck = Checkpoint::open(&last)?;
         model.load(&ck)?;
-        opt.load_state(|n| {
-            ck.contains(n)
-                .then(|| ck.get(n, crate::DType::F32, opts.device))
-                .transpose()
-                .ok()
-                .flatten()
-        })?;
-        start = ck
-            .metadata()
-            .get("iteration")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::file(&last, "checkpoint metadata has no 'iteration'"))?;
+        opt.load_checkpoint(&ck, opts.device)?;
+        start = ck.meta_usize("iteration")?;
         retain_jsonl(&run.join("metrics.jsonl"), |v| {
             v.get("iteration")
                 .and_then(|i| i.as_u64())
