@@ -24,16 +24,26 @@ fn main() -> coatt::Result<()> {
             t.elapsed().as_secs_f64() * 1e3 / 3.0
         );
     }
-    for _ in 0..2 {
+    let reps: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9);
+    let mut times = Vec::new();
+    for _ in 0..reps + 1 {
         let t = Instant::now();
         let loss = model.iteration_loss(&cfg, &x1, &x2, &l, &l, 5)?;
         let t1 = t.elapsed().as_secs_f64();
         backward(&loss.total)?;
-        println!(
-            "iteration: forward {:.1} ms, backward {:.1} ms",
-            t1 * 1e3,
-            (t.elapsed().as_secs_f64() - t1) * 1e3
-        );
+        times.push((t1, t.elapsed().as_secs_f64() - t1));
     }
+    times.remove(0); // warm-up
+    times.sort_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+    let (f, b) = times[times.len() / 2];
+    println!(
+        "iteration (median of {reps}): {:.1} ms = forward {:.1} + backward {:.1}",
+        (f + b) * 1e3,
+        f * 1e3,
+        b * 1e3
+    );
     Ok(())
 }

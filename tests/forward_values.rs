@@ -381,3 +381,34 @@ fn bad_shapes_are_errors_not_panics() {
     )
     .is_err());
 }
+
+/// sum_axes over every subset of axes of a 4-d tensor (with a size-1 axis) against a
+/// direct loop over the elements.
+#[test]
+fn sum_axes_matches_a_direct_loop_for_every_axis_subset() {
+    let dims = [3usize, 1, 4, 5];
+    let n: usize = dims.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|i| ((i * 37) % 11) as f64 - 5.0 + i as f64 * 0.01)
+        .collect();
+    let t = Tensor::from_f64(&v, dims, DType::F32, Device::Cpu).unwrap();
+    for mask in 0..16u32 {
+        let axes: Vec<usize> = (0..4).filter(|a| mask & (1 << a) != 0).collect();
+        let got = t.sum_axes(&axes, true).unwrap();
+        let od: Vec<usize> = (0..4)
+            .map(|a| if axes.contains(&a) { 1 } else { dims[a] })
+            .collect();
+        assert_eq!(got.dims(), &od[..]);
+        let mut want = vec![0f64; od.iter().product()];
+        for (i, x) in v.iter().enumerate() {
+            let idx = [i / 20, 0, (i / 5) % 4, i % 5];
+            let o = (0..4).fold(0, |acc, a| {
+                acc * od[a] + if axes.contains(&a) { 0 } else { idx[a] }
+            });
+            want[o] += x;
+        }
+        for (g, w) in got.to_vec_f64().iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "axes {axes:?}: {g} vs {w}");
+        }
+    }
+}

@@ -2,40 +2,66 @@
 use crate::tensor::{Float, Shape};
 use rayon::prelude::*;
 
-pub fn sum_axes<T: Float>(x: &[T], shape: &Shape, axes: &[usize]) -> Vec<T> {
-    let dims = shape.dims();
-    let strides = shape.strides();
-    let mut out_dims = dims.to_vec();
-    for &a in axes {
-        out_dims[a] = 1;
+/// Adjacent axes that are both reduced or both kept merge into one (contiguous layout), so
+/// e.g. a conv bias gradient, (N,C,H,W) summed over (0,2,3), becomes [N | C | H·W]:
+/// reduced-kept-reduced with a contiguous inner run.
+fn merged(dims: &[usize], axes: &[usize]) -> Vec<(usize, bool)> {
+    let mut out: Vec<(usize, bool)> = Vec::new();
+    for (a, &d) in dims.iter().enumerate() {
+        if d == 1 {
+            continue; // size-1 axes change nothing
+        }
+        let red = axes.contains(&a);
+        match out.last_mut() {
+            Some((n, r)) if *r == red => *n *= d,
+            _ => out.push((d, red)),
+        }
     }
-    let out_shape = Shape::new(out_dims.clone());
-    let kept: Vec<usize> = (0..dims.len()).filter(|a| !axes.contains(a)).collect();
-    let red_dims: Vec<usize> = axes.iter().map(|&a| dims[a]).collect();
-    let red_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-    let red_count: usize = red_dims.iter().product();
-    let n_out = out_shape.numel();
+    out
+}
+
+pub fn sum_axes<T: Float>(x: &[T], shape: &Shape, axes: &[usize]) -> Vec<T> {
+    let groups = merged(shape.dims(), axes);
+    // strides of the merged groups (row-major)
+    let mut strides = vec![1usize; groups.len()];
+    for i in (0..groups.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * groups[i + 1].0;
+    }
+    let kept: Vec<(usize, usize)> = groups
+        .iter()
+        .zip(&strides)
+        .filter(|((_, r), _)| !*r)
+        .map(|((n, _), &s)| (*n, s))
+        .collect();
+    let red: Vec<(usize, usize)> = groups
+        .iter()
+        .zip(&strides)
+        .filter(|((_, r), _)| *r)
+        .map(|((n, _), &s)| (*n, s))
+        .collect();
+    let n_out: usize = kept.iter().map(|k| k.0).product();
+    let red_count: usize = red.iter().map(|r| r.0).product();
+    // the innermost reduced group, when contiguous, is summed as a slice
+    let (inner, outer): (usize, &[(usize, usize)]) = match red.last() {
+        Some(&(n, 1)) => (n, &red[..red.len() - 1]),
+        _ => (1, &red[..]),
+    };
     let one = |o: usize| -> T {
-        // base offset of this output element in the input
         let mut rem = o;
         let mut base = 0;
-        for &ax in kept.iter().rev() {
-            let idx = rem % out_dims[ax];
-            rem /= out_dims[ax];
-            base += idx * strides[ax];
+        for &(n, s) in kept.iter().rev() {
+            base += (rem % n) * s;
+            rem /= n;
         }
         let mut acc = 0f64;
-        let mut idx = vec![0usize; red_dims.len()];
-        for _ in 0..red_count {
-            let off: usize = idx.iter().zip(&red_strides).map(|(i, s)| i * s).sum();
-            acc += x[base + off].as_f64();
-            for k in (0..idx.len()).rev() {
-                idx[k] += 1;
-                if idx[k] < red_dims[k] {
-                    break;
-                }
-                idx[k] = 0;
+        let outer_count: usize = outer.iter().map(|r| r.0).product();
+        for j in 0..outer_count {
+            let (mut rem, mut off) = (j, base);
+            for &(n, s) in outer.iter().rev() {
+                off += (rem % n) * s;
+                rem /= n;
             }
+            acc += x[off..off + inner].iter().map(|v| v.as_f64()).sum::<f64>();
         }
         T::of(acc)
     };
