@@ -55,17 +55,55 @@ pub struct SynthArgs {
     pub classes: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// target: a segmentation set (masks, train and val). single: extra single-label images
+    /// of another domain (studio style). web: extra "web" images with wrong labels at
+    /// --label-noise, mixed sizes, some greyscale and some broken files. Extra sets have
+    /// --train images, no val split and no masks; give them another --seed than the target.
+    #[arg(long, value_enum, default_value_t = SynthKind::Target)]
+    pub kind: SynthKind,
+    /// Share of web images whose label is wrong (--kind web).
+    #[arg(long, default_value_t = 0.3)]
+    pub label_noise: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SynthKind {
+    Target,
+    Single,
+    Web,
 }
 
 pub fn synth(a: &SynthArgs) -> Result<()> {
-    let hist = generate(&SynthConfig {
+    let cfg = SynthConfig {
         out: a.out.clone(),
         train: a.train,
         val: a.val,
         size: a.size,
         classes: a.classes,
         seed: a.seed,
-    })?;
+    };
+    let extra = match a.kind {
+        SynthKind::Target => None,
+        SynthKind::Single => Some(crate::data::synth::ExtraSynth::Single),
+        SynthKind::Web => Some(crate::data::synth::ExtraSynth::Web {
+            label_noise: a.label_noise,
+        }),
+    };
+    if let Some(kind) = extra {
+        let st = crate::data::synth::generate_extra(&cfg, kind)?;
+        println!(
+            "wrote {} extra {:?} images to {} (images per label: {:?}; wrong labels {}, greyscale {}, undecodable {})",
+            st.per_class.iter().sum::<usize>(),
+            a.kind,
+            a.out.display(),
+            st.per_class,
+            st.wrong_labels,
+            st.greyscale,
+            st.broken
+        );
+        return Ok(());
+    }
+    let hist = generate(&cfg)?;
     println!(
         "wrote {} train + {} val images ({}×{}, {} classes) to {}",
         a.train,
@@ -131,7 +169,13 @@ pub struct TrainClsArgs {
     /// Co-attention affinity: dot (the paper's) or cosine (unit-length features).
     #[arg(long, value_enum)]
     pub affinity: Option<crate::nn::Affinity>,
-    /// A TOML file with any ClsConfig fields (applied before the flags above).
+    /// Extra training data, repeatable: DIR or LIST, with `:single` (single-label images of
+    /// another domain: three W_P, paper §3.2) or `:web` (noisy web images, the default: paired
+    /// like target images). A VOC-layout folder or a list of `path class [class ...]` lines.
+    #[arg(long, value_name = "DIR[:single|:web]")]
+    pub extra: Vec<crate::data::ExtraSpec>,
+    /// A TOML file with any subset of the config fields (as in a run's config.toml), laid over
+    /// the preset; the flags above override both.
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
@@ -142,10 +186,10 @@ pub struct TrainClsArgs {
 }
 
 pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
-    let mut c = match &a.config {
-        Some(p) => ClsConfig::load(p)?,
-        None => ClsConfig::preset(&a.preset)?,
-    };
+    let mut c = ClsConfig::preset(&a.preset)?;
+    if let Some(p) = &a.config {
+        c = crate::io::overlay_toml(&c, p)?;
+    }
     // only the flags given override the preset or the --config file
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
@@ -163,6 +207,18 @@ pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
     );
     if let Some(p) = &a.pretrained {
         c.pretrained = Some(p.display().to_string());
+    }
+    if !a.extra.is_empty() {
+        // absolute paths, so that config.toml (and --resume) does not depend on the cwd
+        c.extra = a
+            .extra
+            .iter()
+            .map(|e| {
+                let path = std::fs::canonicalize(&e.path)
+                    .map_err(|err| Error::file(&e.path, format!("extra data: {err}")))?;
+                Ok(crate::data::ExtraSpec { path, kind: e.kind })
+            })
+            .collect::<Result<_>>()?;
     }
     Ok(c)
 }

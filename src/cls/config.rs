@@ -66,6 +66,9 @@ pub struct ClsConfig {
     pub max_iters_per_epoch: usize,
     /// ImageNet VGG16 weights (torchvision .pth or safetensors) for the backbone.
     pub pretrained: Option<String>,
+    /// Extra training sets (paper §3.2): single-label data of another domain or web data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<crate::data::ExtraSpec>,
 }
 
 impl ClsConfig {
@@ -103,6 +106,7 @@ impl ClsConfig {
             checkpoint_every: 0,
             max_iters_per_epoch: 0,
             pretrained: None,
+            extra: Vec::new(),
         };
         // From scratch (no ImageNet weights on the CPU demo): BN in the backbone (see
         // VggConfig::batch_norm), Kaiming init everywhere, and one lr for old and new layers
@@ -168,6 +172,13 @@ impl ClsConfig {
     pub fn load(path: &Path) -> Result<ClsConfig> {
         crate::io::load_toml(path)
     }
+    /// Whether the model carries the three W_P of single-label extra data.
+    pub fn domain_wp(&self) -> bool {
+        self.extra
+            .iter()
+            .any(|e| e.kind == crate::data::ExtraKind::Single)
+    }
+
     pub fn feature_channels(&self) -> usize {
         self.backbone.extra
     }

@@ -47,6 +47,9 @@ impl Classifier {
             rng,
         );
         head.affinity = cfg.affinity;
+        if cfg.domain_wp() {
+            head.add_domain_wp(cfg.head_init, rng);
+        }
         Classifier { backbone, head }
     }
 
@@ -123,6 +126,26 @@ impl Classifier {
         l2: &Tensor,
         epoch: usize,
     ) -> Result<IterationLoss> {
+        let all_target = [(0, x1.dims()[0], 0, 0)];
+        self.iteration_loss_grouped(cfg, x1, x2, l1, l2, epoch, &all_target)
+    }
+
+    /// [`Self::iteration_loss`] on a batch made of runs of pairs that share their W_P
+    /// (`runs`: start, length, W_P of the pair, W_P of image 1's self pairs; see
+    /// `PairBatch::wp_runs`). The backbone and the single-image terms see the whole batch;
+    /// the co-attention and contrastive terms are computed per run with that run's W_P and
+    /// weighted by its share of the batch, so they equal the whole-batch means.
+    #[allow(clippy::too_many_arguments)]
+    pub fn iteration_loss_grouped(
+        &self,
+        cfg: &ClsConfig,
+        x1: &Tensor,
+        x2: &Tensor,
+        l1: &Tensor,
+        l2: &Tensor,
+        epoch: usize,
+        runs: &[(usize, usize, usize, usize)],
+    ) -> Result<IterationLoss> {
         let b = x1.dims()[0];
         let s = cfg.input_size;
         let scaled = |f: f64| ((s as f64 * f).round() as usize).max(8);
@@ -149,21 +172,51 @@ impl Classifier {
         let mut total = basic.clone();
         let (mut coatt, mut contrastive) = (None, None);
         if cfg.variant != Variant::Basic && epoch >= cfg.coattention_from {
-            let common = l1.mul(l2)?;
             let with_contrast = cfg.variant == Variant::Full && epoch >= cfg.contrastive_from;
-            let (co, cx) = self.head.pair(&f1, &f2, with_contrast)?;
-            let mut c = mlsm(&co[0], &common)?.add(&mlsm(&co[1], &common)?)?;
-            for v in [&ff, &fs, &fl] {
-                let (co, _) = self.head.pair(&f1, v, false)?;
-                c = c.add(&mlsm(&co[0], l1)?)?.add(&mlsm(&co[1], l1)?)?;
+            let (mut c_all, mut x_all): (Option<Tensor>, Option<Tensor>) = (None, None);
+            let add = |acc: &mut Option<Tensor>, t: Tensor| -> Result<()> {
+                *acc = Some(match acc.take() {
+                    Some(a) => a.add(&t)?,
+                    None => t,
+                });
+                Ok(())
+            };
+            for &(start, len, wp_pair, wp_self) in runs {
+                let whole = runs.len() == 1;
+                let part = |t: &Tensor| -> Result<Tensor> {
+                    if whole {
+                        Ok(t.clone())
+                    } else {
+                        t.narrow(0, start, len)
+                    }
+                };
+                let (f1, f2, ff, fs, fl) =
+                    (part(&f1)?, part(&f2)?, part(&ff)?, part(&fs)?, part(&fl)?);
+                let (l1, l2) = (part(l1)?, part(l2)?);
+                let common = l1.mul(&l2)?;
+                let (co, cx) = self.head.pair_with(&f1, &f2, with_contrast, wp_pair)?;
+                let mut c = mlsm(&co[0], &common)?.add(&mlsm(&co[1], &common)?)?;
+                for v in [&ff, &fs, &fl] {
+                    let (co, _) = self.head.pair_with(&f1, v, false, wp_self)?;
+                    c = c.add(&mlsm(&co[0], &l1)?)?.add(&mlsm(&co[1], &l1)?)?;
+                }
+                let share = len as f64 / b as f64;
+                let weigh = |t: Tensor| if whole { t } else { t.mul_scalar(share) };
+                add(&mut c_all, weigh(c))?;
+                if let Some(cx) = cx {
+                    let x =
+                        mlsm(&cx[0], &l1.sub(&common)?)?.add(&mlsm(&cx[1], &l2.sub(&common)?)?)?;
+                    add(&mut x_all, weigh(x))?;
+                }
             }
-            total = total.add(&c)?;
-            coatt = Some(c);
-            if let Some(cx) = cx {
-                let x = mlsm(&cx[0], &l1.sub(&common)?)?.add(&mlsm(&cx[1], &l2.sub(&common)?)?)?;
-                total = total.add(&x)?;
-                contrastive = Some(x);
+            if let Some(c) = &c_all {
+                total = total.add(c)?;
             }
+            if let Some(x) = &x_all {
+                total = total.add(x)?;
+            }
+            coatt = c_all;
+            contrastive = x_all;
         }
         Ok(IterationLoss {
             basic,

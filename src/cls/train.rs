@@ -182,7 +182,12 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     let last = run.join(LAST);
     let cfg_path = run.join("config.toml");
     let cfg = run_config(run, &last, opts.resume, &opts.config, ClsConfig::load)?;
-    let train = Arc::new(VocDataset::open(&opts.data, "train")?);
+    let (train, extra) =
+        crate::data::extra::training_set(VocDataset::open(&opts.data, "train")?, &cfg.extra)?;
+    for rep in &extra {
+        eprintln!("{}", rep.render(&train.class_names));
+    }
+    let train = Arc::new(train);
     let val = VocDataset::open(&opts.data, "val").ok();
     let k = train.num_classes();
     std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
@@ -261,11 +266,12 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             }
             let t0 = Instant::now();
             let (b, s) = (batch.len(), cfg.input_size);
+            let runs = batch.wp_runs();
             let x1 = Tensor::from_vec(batch.img1, [b, 3, s, s], opts.device)?;
             let x2 = Tensor::from_vec(batch.img2, [b, 3, s, s], opts.device)?;
             let l1 = Tensor::from_vec(batch.l1, [b, k], opts.device)?;
             let l2 = Tensor::from_vec(batch.l2, [b, k], opts.device)?;
-            let loss = model.iteration_loss(&cfg, &x1, &x2, &l1, &l2, epoch)?;
+            let loss = model.iteration_loss_grouped(&cfg, &x1, &x2, &l1, &l2, epoch, &runs)?;
             let total = loss.total.to_scalar()?;
             if !total.is_finite() {
                 crate::autograd::clear_tape();

@@ -4,7 +4,7 @@
 //! timing. A corrupt image is reported and its pair skipped, never a crash.
 use super::augment::{prepare, Jitter};
 use super::sampler::Pair;
-use super::voc::{load_rgb, VocDataset};
+use super::voc::{load_rgb, Domain, VocDataset};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -23,9 +23,40 @@ pub struct PairBatch {
     pub ids: Vec<(String, String)>,
     /// Images that could not be read (pair skipped), with the reason.
     pub skipped: Vec<String>,
+    /// Per pair: the W_P of (image 1, image 2) and of image 1's self pairs ([`Domain::wp_index`]).
+    /// Pairs are grouped by these (a stable sort), so the head can run once per group.
+    pub wp: Vec<(usize, usize)>,
 }
 
 impl PairBatch {
+    /// Stable sort of the pairs by their W_P indices (a no-op on single-domain data).
+    fn group_by_wp(&mut self) {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&i| self.wp[i]);
+        if order.iter().enumerate().all(|(a, &b)| a == b) {
+            return;
+        }
+        let (img, k) = (3 * self.size * self.size, self.l1.len() / self.len().max(1));
+        let pick = |v: &[f32], n: usize| -> Vec<f32> {
+            order
+                .iter()
+                .flat_map(|&i| v[i * n..(i + 1) * n].iter().copied())
+                .collect()
+        };
+        self.img1 = pick(&self.img1, img);
+        self.img2 = pick(&self.img2, img);
+        self.l1 = pick(&self.l1, k);
+        self.l2 = pick(&self.l2, k);
+        self.ids = order.iter().map(|&i| self.ids[i].clone()).collect();
+        self.wp = order.iter().map(|&i| self.wp[i]).collect();
+    }
+
+    /// Runs of consecutive pairs with the same W_P indices: (start, len, wp of the pair,
+    /// wp of image 1's self pairs).
+    pub fn wp_runs(&self) -> Vec<(usize, usize, usize, usize)> {
+        wp_runs(&self.wp)
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -43,6 +74,18 @@ pub struct LoaderConfig {
     pub jitter: Option<Jitter>,
     pub seed: u64,
     pub epoch: usize,
+}
+
+/// Runs of equal consecutive keys: (start, len, key.0, key.1).
+pub fn wp_runs(wp: &[(usize, usize)]) -> Vec<(usize, usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (i, &(a, b)) in wp.iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if (r.2, r.3) == (a, b) => r.1 += 1,
+            _ => runs.push((i, 1, a, b)),
+        }
+    }
+    runs
 }
 
 pub fn multi_hot(labels: &[usize], k: usize) -> Vec<f32> {
@@ -81,7 +124,12 @@ fn build(ds: &VocDataset, pairs: &[Pair], b: usize, cfg: &LoaderConfig) -> PairB
         out.l1.extend(multi_hot(&a.labels, k));
         out.l2.extend(multi_hot(&c.labels, k));
         out.ids.push((a.id.clone(), c.id.clone()));
+        out.wp.push((
+            Domain::wp_index(a.domain, c.domain),
+            Domain::wp_index(a.domain, a.domain),
+        ));
     }
+    out.group_by_wp();
     out
 }
 

@@ -2,9 +2,11 @@
 //! the loader threads.
 pub mod augment;
 pub mod check;
+pub mod extra;
 pub mod loader;
 pub mod sampler;
 pub mod synth;
 pub mod voc;
 
-pub use voc::{Item, VocDataset};
+pub use extra::{ExtraKind, ExtraSpec};
+pub use voc::{Domain, Item, VocDataset};

@@ -160,27 +160,46 @@ fn head_color(c: usize, k: usize) -> impl Fn(f32, f32) -> [f32; 3] {
     }
 }
 
-/// Draws image `index` (deterministic in (seed, index)).
+/// The look of a generated set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// The target set: cluttered gradient backgrounds, distractors, 1-3 classes.
+    Target,
+    /// Another domain ("studio" photos, like Caltech-256): one larger centred object on a
+    /// bright plain gradient, no clutter or distractors, and other colour statistics
+    /// (gamma 0.7 and a per-image warm or cool cast) while each class keeps its head.
+    Studio,
+}
+
+/// Draws image `index` of the target set (deterministic in (seed, index)).
 pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
+    draw_styled(cfg, index, Style::Target)
+}
+
+/// Draws image `index` in a style (deterministic in (seed, index, style)).
+pub fn draw_styled(cfg: &SynthConfig, index: usize, style: Style) -> SynthImage {
+    let studio = style == Style::Studio;
     let mut rng = ChaCha8Rng::seed_from_u64(
         cfg.seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(index as u64),
+            .wrapping_add(index as u64)
+            ^ if studio { 0x5754_5544_494F } else { 0 },
     );
     let s = cfg.size;
     let sf = s as f32;
     let k = cfg.classes;
-    // background: a gradient between two muted colours
+    // background: a gradient between two muted colours (studio: two bright near-greys)
+    let (sat, val) = if studio {
+        (0.0..0.12, 0.75..0.95)
+    } else {
+        (0.05..0.35, 0.35..0.8)
+    };
     let c0 = hsv(
         rng.gen(),
-        rng.gen_range(0.05..0.35),
-        rng.gen_range(0.35..0.8),
+        rng.gen_range(sat.clone()),
+        rng.gen_range(val.clone()),
     );
-    let c1 = hsv(
-        rng.gen(),
-        rng.gen_range(0.05..0.35),
-        rng.gen_range(0.35..0.8),
-    );
+    let c1 = hsv(rng.gen(), rng.gen_range(sat), rng.gen_range(val));
     let gang: f32 = rng.gen_range(0.0..std::f32::consts::TAU);
     let mut cv = Canvas {
         s,
@@ -196,7 +215,12 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
         }
     }
     // clutter: low-saturation blobs and stripes (below the heads' saturation even after jitter)
-    for _ in 0..rng.gen_range(3..7) {
+    let (clutter, distractors, objects) = if studio {
+        (0..1, 0..1, 1..2)
+    } else {
+        (3..7, 0..3, 1..4)
+    };
+    for _ in 0..rng.gen_range(clutter) {
         let e = Ellipse {
             cx: rng.gen_range(0.0..sf),
             cy: rng.gen_range(0.0..sf),
@@ -208,7 +232,7 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
         cv.paint(&e, None, |_, _| col);
     }
     // headless distractors with the shared body look
-    for _ in 0..rng.gen_range(0..3) {
+    for _ in 0..rng.gen_range(distractors) {
         let e = Ellipse {
             cx: rng.gen_range(0.0..sf),
             cy: rng.gen_range(0.0..sf),
@@ -225,6 +249,7 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
         45..=79 => 2,
         _ => 3,
     }
+    .clamp(objects.start, objects.end - 1)
     .min(k);
     let mut classes: Vec<usize> = Vec::new();
     while classes.len() < n {
@@ -234,12 +259,17 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
         }
     }
     let mut heads = Vec::new();
+    let (radius, centre) = if studio {
+        (0.2..0.3, 0.38..0.62)
+    } else {
+        (0.13..0.24, 0.22..0.78)
+    };
     for &c in &classes {
-        let a = rng.gen_range(0.13..0.24) * sf;
+        let a = rng.gen_range(radius.clone()) * sf;
         let b = a * rng.gen_range(0.55..0.9);
         let body = Ellipse {
-            cx: rng.gen_range(0.22..0.78) * sf,
-            cy: rng.gen_range(0.22..0.78) * sf,
+            cx: rng.gen_range(centre.clone()) * sf,
+            cy: rng.gen_range(centre.clone()) * sf,
             a,
             b,
             th: rng.gen_range(0.0..3.2),
@@ -294,6 +324,14 @@ pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
             if diff {
                 mask[y * s + x] = 255;
             }
+        }
+    }
+    // the studio domain's colour statistics: gamma and a warm or cool cast
+    if studio {
+        let cast: f32 = rng.gen_range(-0.08..0.08);
+        let gain = [1.0 + cast, 1.0, 1.0 - cast];
+        for p in cv.rgb.iter_mut() {
+            *p = [0, 1, 2].map(|i| (p[i].clamp(0.0, 1.0).powf(0.7) * gain[i]).clamp(0.0, 1.0));
         }
     }
     // sensor noise
@@ -401,4 +439,158 @@ pub fn generate(cfg: &SynthConfig) -> Result<Vec<usize>> {
         }
     }
     Ok(hist)
+}
+
+/// An extra classifier training set for the settings of paper §4.2-4.3.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ExtraSynth {
+    /// Single-label images in the studio style (another domain).
+    Single,
+    /// "Web" images: the target's look, each labelled with one query class, which is wrong
+    /// (a class the image does not show) for a `label_noise` share of the images. Like a
+    /// crawled folder, sizes and aspect ratios vary (0.75-1.5× the side), ~5% are greyscale
+    /// JPEGs and ~1% cannot be decoded (an HTML error page named .jpg, or a file cut off
+    /// inside its headers).
+    Web { label_noise: f64 },
+}
+
+/// What [`generate_extra`] wrote.
+#[derive(Clone, Debug, Default)]
+pub struct ExtraStats {
+    /// Labelled images per class.
+    pub per_class: Vec<usize>,
+    /// Images whose label is wrong, greyscale files, undecodable files.
+    pub wrong_labels: usize,
+    pub greyscale: usize,
+    pub broken: usize,
+}
+
+/// Writes an extra set (no masks, no val split): JPEGImages, ImageSets/Segmentation/train.txt,
+/// cls_labels.txt and class_names.txt; a web set also gets cls_labels_clean.txt (the classes
+/// each image really shows). Same config → same bytes.
+pub fn generate_extra(cfg: &SynthConfig, kind: ExtraSynth) -> Result<ExtraStats> {
+    if cfg.classes < 2 || cfg.classes > 254 || cfg.size < 32 || cfg.train == 0 {
+        return Err(Error::Msg(format!(
+            "synth: need 2-254 classes, size ≥ 32 and ≥ 1 image (got {cfg:?})"
+        )));
+    }
+    if let ExtraSynth::Web { label_noise } = kind {
+        if !(0.0..=1.0).contains(&label_noise) {
+            return Err(Error::Msg(format!(
+                "synth: --label-noise must be in [0, 1] (got {label_noise})"
+            )));
+        }
+    }
+    let root = &cfg.out;
+    for d in ["JPEGImages", "ImageSets/Segmentation"] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
+    }
+    let bar = crate::progress::bar(cfg.train as u64, "synth");
+    let k = cfg.classes;
+    // (id, label, true classes, wrong, grey, broken)
+    type Row = (String, Vec<usize>, Vec<usize>, bool, bool, bool);
+    let rows: Vec<Row> = (0..cfg.train)
+        .into_par_iter()
+        .map(|i| -> Result<Row> {
+            let path = |id: &str| root.join("JPEGImages").join(format!("{id}.jpg"));
+            let row = match kind {
+                ExtraSynth::Single => {
+                    let im = draw_styled(cfg, i, Style::Studio);
+                    encode_jpeg(&path(&im.id), &im.rgb, cfg.size, cfg.size)?;
+                    (im.id, im.classes.clone(), im.classes, false, false, false)
+                }
+                ExtraSynth::Web { label_noise } => {
+                    let im = draw(cfg, i);
+                    let mut rng = ChaCha8Rng::seed_from_u64(
+                        cfg.seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ i as u64,
+                    );
+                    let absent: Vec<usize> = (0..k).filter(|c| !im.classes.contains(c)).collect();
+                    // an image showing every class cannot be mislabelled
+                    let wrong =
+                        !absent.is_empty() && (im.classes.is_empty() || rng.gen_bool(label_noise));
+                    let label = if wrong {
+                        absent[rng.gen_range(0..absent.len())]
+                    } else {
+                        im.classes[rng.gen_range(0..im.classes.len())]
+                    };
+                    let (w, h) = (
+                        (cfg.size as f64 * rng.gen_range(0.75..1.5)) as u32,
+                        (cfg.size as f64 * rng.gen_range(0.75..1.5)) as u32,
+                    );
+                    let img = image::RgbImage::from_raw(cfg.size as u32, cfg.size as u32, im.rgb)
+                        .expect("a drawn image has size² pixels");
+                    let img =
+                        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+                    let grey = rng.gen_bool(0.05);
+                    let mut buf = Vec::new();
+                    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90);
+                    let p = path(&im.id);
+                    if grey {
+                        let g = image::DynamicImage::ImageRgb8(img).to_luma8();
+                        enc.encode(g.as_raw(), w, h, image::ExtendedColorType::L8)
+                    } else {
+                        enc.encode(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+                    }
+                    .map_err(|e| Error::file(&p, e))?;
+                    // what crawls really bring back: an error page saved as .jpg, or a file
+                    // cut off inside its headers
+                    let broken = rng.gen_bool(0.01);
+                    if broken {
+                        if rng.gen_bool(0.5) {
+                            buf = b"<html><body>404 Not Found</body></html>\n".to_vec();
+                        } else {
+                            buf.truncate(160);
+                        }
+                    }
+                    write_atomic(&p, &buf)?;
+                    (im.id, vec![label], im.classes, wrong, grey, broken)
+                }
+            };
+            bar.inc(1);
+            Ok(row)
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    let join = |c: &[usize]| {
+        c.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // an image with nothing visible has no label in single-label data: not listed
+    let listed: Vec<&Row> = rows.iter().filter(|r| !r.1.is_empty()).collect();
+    let ids: String = listed.iter().map(|r| format!("{}\n", r.0)).collect();
+    write_atomic(
+        &root.join("ImageSets/Segmentation/train.txt"),
+        ids.as_bytes(),
+    )?;
+    let cls: String = listed
+        .iter()
+        .map(|r| format!("{} {}\n", r.0, join(&r.1)))
+        .collect();
+    write_atomic(&root.join("cls_labels.txt"), cls.as_bytes())?;
+    if matches!(kind, ExtraSynth::Web { .. }) {
+        let clean: String = listed
+            .iter()
+            .map(|r| format!("{} {}\n", r.0, join(&r.2)))
+            .collect();
+        write_atomic(&root.join("cls_labels_clean.txt"), clean.as_bytes())?;
+    }
+    write_atomic(
+        &root.join("class_names.txt"),
+        (class_names(k).join("\n") + "\n").as_bytes(),
+    )?;
+    let mut st = ExtraStats {
+        per_class: vec![0; k],
+        ..Default::default()
+    };
+    for r in &listed {
+        for &c in &r.1 {
+            st.per_class[c] += 1;
+        }
+        st.wrong_labels += r.3 as usize;
+        st.greyscale += r.4 as usize;
+        st.broken += r.5 as usize;
+    }
+    Ok(st)
 }

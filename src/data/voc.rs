@@ -29,6 +29,33 @@ pub const VOC_CLASSES: [&str; 20] = [
     "tvmonitor",
 ];
 
+/// Where a training image comes from; it picks the co-attention's W_P (paper §3.2).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Domain {
+    /// The segmentation data set itself.
+    #[default]
+    Target,
+    /// Extra simple single-label images from another domain (own W_P, and one for mixed pairs).
+    SingleLabel,
+    /// Extra web images with possibly wrong labels: paired like target images, same W_P.
+    Web,
+}
+
+impl Domain {
+    /// The W_P a pair of images uses: 0 when neither is single-label data (the target's, also
+    /// the one CAM inference uses), 1 when both are, 2 for a mixed pair.
+    pub fn wp_index(a: Domain, b: Domain) -> usize {
+        match (a == Domain::SingleLabel, b == Domain::SingleLabel) {
+            (false, false) => 0,
+            (true, true) => 1,
+            _ => 2,
+        }
+    }
+}
+
 /// One image of a split.
 #[derive(Clone, Debug)]
 pub struct Item {
@@ -38,6 +65,7 @@ pub struct Item {
     pub mask: Option<PathBuf>,
     /// 0-based class ids present in the image.
     pub labels: Vec<usize>,
+    pub domain: Domain,
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +253,7 @@ impl VocDataset {
                 image,
                 mask,
                 labels,
+                domain: Domain::Target,
             });
         }
         Ok(VocDataset {

@@ -72,6 +72,66 @@ pub fn save_toml<C: serde::Serialize>(path: &Path, c: &C) -> Result<()> {
     write_atomic(path, s.as_bytes())
 }
 
+/// Overlays a TOML file on a base config: the file may give any subset of the fields
+/// (tables merge key by key), so `epochs = 8` alone is a valid file; unknown keys are an
+/// error naming the file.
+pub fn overlay_toml<C: serde::Serialize + serde::de::DeserializeOwned>(
+    base: &C,
+    path: &Path,
+) -> Result<C> {
+    fn merge(into: &mut toml::Value, from: toml::Value) {
+        match (into, from) {
+            (toml::Value::Table(a), toml::Value::Table(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |e: &dyn std::fmt::Display| Error::file(path, format!("invalid config ({e})"));
+    let over: toml::Value = toml::from_str(&s).map_err(|e| bad(&e))?;
+    let mut v = toml::Value::try_from(base).map_err(|e| bad(&e))?;
+    // every key path of the file ("backbone.extra"), to check that the config knows it
+    fn paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, x) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(p.clone());
+                paths(x, &p, out);
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    paths(&over, "", &mut keys);
+    merge(&mut v, over);
+    let c: C = v.try_into().map_err(|e| bad(&e))?;
+    // a key the config does not know would be dropped silently by serde: refuse it instead
+    let back = toml::Value::try_from(&c).map_err(|e| bad(&e))?;
+    let known = |k: &str| {
+        k.split('.')
+            .try_fold(&back, |v, part| v.get(part))
+            .is_some()
+    };
+    if let Some(k) = keys.iter().find(|k| !known(k)) {
+        return Err(Error::file(
+            path,
+            format!("invalid config (unknown field `{k}`)"),
+        ));
+    }
+    Ok(c)
+}
+
 /// Reads a TOML config; a parse error names the file.
 pub fn load_toml<C: serde::de::DeserializeOwned>(path: &Path) -> Result<C> {
     let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

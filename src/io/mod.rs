@@ -6,7 +6,7 @@ pub mod png;
 pub mod torch;
 pub mod weights;
 pub use checkpoint::{
-    load_toml, run_config, save_checkpoint, save_raw, save_toml, write_atomic, Checkpoint,
-    RawTensor,
+    load_toml, overlay_toml, run_config, save_checkpoint, save_raw, save_toml, write_atomic,
+    Checkpoint, RawTensor,
 };
 pub use png::{read_label_png, write_label_png, LabelMap};

@@ -43,6 +43,9 @@ pub struct CoattHead {
     /// Gate W_B (1,C).
     pub wb: Tensor,
     pub affinity: Affinity,
+    /// With extra single-label data (paper §3.2): W_P for extra-extra pairs and for mixed
+    /// pairs; `wp` stays the target-target one (the one CAM inference uses). Empty otherwise.
+    pub wp_domains: Vec<Tensor>,
 }
 
 /// Logits of one pair forward; index 0 is image m, 1 is image n.
@@ -69,6 +72,28 @@ impl CoattHead {
             phi: p(vec![k, c]),
             wb: p(vec![1, c]),
             affinity: Affinity::Dot,
+            wp_domains: Vec::new(),
+        }
+    }
+
+    /// Adds the extra-extra and mixed-pair W_P (initialised like W_P; drawn after every
+    /// other parameter, so single-domain models initialise exactly as before).
+    pub fn add_domain_wp(&mut self, init: Init, rng: &mut impl Rng) {
+        let (c, dt, dev) = (self.channels(), self.wp.dtype(), self.wp.device());
+        self.wp_domains = (0..2)
+            .map(|_| init_param(vec![c, c], c, init, dt, dev, rng))
+            .collect();
+    }
+
+    /// W_P number `i` ([`crate::data::Domain::wp_index`]): 0 target pairs, 1 extra pairs, 2 mixed.
+    pub fn wp_at(&self, i: usize) -> Result<&Tensor> {
+        match i {
+            0 => Ok(&self.wp),
+            _ => self.wp_domains.get(i - 1).ok_or_else(|| {
+                crate::Error::Msg(format!(
+                    "W_P {i} asked of a head without domain-specific W_P (single-label extra data needs them)"
+                ))
+            }),
         }
     }
 
@@ -109,7 +134,7 @@ impl CoattHead {
     /// The co-attention class maps φ·F∩ of a pair, before GAP: index 0 on image m's grid
     /// (image n's features re-indexed there), index 1 on image n's grid.
     pub fn pair_maps(&self, f1: &Tensor, f2: &Tensor) -> Result<[Tensor; 2]> {
-        let (fm_att, fn_att) = self.attend(&Self::flat(f1)?, &Self::flat(f2)?)?;
+        let (fm_att, fn_att) = self.attend(&Self::flat(f1)?, &Self::flat(f2)?, &self.wp)?;
         let grid = |att: &Tensor, f: &Tensor| {
             let d = f.dims();
             att.reshape(&[d[0], d[1], d[2], d[3]])
@@ -121,9 +146,9 @@ impl CoattHead {
     }
 
     /// (Fm∩, Fn∩) of flat features (B,C,N), (B,C,M) under the head's affinity.
-    fn attend(&self, fm: &Tensor, fnn: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn attend(&self, fm: &Tensor, fnn: &Tensor, wp: &Tensor) -> Result<(Tensor, Tensor)> {
         match self.affinity {
-            Affinity::Dot => coattention(fm, fnn, &self.wp),
+            Affinity::Dot => coattention(fm, fnn, wp),
             Affinity::Cosine => {
                 // composed from differentiable ops (the fused op is for the paper's affinity)
                 let unit = |x: &Tensor| -> Result<Tensor> {
@@ -132,7 +157,7 @@ impl CoattHead {
                 // S = (W·f̂m)ᵀ·f̂n: (B,N,M)
                 let s = unit(fm)?
                     .transpose(1, 2)?
-                    .matmul_t(&self.wp, false, true)?
+                    .matmul_t(wp, false, true)?
                     .matmul(&unit(fnn)?)?;
                 Ok((
                     fnn.matmul_t(&s.softmax(2)?, false, true)?,
@@ -159,8 +184,19 @@ impl CoattHead {
         f2: &Tensor,
         contrastive: bool,
     ) -> Result<([Tensor; 2], Option<[Tensor; 2]>)> {
+        self.pair_with(f1, f2, contrastive, 0)
+    }
+
+    /// [`Self::pair`] with W_P number `wp` ([`Self::wp_at`]).
+    pub fn pair_with(
+        &self,
+        f1: &Tensor,
+        f2: &Tensor,
+        contrastive: bool,
+        wp: usize,
+    ) -> Result<([Tensor; 2], Option<[Tensor; 2]>)> {
         let (fm, fnn) = (Self::flat(f1)?, Self::flat(f2)?);
-        let (fm_att, fn_att) = self.attend(&fm, &fnn)?;
+        let (fm_att, fn_att) = self.attend(&fm, &fnn, self.wp_at(wp)?)?;
         let co = [
             Self::score(&fm_att, &self.phi)?,
             Self::score(&fn_att, &self.phi)?,
@@ -184,6 +220,14 @@ impl CoattHead {
             ("head.phi".into(), self.phi.clone()),
             ("head.wb".into(), self.wb.clone()),
         ]
+        .into_iter()
+        .chain(
+            ["head.wp_extra", "head.wp_mixed"]
+                .iter()
+                .zip(&self.wp_domains)
+                .map(|(n, t)| (n.to_string(), t.clone())),
+        )
+        .collect()
     }
 }
 
