@@ -4,7 +4,7 @@
 use coatt::cam::infer::{load_classifier, run_cams, CamMode, CamOptions};
 use coatt::cls::{train_cls, Classifier, ClsConfig, TrainClsOptions, Variant};
 use coatt::data::extra::{open_extra, training_set};
-use coatt::data::loader::{wp_runs, LoaderConfig, PairLoader};
+use coatt::data::loader::{wp_runs, LoaderConfig, PairLoader, WpRun};
 use coatt::data::sampler::epoch_pairs;
 use coatt::data::synth::{generate, generate_extra, ExtraSynth, SynthConfig};
 use coatt::data::{Domain, ExtraKind, ExtraSpec, VocDataset};
@@ -28,6 +28,15 @@ fn spec(path: &Path, kind: ExtraKind) -> ExtraSpec {
     ExtraSpec {
         path: path.to_path_buf(),
         kind,
+    }
+}
+
+fn run((start, len, pair_wp, self_wp): (usize, usize, usize, usize)) -> WpRun {
+    WpRun {
+        start,
+        len,
+        pair_wp,
+        self_wp,
     }
 }
 
@@ -55,7 +64,7 @@ fn domain_pairs_pick_their_w_p() {
     assert!("d:singel".parse::<ExtraSpec>().is_err());
     assert_eq!(
         wp_runs(&[(0, 0), (0, 0), (1, 1), (2, 0), (2, 1), (2, 1)]),
-        vec![(0, 2, 0, 0), (2, 1, 1, 1), (3, 1, 2, 0), (4, 2, 2, 1)]
+        [(0, 2, 0, 0), (2, 1, 1, 1), (3, 1, 2, 0), (4, 2, 2, 1)].map(run)
     );
 }
 
@@ -125,7 +134,7 @@ fn grouped_loss_weighs_runs_by_their_share() {
     let l = |v: &[f64]| Tensor::from_f64(v, [4, 3], DType::F32, Device::Cpu).unwrap();
     let l1 = l(&[1., 0., 1., 0., 1., 0., 1., 1., 0., 0., 0., 1.]);
     let l2 = l(&[1., 1., 0., 0., 1., 1., 1., 0., 0., 1., 0., 1.]);
-    let runs = [(0, 1, 0, 0), (1, 2, 2, 0), (3, 1, 1, 1)];
+    let runs = [(0, 1, 0, 0), (1, 2, 2, 0), (3, 1, 1, 1)].map(run);
     let terms = |m: &Classifier, x1: &Tensor, x2: &Tensor, l1: &Tensor, l2: &Tensor, r: &[_]| {
         let got = m
             .iteration_loss_grouped(&cfg, x1, x2, l1, l2, 2, r)
@@ -147,22 +156,23 @@ fn grouped_loss_weighs_runs_by_their_share() {
     same.head.wp_domains = vec![m.head.wp.clone(), m.head.wp.clone()];
     close(
         terms(&same, &x1, &x2, &l1, &l2, &runs),
-        terms(&same, &x1, &x2, &l1, &l2, &[(0, 4, 0, 0)]),
+        terms(&same, &x1, &x2, &l1, &l2, &[WpRun::whole(4)]),
         "equal W_P",
     );
     let grouped = terms(&m, &x1, &x2, &l1, &l2, &runs);
     let mut want = [0.0; 2];
-    for &(start, len, a, b) in &runs {
-        let p = |t: &Tensor| t.narrow(0, start, len).unwrap();
-        let part = terms(&m, &p(&x1), &p(&x2), &p(&l1), &p(&l2), &[(0, len, a, b)]);
+    for r in &runs {
+        let p = |t: &Tensor| t.narrow(0, r.start, r.len).unwrap();
+        let alone = WpRun { start: 0, ..*r };
+        let part = terms(&m, &p(&x1), &p(&x2), &p(&l1), &p(&l2), &[alone]);
         for i in 0..2 {
-            want[i] += part[i] * len as f64 / 4.0;
+            want[i] += part[i] * r.len as f64 / 4.0;
         }
     }
     close(grouped, want, "runs with their own W_P");
     assert_ne!(
         grouped[0],
-        terms(&m, &x1, &x2, &l1, &l2, &[(0, 4, 0, 0)])[0],
+        terms(&m, &x1, &x2, &l1, &l2, &[WpRun::whole(4)])[0],
         "the extra W_P take part"
     );
 }
@@ -452,7 +462,7 @@ fn mixed_pairs_share_a_class_and_batches_group_by_w_p() {
             assert_eq!(b.l1[i * k..(i + 1) * k], hot(&a.labels)[..]);
             assert_eq!(b.l2[i * k..(i + 1) * k], hot(&c.labels)[..]);
         }
-        assert_eq!(b.wp_runs().iter().map(|r| r.1).sum::<usize>(), b.len());
+        assert_eq!(b.wp_runs().iter().map(|r| r.len).sum::<usize>(), b.len());
     }
 }
 

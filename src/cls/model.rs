@@ -1,6 +1,7 @@
 //! The co-attention classifier: VGG16-D1 backbone + MCIS head, its parameter groups, and
 //! the loss of one official training iteration (four pair forwards).
 use super::config::{ClsConfig, Variant};
+use crate::data::loader::WpRun;
 use crate::error::Result;
 use crate::io::Checkpoint;
 use crate::nn::{CoattHead, Vgg};
@@ -126,13 +127,12 @@ impl Classifier {
         l2: &Tensor,
         epoch: usize,
     ) -> Result<IterationLoss> {
-        let all_target = [(0, x1.dims()[0], 0, 0)];
-        self.iteration_loss_grouped(cfg, x1, x2, l1, l2, epoch, &all_target)
+        let whole = [WpRun::whole(x1.dims()[0])];
+        self.iteration_loss_grouped(cfg, x1, x2, l1, l2, epoch, &whole)
     }
 
     /// [`Self::iteration_loss`] on a batch made of runs of pairs that share their W_P
-    /// (`runs`: start, length, W_P of the pair, W_P of image 1's self pairs; see
-    /// `PairBatch::wp_runs`). The backbone and the single-image terms see the whole batch;
+    /// (`PairBatch::wp_runs`). The backbone and the single-image terms see the whole batch;
     /// the co-attention and contrastive terms are computed per run with that run's W_P and
     /// weighted by its share of the batch, so they equal the whole-batch means.
     #[allow(clippy::too_many_arguments)]
@@ -144,7 +144,7 @@ impl Classifier {
         l1: &Tensor,
         l2: &Tensor,
         epoch: usize,
-        runs: &[(usize, usize, usize, usize)],
+        runs: &[WpRun],
     ) -> Result<IterationLoss> {
         let b = x1.dims()[0];
         let s = cfg.input_size;
@@ -181,7 +181,13 @@ impl Classifier {
                 });
                 Ok(())
             };
-            for &(start, len, wp_pair, wp_self) in runs {
+            for &WpRun {
+                start,
+                len,
+                pair_wp,
+                self_wp,
+            } in runs
+            {
                 let whole = runs.len() == 1;
                 let part = |t: &Tensor| -> Result<Tensor> {
                     if whole {
@@ -194,10 +200,10 @@ impl Classifier {
                     (part(&f1)?, part(&f2)?, part(&ff)?, part(&fs)?, part(&fl)?);
                 let (l1, l2) = (part(l1)?, part(l2)?);
                 let common = l1.mul(&l2)?;
-                let (co, cx) = self.head.pair_with(&f1, &f2, with_contrast, wp_pair)?;
+                let (co, cx) = self.head.pair_with(&f1, &f2, with_contrast, pair_wp)?;
                 let mut c = mlsm(&co[0], &common)?.add(&mlsm(&co[1], &common)?)?;
                 for v in [&ff, &fs, &fl] {
-                    let (co, _) = self.head.pair_with(&f1, v, false, wp_self)?;
+                    let (co, _) = self.head.pair_with(&f1, v, false, self_wp)?;
                     c = c.add(&mlsm(&co[0], &l1)?)?.add(&mlsm(&co[1], &l1)?)?;
                 }
                 let share = len as f64 / b as f64;

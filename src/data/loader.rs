@@ -51,9 +51,8 @@ impl PairBatch {
         self.wp = order.iter().map(|&i| self.wp[i]).collect();
     }
 
-    /// Runs of consecutive pairs with the same W_P indices: (start, len, wp of the pair,
-    /// wp of image 1's self pairs).
-    pub fn wp_runs(&self) -> Vec<(usize, usize, usize, usize)> {
+    /// Runs of consecutive pairs with the same W_P indices.
+    pub fn wp_runs(&self) -> Vec<WpRun> {
         wp_runs(&self.wp)
     }
 
@@ -76,13 +75,41 @@ pub struct LoaderConfig {
     pub epoch: usize,
 }
 
-/// Runs of equal consecutive keys: (start, len, key.0, key.1).
-pub fn wp_runs(wp: &[(usize, usize)]) -> Vec<(usize, usize, usize, usize)> {
-    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
-    for (i, &(a, b)) in wp.iter().enumerate() {
+/// Consecutive pairs of a batch that use the same W_P ([`Domain::wp_index`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WpRun {
+    pub start: usize,
+    pub len: usize,
+    /// W_P of the pair (image 1, image 2).
+    pub pair_wp: usize,
+    /// W_P of image 1's self pairs (flip, small, large view).
+    pub self_wp: usize,
+}
+
+impl WpRun {
+    /// The whole batch of `len` pairs with the target W_P (single-domain training).
+    pub fn whole(len: usize) -> WpRun {
+        WpRun {
+            start: 0,
+            len,
+            pair_wp: 0,
+            self_wp: 0,
+        }
+    }
+}
+
+/// Runs of equal consecutive (pair W_P, self W_P) keys.
+pub fn wp_runs(wp: &[(usize, usize)]) -> Vec<WpRun> {
+    let mut runs: Vec<WpRun> = Vec::new();
+    for (i, &(pair_wp, self_wp)) in wp.iter().enumerate() {
         match runs.last_mut() {
-            Some(r) if (r.2, r.3) == (a, b) => r.1 += 1,
-            _ => runs.push((i, 1, a, b)),
+            Some(r) if (r.pair_wp, r.self_wp) == (pair_wp, self_wp) => r.len += 1,
+            _ => runs.push(WpRun {
+                start: i,
+                len: 1,
+                pair_wp,
+                self_wp,
+            }),
         }
     }
     runs
