@@ -528,3 +528,35 @@ fn training_with_extra_data_checkpoints_three_w_p_and_resumes() {
     let s = run_cams(&o).unwrap();
     assert_eq!(s.written, 12);
 }
+
+/// `wp_lr_mult` moves every W_P (three with single-label data) into a group of its own with
+/// the multiplied lr; by default the four official groups are unchanged.
+#[test]
+fn w_p_lr_group_holds_every_w_p() {
+    let mut cfg = ClsConfig::preset("micro").unwrap();
+    let m = Classifier::new(&cfg, 3, Device::Cpu, &mut coatt::testing::rng(1));
+    let names =
+        |g: &[coatt::optim::ParamGroup]| g.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
+    let plain = m.param_groups(&cfg);
+    assert_eq!(plain.len(), 4, "{:?}", names(&plain));
+    cfg.extra = vec![spec(Path::new("x"), ExtraKind::Single)];
+    cfg.wp_lr_mult = 10.0;
+    let m = Classifier::new(&cfg, 3, Device::Cpu, &mut coatt::testing::rng(1));
+    let g = m.param_groups(&cfg);
+    let wp = g.iter().find(|g| g.name == "coattention_wp").unwrap();
+    assert_eq!(wp.params.len(), 3);
+    assert!((wp.lr - cfg.lr * cfg.new_lr_mult * 10.0).abs() < 1e-12);
+    let ids: Vec<_> = [&m.head.wp, &m.head.wp_domains[0], &m.head.wp_domains[1]]
+        .iter()
+        .map(|t| t.id())
+        .collect();
+    assert!(wp.params.iter().all(|t| ids.contains(&t.id())));
+    let new_weights = g.iter().find(|g| g.name == "new_weights").unwrap();
+    assert!(new_weights.params.iter().all(|t| !ids.contains(&t.id())));
+    let total: usize = g.iter().map(|g| g.params.len()).sum();
+    assert_eq!(
+        total,
+        m.named_params().len(),
+        "every parameter in exactly one group"
+    );
+}

@@ -47,6 +47,10 @@ pub struct ClsConfig {
     /// First (0-based) epoch with the co-attention loss (official: 0).
     #[serde(default)]
     pub coattention_from: usize,
+    /// Extra lr multiplier of the co-attention W_P (on top of `new_lr_mult`; 1: none, as the
+    /// official code). W_P moves only ~10% from its random init in the scratch presets.
+    #[serde(default = "one")]
+    pub wp_lr_mult: f64,
     /// Co-attention affinity: dot (the paper's) or cosine (see `nn::Affinity`).
     #[serde(default)]
     pub affinity: crate::nn::Affinity,
@@ -71,6 +75,10 @@ pub struct ClsConfig {
     pub extra: Vec<crate::data::ExtraSpec>,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl ClsConfig {
     /// A named preset. `vgg16`: the official setting (full widths, 256², ImageNet init when
     /// given). `tiny` / `small`: same structure with 1/8 or 1/4 of the widths and a smaller
@@ -93,6 +101,7 @@ impl ClsConfig {
             lr_steps: vec![5, 10],
             lr_gamma: 0.1,
             coattention_from: 0,
+            wp_lr_mult: 1.0,
             contrastive_from: 2,
             affinity: crate::nn::Affinity::Dot,
             warmup_iters: 0,

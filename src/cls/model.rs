@@ -88,6 +88,20 @@ impl Classifier {
             // BN affine parameters train with the backbone (γ as a weight, β as a bias)
             g[idx].params.push(t);
         }
+        if cfg.wp_lr_mult != 1.0 {
+            // W_P (all of them) in a group of its own; absent by default, so the groups and
+            // the checkpoint names of the official recipe do not change
+            let (wp, rest): (Vec<Tensor>, Vec<Tensor>) = std::mem::take(&mut g[2].params)
+                .into_iter()
+                .partition(|t| self.head.is_wp(t));
+            g[2].params = rest;
+            g.push(ParamGroup {
+                name: "coattention_wp".into(),
+                params: wp,
+                lr: cfg.lr * n * cfg.wp_lr_mult,
+                weight_decay: cfg.weight_decay,
+            });
+        }
         g
     }
 

@@ -85,6 +85,11 @@ impl CoattHead {
             .collect();
     }
 
+    /// Whether `t` is one of the head's W_P (the same tensor, not an equal one).
+    pub fn is_wp(&self, t: &Tensor) -> bool {
+        t.id() == self.wp.id() || self.wp_domains.iter().any(|w| w.id() == t.id())
+    }
+
     /// W_P number `i` ([`crate::data::Domain::wp_index`]): 0 target pairs, 1 extra pairs, 2 mixed.
     pub fn wp_at(&self, i: usize) -> Result<&Tensor> {
         match i {
