@@ -14,8 +14,11 @@ struct Box {
     int rank;
 };
 
+// `accumulate` nonzero adds into the destination instead (a layout op's gradient summed into
+// an existing gradient buffer in place). Each destination index is written by one thread
+// (the box maps indices one to one), so no atomics are needed.
 extern "C" __global__ void strided_copy(const float* src, float* dst, Box b, long long src_off,
-                                        long long dst_off, long long total) {
+                                        long long dst_off, long long total, int accumulate) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
         long long rem = i, s = src_off, d = dst_off;
@@ -25,24 +28,6 @@ extern "C" __global__ void strided_copy(const float* src, float* dst, Box b, lon
             s += ik * b.src_st[k];
             d += ik * b.dst_st[k];
         }
-        dst[d] = src[s];
-    }
-}
-
-// The same copy adding into the destination: accumulates a layout op's gradient into an
-// existing gradient buffer in place. Each destination index is written by one thread (the
-// box maps indices one to one), so no atomics are needed.
-extern "C" __global__ void strided_add(const float* src, float* dst, Box b, long long src_off,
-                                       long long dst_off, long long total) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
-        long long rem = i, s = src_off, d = dst_off;
-        for (int k = b.rank - 1; k >= 0; --k) {
-            long long ik = rem % b.dims[k];
-            rem /= b.dims[k];
-            s += ik * b.src_st[k];
-            d += ik * b.dst_st[k];
-        }
-        dst[d] += src[s];
+        dst[d] = accumulate ? dst[d] + src[s] : src[s];
     }
 }

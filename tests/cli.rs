@@ -231,15 +231,15 @@ fn config_file_values_survive_unless_a_flag_overrides_them() {
             p.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        coatt::cli::build_cls_config(&W::parse_from(args).a).unwrap()
+        coatt::cli::build_cls_config(&W::parse_from(args).a)
     };
-    let c = parse(&[]);
+    let c = parse(&[]).unwrap();
     assert_eq!((c.variant, c.lr), (coatt::cls::Variant::Basic, 0.123));
-    let c = parse(&["--variant", "coatt", "--lr", "0.5"]);
+    let c = parse(&["--variant", "coatt", "--lr", "0.5"]).unwrap();
     assert_eq!((c.variant, c.lr), (coatt::cls::Variant::Coatt, 0.5));
     // a partial file lies over the preset: only its keys change (tables merge key by key)
     std::fs::write(&p, "epochs = 8\nlr_steps = [6]\n[backbone]\nextra = 32\n").unwrap();
-    let c = parse(&["--preset", "tiny"]);
+    let c = parse(&["--preset", "tiny"]).unwrap();
     let tiny = coatt::cls::ClsConfig::preset("tiny").unwrap();
     assert_eq!(
         (c.epochs, c.lr_steps.clone(), c.backbone.extra),
@@ -255,16 +255,7 @@ fn config_file_values_survive_unless_a_flag_overrides_them() {
         ("[backbone]\nextr = 3\n", "backbone.extr"),
     ] {
         std::fs::write(&p, text).unwrap();
-        let args = vec![
-            "x",
-            "--data",
-            "d",
-            "--out",
-            "o",
-            "--config",
-            p.to_str().unwrap(),
-        ];
-        let e = coatt::cli::build_cls_config(&W::parse_from(args).a).unwrap_err();
+        let e = parse(&[]).unwrap_err();
         assert!(
             e.to_string().contains("c.toml") && e.to_string().contains(key),
             "{e}"

@@ -46,6 +46,7 @@ pub fn sum_axes<T: Float>(x: &[T], shape: &Shape, axes: &[usize]) -> Vec<T> {
         Some(&(n, 1)) => (n, &red[..red.len() - 1]),
         _ => (1, &red[..]),
     };
+    let outer_count: usize = outer.iter().map(|r| r.0).product();
     let one = |o: usize| -> T {
         let mut rem = o;
         let mut base = 0;
@@ -54,7 +55,6 @@ pub fn sum_axes<T: Float>(x: &[T], shape: &Shape, axes: &[usize]) -> Vec<T> {
             rem /= n;
         }
         let mut acc = 0f64;
-        let outer_count: usize = outer.iter().map(|r| r.0).product();
         for j in 0..outer_count {
             let (mut rem, mut off) = (j, base);
             for &(n, s) in outer.iter().rev() {
