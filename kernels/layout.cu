@@ -21,13 +21,43 @@ extern "C" __global__ void strided_copy(const float* src, float* dst, Box b, lon
                                         long long dst_off, long long total, int accumulate) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
-        long long rem = i, s = src_off, d = dst_off;
-        for (int k = b.rank - 1; k >= 0; --k) {
-            long long ik = rem % b.dims[k];
-            rem /= b.dims[k];
-            s += ik * b.src_st[k];
-            d += ik * b.dst_st[k];
+        long long s = src_off, d = dst_off;
+        if (total < 2147483647LL) {  // 32-bit index arithmetic (far cheaper on the GPU)
+            int rem = (int)i;
+            for (int k = b.rank - 1; k >= 0; --k) {
+                int dk = (int)b.dims[k];
+                int ik = rem % dk;
+                rem /= dk;
+                s += ik * b.src_st[k];
+                d += ik * b.dst_st[k];
+            }
+        } else {
+            long long rem = i;
+            for (int k = b.rank - 1; k >= 0; --k) {
+                long long ik = rem % b.dims[k];
+                rem /= b.dims[k];
+                s += ik * b.src_st[k];
+                d += ik * b.dst_st[k];
+            }
         }
         dst[d] = accumulate ? dst[d] + src[s] : src[s];
+    }
+}
+
+// y[b] = x[b]ᵀ for a batch of (rows × cols) matrices: 32×32 tiles through shared memory so
+// both the reads and the writes are coalesced (the +1 column avoids bank conflicts).
+// block (32, 8), grid (ceil(cols/32), ceil(rows/32), batch).
+extern "C" __global__ void transpose_tiles(const float* x, float* y, int rows, int cols) {
+    __shared__ float tile[32][33];
+    long long base = (long long)blockIdx.z * rows * cols;
+    int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int k = threadIdx.y; k < 32; k += 8) {
+        int r = r0 + k, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[k][threadIdx.x] = x[base + (long long)r * cols + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += 8) {
+        int c = c0 + k, r = r0 + threadIdx.x;  // output row c, column r
+        if (r < rows && c < cols) y[base + (long long)c * rows + r] = tile[threadIdx.x][k];
     }
 }

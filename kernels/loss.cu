@@ -11,9 +11,10 @@ extern "C" __global__ void bce_logits_terms(const float* x, const float* y, floa
         out[i] = fmaxf(v, 0.f) - v * y[i] + log1pf(expf(-fabsf(v)));
     }
 }
-// d/dx of the mean: (σ(x) − y)·g/n; `g_over_n` is computed on the host
+// d/dx of the mean: (σ(x) − y)·g/n; the upstream gradient g stays on the device
 extern "C" __global__ void bce_logits_bwd(const float* x, const float* y, float* dx,
-                                          float g_over_n, long long n) {
+                                          const float* g, float inv_n, long long n) {
+    float g_over_n = g[0] * inv_n;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
         float v = x[i];
@@ -23,10 +24,11 @@ extern "C" __global__ void bce_logits_bwd(const float* x, const float* y, float*
 }
 
 // Softmax cross-entropy over the channel axis of logits (B,K,HW) with integer labels (B,HW)
-// stored as floats; `ignore` pixels contribute 0 and count 0. A label outside 0..K marks the
-// pixel with count −1 so the host can report it.
+// stored as floats; `ignore` pixels contribute 0 and count 0. A label outside 0..K is written
+// to `bad` (one value, any of them) so the host can report it.
 extern "C" __global__ void cross_entropy_terms(const float* x, const float* labels, float* loss,
-                                               float* count, int b, int k, int hw, int ignore) {
+                                               float* count, float* bad, int b, int k, int hw,
+                                               int ignore) {
     long long n = (long long)b * hw;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
@@ -40,7 +42,8 @@ extern "C" __global__ void cross_entropy_terms(const float* x, const float* labe
         int c_lab = (int)lab;
         if (lab < 0.f || c_lab >= k || (float)c_lab != lab) {
             loss[i] = 0.f;
-            count[i] = -1.f;
+            count[i] = 0.f;
+            bad[0] = lab;
             continue;
         }
         const float* xp = x + img * k * hw + p;
@@ -53,9 +56,11 @@ extern "C" __global__ void cross_entropy_terms(const float* x, const float* labe
     }
 }
 
-// (softmax − onehot)·g/count at counted pixels, 0 at ignored ones; `scale` = g/count
+// (softmax − onehot)·g/count at counted pixels, 0 at ignored ones; g stays on the device
 extern "C" __global__ void cross_entropy_bwd(const float* x, const float* labels, float* dx,
-                                             int b, int k, int hw, int ignore, float scale) {
+                                             int b, int k, int hw, int ignore, const float* g,
+                                             float inv_count) {
+    float scale = g[0] * inv_count;
     long long n = (long long)b * hw;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {

@@ -24,3 +24,41 @@ extern "C" __global__ void sum_middle_bwd(const float* dy, float* dx, long long 
         dx[i] = dy[o * inner + k];
     }
 }
+
+// Row sums of a (rows × len) view, one 256-thread block per row: each thread sums a strided
+// slice, then a fixed-order tree (deterministic). For reductions whose summed run is long and
+// contiguous (bias gradients, loss sums), where sum_middle would leave most threads idle.
+#define ROW_THREADS 256
+extern "C" __global__ void sum_rows(const float* x, float* y, long long len) {
+    __shared__ float sh[ROW_THREADS];
+    const float* xr = x + (long long)blockIdx.x * len;
+    float s = 0.f;
+    for (long long j = threadIdx.x; j < len; j += ROW_THREADS) s += xr[j];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = ROW_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) y[blockIdx.x] = sh[0];
+}
+
+// First stage of a long row sum: block (chunk c = blockIdx.x, row = blockIdx.y) sums
+// x[row·len + c·chunk ..][..chunk] (clipped at the row's end) into part[row·gridDim.x + c];
+// the host then sums the parts with sum_rows. Fixed order, so still deterministic.
+extern "C" __global__ void sum_row_chunks(const float* x, float* part, long long len,
+                                          long long chunk) {
+    __shared__ float sh[ROW_THREADS];
+    long long start = (long long)blockIdx.x * chunk;
+    long long end = start + chunk < len ? start + chunk : len;
+    const float* xr = x + (long long)blockIdx.y * len;
+    float s = 0.f;
+    for (long long j = start + threadIdx.x; j < end; j += ROW_THREADS) s += xr[j];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = ROW_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[(long long)blockIdx.y * gridDim.x + blockIdx.x] = sh[0];
+}

@@ -24,7 +24,7 @@ pub mod seg;
 pub mod tensor;
 pub mod testing;
 
-pub use autograd::{backward, no_grad, Gradients};
+pub use autograd::{backward, backward_from, no_grad, Gradients};
 pub use backend::Device;
 pub use error::{Error, Result};
 pub use ops::{coattention, Conv2dParams, Pool2dParams};

@@ -120,6 +120,77 @@ pub fn assert_close(a: &[f64], b: &[f64], atol: f64, rtol: f64, what: &str) -> R
     Ok(())
 }
 
+/// Worst deviations of a CUDA-vs-CPU comparison (`cuda_parity`).
+#[derive(Debug, Clone, Default)]
+pub struct ParityReport {
+    /// values compared (output and every input gradient)
+    pub compared: usize,
+    /// max |gpu − cpu| / (atol + rtol·|cpu|): ≤ 1 passes
+    pub worst_ratio: f64,
+    /// ‖gpu − cpu‖ / ‖cpu‖ of the output and of each gradient, largest
+    pub max_rel_norm: f64,
+}
+
+/// Runs `f` on f32 CPU inputs and on copies of them on the GPU, then backward from Σ f(x)⊙r
+/// (fixed random r) on both, and compares the output and the gradient of every input:
+/// |gpu − cpu| ≤ atol·max(1, rms(cpu)) + rtol·|cpu| element-wise, no NaN (the absolute term
+/// scales with the values' size, since a large sum's rounding does). The GPU runtime must be
+/// started. A non-differentiable `f` is compared forward only.
+pub fn cuda_parity(
+    inputs: &[Tensor],
+    atol: f64,
+    rtol: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<ParityReport> {
+    let run = |device: Device| -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+        let xs: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| t.to_dtype(DType::F32).to_device(device).into_param())
+            .collect();
+        let y = f(&xs)?;
+        if !y.is_tracked() {
+            // a non-differentiable op (maximum, minimum, copy): the forward alone
+            return Ok((y.to_vec_f64(), Vec::new()));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(0xc0da);
+        let r = Tensor::rand_uniform(y.shape().clone(), 0.5, 1.5, DType::F32, device, &mut rng);
+        let grads = backward(&y.mul(&r)?.sum_all()?)?;
+        let gs = xs
+            .iter()
+            .map(|x| {
+                grads
+                    .get(x)
+                    .map(|g| g.to_vec_f64())
+                    .unwrap_or_else(|| vec![0.0; x.numel()])
+            })
+            .collect();
+        Ok((y.to_vec_f64(), gs))
+    };
+    let (yc, gc) = run(Device::Cpu)?;
+    let (yg, gg) = run(Device::Cuda)?;
+    let mut rep = ParityReport::default();
+    let mut check = |what: String, g: &[f64], c: &[f64]| -> Result<()> {
+        let den: f64 = c.iter().map(|y| y * y).sum::<f64>();
+        let rms = (den / c.len().max(1) as f64).sqrt();
+        let atol = atol * rms.max(1.0);
+        assert_close(g, c, atol, rtol, &what)?;
+        rep.compared += c.len();
+        for (x, y) in g.iter().zip(c) {
+            rep.worst_ratio = rep.worst_ratio.max((x - y).abs() / (atol + rtol * y.abs()));
+        }
+        let num: f64 = g.iter().zip(c).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
+        if den > 0.0 {
+            rep.max_rel_norm = rep.max_rel_norm.max((num / den).sqrt());
+        }
+        Ok(())
+    };
+    check("output".into(), &yg, &yc)?;
+    for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
+        check(format!("gradient of input {i}"), g, c)?;
+    }
+    Ok(rep)
+}
+
 /// A seeded RNG for tests and examples.
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)

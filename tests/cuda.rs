@@ -69,11 +69,11 @@ fn nvrtc_compile_errors_name_the_file_and_line() {
 fn asking_for_cuda_without_a_gpu_is_a_one_line_error_and_auto_falls_back() {
     match probe() {
         Ok(gpu) => {
-            // on a GPU machine this path is for the parity suite, not this test
-            eprintln!(
-                "GPU present ({}): the no-GPU path is not tested here",
-                gpu.name
-            );
+            // a GPU machine: both choices start the runtime (the no-GPU path is tested on
+            // machines without one, CI's included)
+            eprintln!("GPU present ({}): --device cuda and auto pick it", gpu.name);
+            assert_eq!(select_device(DeviceArg::Cuda).unwrap(), Device::Cuda);
+            assert_eq!(select_device(DeviceArg::Auto).unwrap(), Device::Cuda);
         }
         Err(why) => {
             assert!(!require_cuda(), "COATT_REQUIRE_CUDA=1 but no GPU: {why}");

@@ -106,18 +106,33 @@ impl Gradients {
 /// Differentiates `loss` (summed if it has several elements) with respect to every tracked
 /// tensor it depends on, consuming the tape.
 pub fn backward(loss: &Tensor) -> Result<Gradients> {
-    if !loss.is_tracked() {
-        return Err(Error::Autograd(
-            "backward on a tensor that depends on no parameter".into(),
-        ));
+    let ones = Tensor::ones(loss.shape().clone(), loss.dtype(), loss.device());
+    backward_from(&[(loss, &ones)])
+}
+
+/// Backward from several outputs at once, each with its given upstream gradient (PyTorch's
+/// `torch.autograd.backward(outputs, grads)`), consuming the tape.
+pub fn backward_from(seeds: &[(&Tensor, &Tensor)]) -> Result<Gradients> {
+    for (y, g) in seeds {
+        if !y.is_tracked() {
+            return Err(Error::Autograd(
+                "backward on a tensor that depends on no parameter".into(),
+            ));
+        }
+        if y.shape() != g.shape() {
+            return Err(Error::Autograd(format!(
+                "backward: gradient {:?} for an output {:?}",
+                g.shape(),
+                y.shape()
+            )));
+        }
     }
     let nodes = TAPE.with(|t| std::mem::take(&mut *t.borrow_mut()));
     no_grad(|| {
         let mut grads = Gradients::default();
-        grads.0.insert(
-            loss.id(),
-            Tensor::ones(loss.shape().clone(), loss.dtype(), loss.device()),
-        );
+        for (y, g) in seeds {
+            grads.accumulate(y.id(), g.detach())?;
+        }
         for node in nodes.into_iter().rev() {
             let gouts: Vec<Option<Tensor>> =
                 node.outputs.iter().map(|id| grads.0.remove(id)).collect();

@@ -7,17 +7,24 @@ pub mod cuda;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Float, Shape};
 pub use cpu::CpuStorage;
+pub use cuda::CudaStorage;
+
+/// What a backend keeps from the co-attention forward for its backward (opaque).
+pub struct CoattSaved(cuda::CoattKept);
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// GPU 0 through the CUDA backend (f32 only); start it with `cuda::init()` first.
+    Cuda,
 }
 
 /// Backend storage of one tensor (contiguous, row-major).
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -154,21 +161,45 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(_) => Device::Cuda,
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(_) => DType::F32,
         }
     }
     fn cpu(&self) -> &CpuStorage {
         match self {
             Storage::Cpu(s) => s,
+            Storage::Cuda(_) => {
+                panic!("a CUDA tensor met a CPU one in one op (ops check devices first)")
+            }
         }
     }
     pub(crate) fn cpu_mut(&mut self) -> &mut CpuStorage {
         match self {
             Storage::Cpu(s) => s,
+            Storage::Cuda(_) => {
+                panic!("a CUDA tensor met a CPU one in one op (ops check devices first)")
+            }
+        }
+    }
+    fn cu(&self) -> &CudaStorage {
+        match self {
+            Storage::Cuda(s) => s,
+            Storage::Cpu(_) => {
+                panic!("a CPU tensor met a CUDA one in one op (ops check devices first)")
+            }
+        }
+    }
+    fn cu_mut(&mut self) -> &mut CudaStorage {
+        match self {
+            Storage::Cuda(s) => s,
+            Storage::Cpu(_) => {
+                panic!("a CPU tensor met a CUDA one in one op (ops check devices first)")
+            }
         }
     }
     fn wrap<T: Float>(v: Vec<T>) -> Storage {
@@ -181,24 +212,50 @@ impl Storage {
     pub fn full(n: usize, v: f64, dtype: DType, device: Device) -> Storage {
         match device {
             Device::Cpu => with_dtype!(dtype, { Self::wrap(vec![T::of(v); n]) }),
+            Device::Cuda => {
+                cuda_f32_only(dtype);
+                Storage::Cuda(CudaStorage::full(n, v as f32))
+            }
         }
     }
     pub fn from_host<T: Float>(v: Vec<T>, device: Device) -> Storage {
         match device {
             Device::Cpu => Self::wrap(v),
+            Device::Cuda => {
+                cuda_f32_only(T::DTYPE);
+                Storage::Cuda(CudaStorage::from_host(bytemuck::cast_slice::<T, f32>(&v)))
+            }
         }
     }
     pub fn to_host_f64(&self) -> Vec<f64> {
-        self.cpu().to_f64_vec()
+        match self {
+            Storage::Cpu(s) => s.to_f64_vec(),
+            Storage::Cuda(s) => s.to_host().into_iter().map(f64::from).collect(),
+        }
+    }
+    /// A copy on another device (the same storage when it is already there).
+    pub fn to_device(&self, device: Device) -> Storage {
+        match (self, device) {
+            (Storage::Cpu(_), Device::Cpu) | (Storage::Cuda(_), Device::Cuda) => self.clone(),
+            (Storage::Cuda(s), Device::Cpu) => Self::wrap(s.to_host()),
+            (Storage::Cpu(s), Device::Cuda) => {
+                cuda_f32_only(s.dtype());
+                Storage::Cuda(CudaStorage::from_host(s.slice::<f32>()))
+            }
+        }
     }
     /// The raw values, little-endian, in the storage's own dtype (what safetensors stores).
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        match self.cpu() {
-            CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            CpuStorage::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        match self {
+            Storage::Cpu(CpuStorage::F32(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::Cpu(CpuStorage::F64(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::Cuda(s) => s.to_host().iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
     pub fn to_dtype(&self, dtype: DType) -> Storage {
+        if dtype == self.dtype() {
+            return self.clone();
+        }
         let v = self.to_host_f64();
         with_dtype!(dtype, {
             Self::from_host(v.into_iter().map(T::of).collect::<Vec<T>>(), self.device())
@@ -206,6 +263,9 @@ impl Storage {
     }
 
     pub fn unary(&self, op: UnaryOp) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.unary(op));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::elementwise::unary(op, self.cpu().slice::<T>()))
         })
@@ -218,6 +278,9 @@ impl Storage {
         sb: &Shape,
         out: &Shape,
     ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.binary(op, sa, rhs.cu(), sb, out));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::elementwise::binary(
                 op,
@@ -230,6 +293,9 @@ impl Storage {
         })
     }
     pub fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.sum_axes(shape, axes));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::reduce::sum_axes(self.cpu().slice::<T>(), shape, axes))
         })
@@ -246,6 +312,9 @@ impl Storage {
         a_bs: usize,
         b_bs: usize,
     ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.matmul(rhs.cu(), batch, m, k, n, ta, tb, a_bs, b_bs));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::matmul::batched(
                 self.cpu().slice::<T>(),
@@ -262,6 +331,9 @@ impl Storage {
         })
     }
     pub fn softmax(&self, outer: usize, len: usize, inner: usize) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.softmax(outer, len, inner));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::softmax::softmax(
                 self.cpu().slice::<T>(),
@@ -278,6 +350,9 @@ impl Storage {
         len: usize,
         inner: usize,
     ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.softmax_backward(dy.cu(), outer, len, inner));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::softmax::softmax_backward(
                 self.cpu().slice::<T>(),
@@ -289,6 +364,9 @@ impl Storage {
         })
     }
     pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, g: &Conv2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.conv2d(w.cu(), bias.map(|b| b.cu()), g));
+        }
         with_dtype!(self.dtype(), {
             let b = bias.map(|b| b.cpu().slice::<T>());
             Self::wrap(cpu::conv::forward(
@@ -301,6 +379,9 @@ impl Storage {
     }
     /// self = dy
     pub fn conv2d_backward_input(&self, w: &Storage, g: &Conv2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.conv2d_backward_input(w.cu(), g));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::conv::backward_input(
                 self.cpu().slice::<T>(),
@@ -311,6 +392,9 @@ impl Storage {
     }
     /// self = dy
     pub fn conv2d_backward_weight(&self, x: &Storage, g: &Conv2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.conv2d_backward_weight(x.cu(), g));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::conv::backward_weight(
                 self.cpu().slice::<T>(),
@@ -320,12 +404,18 @@ impl Storage {
         })
     }
     pub fn max_pool2d(&self, g: &Pool2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.max_pool2d(g));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::pool::max_forward(self.cpu().slice::<T>(), g))
         })
     }
     /// self = x
     pub fn max_pool2d_backward(&self, dy: &Storage, g: &Pool2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.max_pool2d_backward(dy.cu(), g));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::pool::max_backward(
                 self.cpu().slice::<T>(),
@@ -335,12 +425,18 @@ impl Storage {
         })
     }
     pub fn avg_pool2d(&self, g: &Pool2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.avg_pool2d(g));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::pool::avg_forward(self.cpu().slice::<T>(), g))
         })
     }
     /// self = dy
     pub fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.avg_pool2d_backward(g));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::pool::avg_backward(self.cpu().slice::<T>(), g))
         })
@@ -353,6 +449,9 @@ impl Storage {
         ho: usize,
         wo: usize,
     ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.resize_bilinear(planes, h, w, ho, wo));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::resize::forward(
                 self.cpu().slice::<T>(),
@@ -373,6 +472,9 @@ impl Storage {
         ho: usize,
         wo: usize,
     ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.resize_bilinear_backward(planes, h, w, ho, wo));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::resize::backward(
                 self.cpu().slice::<T>(),
@@ -385,11 +487,17 @@ impl Storage {
         })
     }
     pub fn permute(&self, shape: &Shape, perm: &[usize]) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.permute(shape, perm));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::layout::permute(self.cpu().slice::<T>(), shape, perm))
         })
     }
     pub fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.narrow(shape, axis, start, len));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::layout::narrow(
                 self.cpu().slice::<T>(),
@@ -401,6 +509,11 @@ impl Storage {
         })
     }
     pub fn concat(parts: &[(&Storage, &Shape)], axis: usize) -> Storage {
+        if let Storage::Cuda(_) = parts[0].0 {
+            let p: Vec<(&CudaStorage, &Shape)> =
+                parts.iter().map(|(s, sh)| (s.cu(), *sh)).collect();
+            return Storage::Cuda(CudaStorage::concat(&p, axis));
+        }
         with_dtype!(parts[0].0.dtype(), {
             let p: Vec<(&[T], &Shape)> = parts
                 .iter()
@@ -410,6 +523,9 @@ impl Storage {
         })
     }
     pub fn flip(&self, shape: &Shape, axis: usize) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.flip(shape, axis));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(cpu::layout::flip(self.cpu().slice::<T>(), shape, axis))
         })
@@ -424,6 +540,15 @@ impl Storage {
         hw: usize,
         eps: f64,
     ) -> (Storage, Storage, Storage, Storage) {
+        if let Storage::Cuda(s) = self {
+            let (y, m, i, v) = s.batch_norm_train(gamma.cu(), beta.cu(), n, c, hw, eps);
+            return (
+                Storage::Cuda(y),
+                Storage::Cuda(m),
+                Storage::Cuda(i),
+                Storage::Cuda(v),
+            );
+        }
         with_dtype!(self.dtype(), {
             let (y, m, i, v) = cpu::norm::forward(
                 self.cpu().slice::<T>(),
@@ -448,6 +573,11 @@ impl Storage {
         c: usize,
         hw: usize,
     ) -> (Storage, Storage, Storage) {
+        if let Storage::Cuda(s) = self {
+            let (dx, dg, db) =
+                s.batch_norm_backward(dy.cu(), gamma.cu(), mean.cu(), invstd.cu(), n, c, hw);
+            return (Storage::Cuda(dx), Storage::Cuda(dg), Storage::Cuda(db));
+        }
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
             let (dx, dg, db) =
@@ -456,6 +586,9 @@ impl Storage {
         })
     }
     pub fn bce_logits_mean(&self, target: &Storage) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.bce_logits_mean(target.cu()));
+        }
         with_dtype!(self.dtype(), {
             Self::wrap(vec![cpu::loss::bce_logits_mean(
                 self.cpu().slice::<T>(),
@@ -465,6 +598,9 @@ impl Storage {
     }
     /// self = logits; `g` is the upstream gradient of the scalar loss.
     pub fn bce_logits_mean_backward(&self, target: &Storage, g: &Storage) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.bce_logits_mean_backward(target.cu(), g.cu()));
+        }
         with_dtype!(self.dtype(), {
             let g = g.cpu().slice::<T>()[0];
             Self::wrap(cpu::loss::bce_logits_mean_backward(
@@ -483,6 +619,9 @@ impl Storage {
         hw: usize,
         ignore: usize,
     ) -> std::result::Result<(f64, usize), f64> {
+        if let Storage::Cuda(s) = self {
+            return s.cross_entropy(labels.cu(), b, k, hw, ignore);
+        }
         with_dtype!(self.dtype(), {
             cpu::loss::cross_entropy(
                 self.cpu().slice::<T>(),
@@ -504,6 +643,17 @@ impl Storage {
         count: usize,
         g: &Storage,
     ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.cross_entropy_backward(
+                labels.cu(),
+                b,
+                k,
+                hw,
+                ignore,
+                count,
+                g.cu(),
+            ));
+        }
         with_dtype!(self.dtype(), {
             let g = g.cpu().slice::<T>()[0];
             Self::wrap(cpu::loss::cross_entropy_backward(
@@ -518,7 +668,10 @@ impl Storage {
             ))
         })
     }
-    /// self = Fm; returns (Fm∩, Fn∩).
+    /// self = Fm; returns (Fm∩, Fn∩) and, when `keep` asks for it and the backend keeps any,
+    /// what the backward can reuse instead of recomputing (the GPU keeps Q and both softmaxes;
+    /// the CPU recomputes, to hold no N×M matrix between the passes).
+    #[allow(clippy::too_many_arguments)]
     pub fn coattention(
         &self,
         fnn: &Storage,
@@ -527,11 +680,16 @@ impl Storage {
         c: usize,
         n: usize,
         m: usize,
-    ) -> (Storage, Storage) {
+        keep: bool,
+    ) -> (Storage, Storage, Option<CoattSaved>) {
+        if let Storage::Cuda(s) = self {
+            let (a, b2, saved) = cuda::coattention_forward(s, fnn.cu(), w.cu(), b, c, n, m, keep);
+            return (Storage::Cuda(a), Storage::Cuda(b2), saved.map(CoattSaved));
+        }
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
             let (a, bb) = cpu::coattention::forward(s(self), s(fnn), s(w), b, c, n, m);
-            (Self::wrap(a), Self::wrap(bb))
+            (Self::wrap(a), Self::wrap(bb), None)
         })
     }
     /// self = Fm; returns (dFm, dFn, dW).
@@ -545,7 +703,23 @@ impl Storage {
         c: usize,
         n: usize,
         m: usize,
+        saved: Option<&CoattSaved>,
     ) -> (Storage, Storage, Storage) {
+        if let Storage::Cuda(s) = self {
+            let (a, b2, c2) = cuda::coattention_backward(
+                s,
+                fnn.cu(),
+                w.cu(),
+                g_fm.cu(),
+                g_fn.cu(),
+                b,
+                c,
+                n,
+                m,
+                saved.map(|x| &x.0),
+            );
+            return (Storage::Cuda(a), Storage::Cuda(b2), Storage::Cuda(c2));
+        }
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
             let (a, bb, cc) =
@@ -561,6 +735,12 @@ impl Storage {
         h: &crate::optim::SgdHyper,
         first: bool,
     ) {
+        if let Storage::Cuda(_) = self {
+            let g = grad.cu();
+            let b = buf.cu_mut();
+            self.cu_mut().sgd_step(g, b, h, first);
+            return;
+        }
         with_dtype!(self.dtype(), {
             let g = grad.cpu().slice::<T>();
             let b = buf.cpu_mut().slice_mut::<T>();
@@ -588,6 +768,14 @@ pub(crate) fn check_same(op: &'static str, xs: &[&Storage]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The CUDA backend stores f32 only (its kernels are f32); f64 is for the CPU's gradient checks.
+fn cuda_f32_only(dtype: DType) {
+    assert!(
+        dtype == DType::F32,
+        "the CUDA backend stores f32 only ({dtype:?} asked for); use the CPU for f64"
+    );
 }
 
 /// Typed host slice of a CPU storage (a fn, not a closure, so lifetimes elide).

@@ -14,28 +14,30 @@ pub enum DeviceArg {
     Cuda,
 }
 
-/// Picks the device once. The CUDA backend does not run ops yet (issue: CUDA backend), so
-/// `cuda` is an error that says what the probe found, and `auto` says why it uses the CPU.
+/// Picks the device once: `cuda` starts the CUDA runtime or is a one-line error saying why
+/// not; `auto` uses the GPU when the runtime starts and otherwise says why it uses the CPU.
 pub fn select_device(d: DeviceArg) -> Result<Device> {
     match d {
         DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Auto => {
-            match crate::backend::cuda::probe() {
-                Ok(g) => eprintln!(
-                    "device: cpu ({} found, but this build runs no ops on CUDA yet)",
-                    g.name
-                ),
-                Err(why) => eprintln!("device: cpu ({why})"),
+        DeviceArg::Auto => match crate::backend::cuda::init() {
+            Ok(()) => {
+                eprintln!(
+                    "device: cuda ({})",
+                    crate::backend::cuda::device_name().unwrap_or_default()
+                );
+                Ok(Device::Cuda)
             }
-            Ok(Device::Cpu)
-        }
-        DeviceArg::Cuda => Err(Error::Msg(match crate::backend::cuda::probe() {
-            Ok(g) => format!(
-                "--device cuda: {} (sm_{}{}) found, but this build runs no ops on CUDA yet; use --device cpu",
-                g.name, g.compute_capability.0, g.compute_capability.1
-            ),
-            Err(why) => format!("--device cuda: {why}; use --device cpu or auto"),
-        })),
+            Err(why) => {
+                eprintln!("device: cpu ({why})");
+                Ok(Device::Cpu)
+            }
+        },
+        DeviceArg::Cuda => match crate::backend::cuda::init() {
+            Ok(()) => Ok(Device::Cuda),
+            Err(why) => Err(Error::Msg(format!(
+                "--device cuda: {why}; use --device cpu or auto"
+            ))),
+        },
     }
 }
 

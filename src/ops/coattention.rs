@@ -32,10 +32,10 @@ pub fn coattention(fm: &Tensor, fnn: &Tensor, w: &Tensor) -> Result<(Tensor, Ten
         "coattention",
         &[&fm.storage(), &fnn.storage(), &w.storage()],
     )?;
-    let (a, bb) = fm
-        .storage()
-        .coattention(&fnn.storage(), &w.storage(), b, c, n, m);
     let track = should_track(&[fm, fnn, w]);
+    let (a, bb, saved) = fm
+        .storage()
+        .coattention(&fnn.storage(), &w.storage(), b, c, n, m, track);
     let fm_att = Tensor::from_storage(a, [b, c, n], track);
     let fn_att = Tensor::from_storage(bb, [b, c, m], track);
     if track {
@@ -59,6 +59,7 @@ pub fn coattention(fm: &Tensor, fnn: &Tensor, w: &Tensor) -> Result<(Tensor, Ten
                     c,
                     n,
                     m,
+                    saved.as_ref(),
                 );
                 Ok(vec![
                     Some(plain(dfm, [b, c, n])),

@@ -72,6 +72,12 @@ impl Tensor {
         if data.len() != shape.numel() {
             shape_err!("from_vec", "{} values for shape {shape:?}", data.len());
         }
+        if device == Device::Cuda && T::DTYPE != DType::F32 {
+            return Err(Error::Msg(format!(
+                "the CUDA backend stores f32 only ({:?} asked for)",
+                T::DTYPE
+            )));
+        }
         Ok(Self::from_storage(
             Storage::from_host(data, device),
             shape,
@@ -223,6 +229,14 @@ impl Tensor {
         }
         Ok(self.to_vec_f64()[0])
     }
+    /// A copy on another device (not tracked; the same values).
+    pub fn to_device(&self, device: Device) -> Tensor {
+        Self::from_storage(
+            self.storage().to_device(device),
+            self.shape().clone(),
+            false,
+        )
+    }
     /// A copy in another dtype (not tracked).
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
         Self::from_storage(self.storage().to_dtype(dtype), self.shape().clone(), false)
@@ -232,7 +246,11 @@ impl Tensor {
         if src.shape() != self.shape() {
             shape_err!("assign", "source {:?} into {:?}", src.shape(), self.shape());
         }
-        let converted = src.storage().to_dtype(self.dtype());
+        // convert the dtype where the value is f64-capable (the CPU), then move
+        let converted = match self.device() {
+            Device::Cpu => src.storage().to_device(Device::Cpu).to_dtype(self.dtype()),
+            Device::Cuda => src.storage().to_dtype(self.dtype()).to_device(Device::Cuda),
+        };
         *self.storage_mut() = converted;
         Ok(())
     }

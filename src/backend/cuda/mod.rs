@@ -2,7 +2,20 @@
 //! kernel files (`kernels/*.cu`, embedded by build.rs) with NVRTC for a compute capability.
 //! cudarc loads libcuda / libnvrtc at run time (dynamic loading), so the crate builds on any
 //! machine; it panics when a library is missing, so every entry point probes first.
-//! Storage, op dispatch and cuBLAS GEMMs come next (issue: CUDA backend).
+//! `runtime` holds the context, stream, cuBLAS handle and kernel modules; `alloc` the caching
+//! allocator; `ops` every op of the backend interface; `coattention` the co-attention op.
+mod alloc;
+mod coattention;
+mod ops;
+mod runtime;
+
+pub use alloc::{memory_stats, MemoryStats};
+pub use coattention::Fwd as CoattKept;
+pub(crate) use coattention::{backward as coattention_backward, forward as coattention_forward};
+pub use coattention::{coattention_impl, set_coattention_impl, CoattImpl};
+pub use ops::CudaStorage;
+pub use runtime::{device_name, init, set_tf32, synchronize, tf32, time_ms};
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -120,7 +133,11 @@ pub fn kernel_names(src: &str) -> Vec<String> {
             continue;
         }
         if let Some(i) = line.find(KEY) {
-            let rest = &line[i + KEY.len()..];
+            let mut rest = line[i + KEY.len()..].trim_start();
+            // `__launch_bounds__(..)` sits between `void` and the name
+            if let Some(r) = rest.strip_prefix("__launch_bounds__") {
+                rest = r.find(')').map_or(r, |e| r[e + 1..].trim_start());
+            }
             if let Some(end) = rest.find('(') {
                 v.push(rest[..end].trim().to_string());
             }
