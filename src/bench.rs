@@ -21,6 +21,12 @@ pub struct BenchArgs {
     /// Spatial side of the feature map (N = M = side²).
     #[arg(long, default_value_t = 32)]
     pub side: usize,
+    /// `cuda` times the GPU cases of tools/torch_bench.py instead (CUDA events, median).
+    #[arg(long, value_enum, default_value_t = crate::cli::DeviceArg::Cpu)]
+    pub device: crate::cli::DeviceArg,
+    /// GPU runs: TF32 off (float32 GEMMs)
+    #[arg(long)]
+    pub no_tf32: bool,
 }
 
 /// Median seconds of `reps` runs of `f`, after one warm-up.
@@ -170,7 +176,143 @@ pub fn run_rows(a: &BenchArgs) -> Result<Vec<BenchRow>> {
     ])
 }
 
+/// Median GPU time in ms of `f` over `reps` runs (CUDA events around each), after at least
+/// 0.3 s of warm-up runs (the GPU's clocks ramp up under load; a few runs are not enough).
+pub fn median_ms_cuda(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    let mut warm = 0;
+    while warm < 3 || start.elapsed().as_secs_f64() < 0.3 {
+        f()?;
+        crate::backend::cuda::synchronize();
+        warm += 1;
+    }
+    let mut t = Vec::with_capacity(reps);
+    let mut err = Ok(());
+    for _ in 0..reps.max(1) {
+        t.push(crate::backend::cuda::time_ms(|| {
+            if let Err(e) = f() {
+                err = Err(e);
+            }
+        }) as f64);
+    }
+    err?;
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
+}
+
+/// The GPU cases of the CUDA benchmarks, shaped as tools/torch_bench.py's: co-attention with
+/// C = 512, B = 5 at N = M = 1024 and N = 1024, M = 4096 (features uniform in [0, 0.05) like
+/// ReLU maps; W ~ N(0, 1/C)), and conv2d 3×3 512→512 at 32×32, B = 5, with bias.
+pub struct CudaCase {
+    pub name: String,
+    /// FLOPs of the forward pass (the backward is counted as twice that for the rate column)
+    pub fwd_flop: f64,
+    /// whether `run(true)` times a backward too (the plain matmuls have none)
+    pub has_backward: bool,
+    pub run: Box<dyn Fn(bool) -> Result<()>>,
+}
+
+pub fn cuda_cases() -> Vec<CudaCase> {
+    let dev = Device::Cuda;
+    let mut rng = crate::testing::rng(1);
+    let mut v = Vec::new();
+    let (b, c) = (5usize, 512usize);
+    for (n, m) in [(1024usize, 1024usize), (1024, 4096)] {
+        let fm = Tensor::rand_uniform([b, c, n], 0.0, 0.05, DType::F32, dev, &mut rng).into_param();
+        let fnn =
+            Tensor::rand_uniform([b, c, m], 0.0, 0.05, DType::F32, dev, &mut rng).into_param();
+        let w =
+            Tensor::randn([c, c], 1.0 / (c as f64).sqrt(), DType::F32, dev, &mut rng).into_param();
+        let ga = Tensor::randn([b, c, n], 1.0, DType::F32, dev, &mut rng);
+        let gb = Tensor::randn([b, c, m], 1.0, DType::F32, dev, &mut rng);
+        let (bf, cf, nf, mf) = (b as f64, c as f64, n as f64, m as f64);
+        use crate::backend::cuda::{set_coattention_impl, CoattImpl};
+        for (label, imp) in [("unfused", CoattImpl::Unfused), ("fused", CoattImpl::Fused)] {
+            let (fm, fnn, w, ga, gb) = (fm.clone(), fnn.clone(), w.clone(), ga.clone(), gb.clone());
+            v.push(CudaCase {
+                name: format!("co-attention {label} C={c} B={b} N={n} M={m}"),
+                fwd_flop: bf * (2.0 * cf * cf * nf + 6.0 * cf * nf * mf),
+                has_backward: true,
+                run: Box::new(move |with_backward| {
+                    set_coattention_impl(imp);
+                    if !with_backward {
+                        return crate::no_grad(|| coattention(&fm, &fnn, &w)).map(|_| ());
+                    }
+                    // as torch.autograd.backward([x, y], [ga, gb]) in tools/torch_bench.py
+                    let (x, y) = coattention(&fm, &fnn, &w)?;
+                    crate::autograd::backward_from(&[(&x, &ga), (&y, &gb)]).map(|_| ())
+                }),
+            });
+        }
+    }
+    // the GEMM ceiling: one square product (what cuBLAS reaches at all), and the conv's own
+    // GEMM shape (the batch folded into N)
+    for (m, n, k) in [(4096usize, 4096usize, 4096usize), (c, b * 1024, c * 9)] {
+        let x = Tensor::randn([m, k], 1.0, DType::F32, dev, &mut rng);
+        let y = Tensor::randn([k, n], 1.0, DType::F32, dev, &mut rng);
+        v.push(CudaCase {
+            name: format!("matmul {m}x{n}x{k}"),
+            fwd_flop: 2.0 * (m * n * k) as f64,
+            has_backward: false,
+            run: Box::new(move |_| crate::no_grad(|| x.matmul(&y)).map(|_| ())),
+        });
+    }
+    let x = Tensor::randn([b, c, 32, 32], 1.0, DType::F32, dev, &mut rng).into_param();
+    let w = Tensor::randn([c, c, 3, 3], 0.02, DType::F32, dev, &mut rng).into_param();
+    let bias = Tensor::zeros([c], DType::F32, dev).into_param();
+    let gy = Tensor::randn([b, c, 32, 32], 1.0, DType::F32, dev, &mut rng);
+    v.push(CudaCase {
+        name: format!("conv2d 3x3 {c}->{c} 32x32 B={b}"),
+        fwd_flop: 2.0 * (b * c * c * 9 * 32 * 32) as f64,
+        has_backward: true,
+        run: Box::new(move |with_backward| {
+            let p = Conv2dParams::same(1, 1);
+            if !with_backward {
+                return crate::no_grad(|| x.conv2d(&w, Some(&bias), p)).map(|_| ());
+            }
+            let y = x.conv2d(&w, Some(&bias), p)?;
+            crate::autograd::backward_from(&[(&y, &gy)]).map(|_| ())
+        }),
+    });
+    v
+}
+
+/// `coatt-train bench --device cuda`: the table to put beside tools/torch_bench.py's.
+pub fn run_cuda(a: &BenchArgs) -> Result<()> {
+    crate::backend::cuda::init().map_err(|e| crate::Error::Msg(format!("--device cuda: {e}")))?;
+    crate::backend::cuda::set_tf32(!a.no_tf32);
+    println!(
+        "coatt CUDA backend, {}, TF32 {}, median of {} (CUDA events, after warm-up)",
+        crate::backend::cuda::device_name().unwrap_or_default(),
+        if a.no_tf32 { "off" } else { "on" },
+        a.reps
+    );
+    println!(
+        "| case | forward (ms) | forward+backward (ms) | forward TFLOP/s |\n|---|---:|---:|---:|"
+    );
+    for case in cuda_cases() {
+        let f = median_ms_cuda(a.reps, || (case.run)(false))?;
+        let fb = if case.has_backward {
+            format!("{:.3}", median_ms_cuda(a.reps, || (case.run)(true))?)
+        } else {
+            "–".into()
+        };
+        println!(
+            "| {} | {f:.3} | {fb} | {:.1} |",
+            case.name,
+            case.fwd_flop / f / 1e9
+        );
+    }
+    if let Some(s) = crate::backend::cuda::memory_stats() {
+        println!("allocator: {s:?}");
+    }
+    Ok(())
+}
+
 pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.device == crate::cli::DeviceArg::Cuda {
+        return run_cuda(a);
+    }
     println!(
         "coatt CPU kernels, {} rayon threads, f32, median of {} runs",
         rayon::current_num_threads(),

@@ -18,10 +18,14 @@ import torch
 import torch.nn.functional as F
 
 
-def time_ms(fn, reps, warmup=10):
-    for _ in range(warmup):
+def time_ms(fn, reps, warmup_s=0.3):
+    # warm up for a fixed time (at least 3 runs): the GPU's clocks ramp up under load
+    import time
+    t0, k = time.perf_counter(), 0
+    while k < 3 or time.perf_counter() - t0 < warmup_s:
         fn()
-    torch.cuda.synchronize()
+        torch.cuda.synchronize()
+        k += 1
     times = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -99,6 +103,12 @@ def main():
             rows.append({"case": f"co-attention {name} C=512 B=5 N={n} M={m}",
                          "forward_ms": f, "forward_backward_ms": fb,
                          "forward_tflops": flops / f / 1e9})
+    for m, n, k in [(4096, 4096, 4096), (512, 5 * 1024, 512 * 9)]:
+        x = torch.randn(m, k, device="cuda", dtype=dt)
+        y = torch.randn(k, n, device="cuda", dtype=dt)
+        f = time_ms(lambda: torch.matmul(x, y), a.reps)
+        rows.append({"case": f"matmul {m}x{n}x{k}", "forward_ms": f, "forward_backward_ms": 0.0,
+                     "forward_tflops": 2 * m * n * k / f / 1e9})
     f, fb, flops = bench_conv(5, a.reps, dt)
     rows.append({"case": "conv2d 3x3 512->512 32x32 B=5", "forward_ms": f,
                  "forward_backward_ms": fb, "forward_tflops": flops / f / 1e9})
@@ -106,7 +116,8 @@ def main():
           f"median of {a.reps} after warm-up (CUDA events)")
     print(f"| case | forward (ms) | forward+backward (ms) | forward TFLOP/s |\n|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['case']} | {r['forward_ms']:.3f} | {r['forward_backward_ms']:.3f} | {r['forward_tflops']:.1f} |")
+        fb = f"{r['forward_backward_ms']:.3f}" if r['forward_backward_ms'] else "–"
+        print(f"| {r['case']} | {r['forward_ms']:.3f} | {fb} | {r['forward_tflops']:.1f} |")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(),
