@@ -24,7 +24,13 @@ step ptxas 60 nvcc -arch=sm_90 --resource-usage -c kernels/coattention.cu -o /tm
 step cuda_tests 60 sh -c '.gpu/tests/cuda-* --test-threads=1 --nocapture'
 step parity 180 sh -c 'COATT_CUDA_SYNC=1 .gpu/tests/cuda_parity-* --test-threads=1 --nocapture'
 step bench ${BENCH_T:-90} .gpu/bin/coatt-train bench --device cuda --reps 20
-step torch_bench ${BENCH_T:-90} python3 tools/torch_bench.py --reps 20
+if [ "${TORCH:-1}" = 1 ]; then
+  step torch_bench ${BENCH_T:-90} python3 tools/torch_bench.py --reps 20
+fi
+if [ "${PIPELINE:-0}" = 1 ]; then
+  # every stage (synth, train-cls, cams, pseudo, train-seg, infer, eval) on the GPU
+  step pipeline 150 .gpu/bin/coatt-train pipeline --preset micro --out /tmp/pipe --device cuda
+fi
 if [ "${CRITERION:-0}" = 1 ]; then
   step criterion 120 sh -c '.gpu/benches/cuda_kernels-* --bench --noplot'
 fi
