@@ -10,7 +10,8 @@
 //! The fused path (kernels/coattention.cu) never writes an N×M matrix: both directions run
 //! flash-style on float32 FMAs. It is slower than cuBLAS's TF32 tensor cores, so `Auto` takes
 //! it only when the unfused path's matrices would not fit in half the free device memory.
-use super::ops::{gemm, softmax_rows, swap_last2, CudaStorage, Gm};
+use super::gemm::{gemm, gm};
+use super::ops::{softmax_rows, swap_last2, CudaStorage};
 use super::runtime::{arg, rt};
 use crate::backend::BinaryOp;
 use crate::tensor::Shape;
@@ -94,36 +95,6 @@ pub struct Fused {
     o2: CudaStorage,
     lse1: CudaStorage,
     lse2: CudaStorage,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gm(
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: u64,
-    ta: bool,
-    a_bs: usize,
-    b: u64,
-    tb: bool,
-    b_bs: usize,
-    c: u64,
-) -> Gm {
-    Gm {
-        batch,
-        m,
-        n,
-        k,
-        a,
-        ta,
-        a_bs,
-        b,
-        tb,
-        b_bs,
-        c,
-        c_bs: m * n,
-    }
 }
 
 fn attention(

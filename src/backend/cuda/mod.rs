@@ -3,9 +3,12 @@
 //! cudarc loads libcuda / libnvrtc at run time (dynamic loading), so the crate builds on any
 //! machine; it panics when a library is missing, so every entry point probes first.
 //! `runtime` holds the context, stream, cuBLAS handle and kernel modules; `alloc` the caching
-//! allocator; `ops` every op of the backend interface; `coattention` the co-attention op.
+//! allocator; `ops` the ops of the backend interface, with `gemm` (cuBLAS), `conv` and
+//! `coattention` in files of their own.
 mod alloc;
 mod coattention;
+mod conv;
+mod gemm;
 mod ops;
 mod runtime;
 

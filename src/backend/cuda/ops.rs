@@ -2,11 +2,11 @@
 //! `kernels/<family>.cu` or cuBLAS. The CPU backend (`backend/cpu`) is the reference each one
 //! is tested against (tests/cuda_parity.rs).
 use super::alloc::DeviceBuffer;
+use super::gemm::{gemm, gm};
 use super::runtime::{arg, rt};
-use crate::backend::{BinaryOp, Conv2dGeom, Pool2dGeom, UnaryOp};
+use crate::backend::{BinaryOp, Pool2dGeom, UnaryOp};
 use crate::optim::SgdHyper;
 use crate::tensor::Shape;
-use cudarc::cublas::{result as cublas_result, sys as cublas_sys};
 use cudarc::driver::result;
 
 /// A contiguous f32 tensor in device memory.
@@ -51,14 +51,15 @@ impl CudaStorage {
     pub fn is_empty(&self) -> bool {
         self.buf.len == 0
     }
-    fn p(&self) -> u64 {
+    /// Device address of the first value.
+    pub(crate) fn ptr(&self) -> u64 {
         self.buf.ptr
     }
     pub(crate) fn zeros(len: usize) -> Self {
         let s = Self::uninit(len);
         if len > 0 {
             // SAFETY: a live buffer of len floats.
-            unsafe { result::memset_d8_async(s.p(), 0, len * 4, rt().stream()) }
+            unsafe { result::memset_d8_async(s.ptr(), 0, len * 4, rt().stream()) }
                 .unwrap_or_else(|e| panic!("CUDA memset: {e:?}"));
         }
         s
@@ -68,7 +69,7 @@ impl CudaStorage {
             return Self::zeros(len);
         }
         let s = Self::uninit(len);
-        let (p, n) = (s.p(), len as i64);
+        let (p, n) = (s.ptr(), len as i64);
         rt().launch_n("elementwise.cu", "fill", len, &[arg(&p), arg(&v), arg(&n)]);
         s
     }
@@ -77,7 +78,7 @@ impl CudaStorage {
         if !v.is_empty() {
             // SAFETY: the buffer holds v.len() floats; a pageable source is staged by the
             // driver before the call returns.
-            unsafe { result::memcpy_htod_async(s.p(), v, rt().stream()) }
+            unsafe { result::memcpy_htod_async(s.ptr(), v, rt().stream()) }
                 .unwrap_or_else(|e| panic!("CUDA upload: {e:?}"));
         }
         s
@@ -87,7 +88,7 @@ impl CudaStorage {
         if !v.is_empty() {
             let r = rt();
             // SAFETY: v holds len floats; the stream is synchronised before v is read.
-            unsafe { result::memcpy_dtoh_async(&mut v, self.p(), r.stream()) }
+            unsafe { result::memcpy_dtoh_async(&mut v, self.ptr(), r.stream()) }
                 .unwrap_or_else(|e| panic!("CUDA download: {e:?}"));
             r.sync("download");
         }
@@ -97,7 +98,7 @@ impl CudaStorage {
     // ---------------------------------------------------------------- element-wise
     pub(crate) fn unary(&self, op: UnaryOp) -> Self {
         let out = Self::uninit(self.len());
-        let (x, y, n) = (self.p(), out.p(), self.len() as i64);
+        let (x, y, n) = (self.ptr(), out.ptr(), self.len() as i64);
         let r = rt();
         let simple = |name| {
             r.launch_n(
@@ -160,7 +161,7 @@ impl CudaStorage {
         };
         let o = Self::uninit(out.numel());
         let bc = Bcast::new(sa, sb, out);
-        let (a, b, y, n) = (self.p(), rhs.p(), o.p(), out.numel() as i64);
+        let (a, b, y, n) = (self.ptr(), rhs.ptr(), o.ptr(), out.numel() as i64);
         rt().launch_n(
             "elementwise.cu",
             name,
@@ -211,20 +212,19 @@ impl CudaStorage {
     ) -> Self {
         let c = Self::uninit(batch * m * n);
         gemm(
-            Gm {
+            gm(
                 batch,
                 m,
                 n,
                 k,
-                a: self.p(),
+                self.ptr(),
                 ta,
                 a_bs,
-                b: rhs.p(),
+                rhs.ptr(),
                 tb,
                 b_bs,
-                c: c.p(),
-                c_bs: m * n,
-            },
+                c.ptr(),
+            ),
             false,
         );
         c
@@ -258,188 +258,6 @@ impl CudaStorage {
         swap_last2(&dx, outer, inner, len)
     }
 
-    // ---------------------------------------------------------------- conv (im2col + GEMM)
-    // A chunk of images has ONE column matrix, K × (images·HW) (image j's columns at j·HW), so
-    // each of the three products is a single large GEMM with the batch folded into its N:
-    // cuBLAS runs those far faster than a strided batch of per-image products. The GEMM side
-    // of the images is channel-major, (Cout, images, HW): a permute copy moves dy into it and
-    // the output out of it. A pointwise (1×1, stride 1, no padding) conv has no column matrix
-    // and multiplies the NCHW input directly, one strided batch.
-    pub(crate) fn conv2d(
-        &self,
-        w: &CudaStorage,
-        bias: Option<&CudaStorage>,
-        g: &Conv2dGeom,
-    ) -> Self {
-        let (kdim, hw) = (g.cin * g.kh * g.kw, g.ho * g.wo);
-        let y = Self::uninit(g.n * g.cout * hw);
-        if is_pointwise(g) {
-            gemm(
-                Gm {
-                    batch: g.n,
-                    m: g.cout,
-                    n: hw,
-                    k: kdim,
-                    a: w.p(),
-                    ta: false,
-                    a_bs: 0,
-                    b: self.p(),
-                    tb: false,
-                    b_bs: kdim * hw,
-                    c: y.p(),
-                    c_bs: g.cout * hw,
-                },
-                false,
-            );
-        } else {
-            for (i0, cnt) in conv_chunks(g) {
-                let col = im2col(self, g, i0, cnt);
-                let yc = DeviceBuffer::uninit(g.cout * cnt * hw);
-                gemm(
-                    Gm {
-                        batch: 1,
-                        m: g.cout,
-                        n: cnt * hw,
-                        k: kdim,
-                        a: w.p(),
-                        ta: false,
-                        a_bs: 0,
-                        b: col.ptr,
-                        tb: false,
-                        b_bs: 0,
-                        c: yc.ptr,
-                        c_bs: 0,
-                    },
-                    false,
-                );
-                // (Cout, cnt, HW) → (cnt, Cout, HW) into the chunk's slice of y
-                permute_chunk(yc.ptr, g.cout, cnt, hw, y.buf.at(i0 * g.cout * hw));
-            }
-        }
-        if let Some(b) = bias {
-            let (yp, bp, co, hw32, n) = (y.p(), b.p(), g.cout as i32, hw as i32, y.len() as i64);
-            rt().launch_n(
-                "conv.cu",
-                "add_bias",
-                y.len(),
-                &[arg(&yp), arg(&bp), arg(&co), arg(&hw32), arg(&n)],
-            );
-        }
-        y
-    }
-    /// self = dy
-    pub(crate) fn conv2d_backward_input(&self, w: &CudaStorage, g: &Conv2dGeom) -> Self {
-        let (kdim, hw, img) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
-        let dx = Self::uninit(g.n * img);
-        if is_pointwise(g) {
-            gemm(
-                Gm {
-                    batch: g.n,
-                    m: kdim,
-                    n: hw,
-                    k: g.cout,
-                    a: w.p(),
-                    ta: true,
-                    a_bs: 0,
-                    b: self.p(),
-                    tb: false,
-                    b_bs: g.cout * hw,
-                    c: dx.p(),
-                    c_bs: kdim * hw,
-                },
-                false,
-            );
-            return dx;
-        }
-        for (i0, cnt) in conv_chunks(g) {
-            let dyc = DeviceBuffer::uninit(g.cout * cnt * hw);
-            permute_chunk(self.buf.at(i0 * g.cout * hw), cnt, g.cout, hw, dyc.ptr);
-            // dcol (K × cnt·HW) = Wᵀ · dy
-            let dcol = DeviceBuffer::uninit(kdim * cnt * hw);
-            gemm(
-                Gm {
-                    batch: 1,
-                    m: kdim,
-                    n: cnt * hw,
-                    k: g.cout,
-                    a: w.p(),
-                    ta: true,
-                    a_bs: 0,
-                    b: dyc.ptr,
-                    tb: false,
-                    b_bs: 0,
-                    c: dcol.ptr,
-                    c_bs: 0,
-                },
-                false,
-            );
-            let geom = ConvGeomC::new(g);
-            let (cp, xp, ld) = (dcol.ptr, dx.buf.at(i0 * img), (cnt * hw) as i64);
-            let grid = ((g.h * g.w).div_ceil(256) as u32, cnt as u32, g.cin as u32);
-            rt().launch(
-                "conv.cu",
-                "col2im",
-                grid,
-                256,
-                0,
-                &[arg(&cp), arg(&xp), arg(&geom), arg(&ld)],
-            );
-        }
-        dx
-    }
-    /// self = dy
-    pub(crate) fn conv2d_backward_weight(&self, x: &CudaStorage, g: &Conv2dGeom) -> Self {
-        let (kdim, hw) = (g.cin * g.kh * g.kw, g.ho * g.wo);
-        let dw = Self::zeros(g.cout * kdim);
-        if is_pointwise(g) {
-            // dW += dy_i (Cout × HW) · x_iᵀ (HW × K), image by image
-            for i in 0..g.n {
-                gemm(
-                    Gm {
-                        batch: 1,
-                        m: g.cout,
-                        n: kdim,
-                        k: hw,
-                        a: self.buf.at(i * g.cout * hw),
-                        ta: false,
-                        a_bs: 0,
-                        b: x.buf.at(i * kdim * hw),
-                        tb: true,
-                        b_bs: 0,
-                        c: dw.p(),
-                        c_bs: 0,
-                    },
-                    true,
-                );
-            }
-            return dw;
-        }
-        for (i0, cnt) in conv_chunks(g) {
-            let col = im2col(x, g, i0, cnt);
-            let dyc = DeviceBuffer::uninit(g.cout * cnt * hw);
-            permute_chunk(self.buf.at(i0 * g.cout * hw), cnt, g.cout, hw, dyc.ptr);
-            // dW += dy (Cout × cnt·HW) · colᵀ (cnt·HW × K)
-            gemm(
-                Gm {
-                    batch: 1,
-                    m: g.cout,
-                    n: kdim,
-                    k: cnt * hw,
-                    a: dyc.ptr,
-                    ta: false,
-                    a_bs: 0,
-                    b: col.ptr,
-                    tb: true,
-                    b_bs: 0,
-                    c: dw.p(),
-                    c_bs: 0,
-                },
-                true,
-            );
-        }
-        dw
-    }
-
     // ---------------------------------------------------------------- pooling, resize
     pub(crate) fn max_pool2d(&self, g: &Pool2dGeom) -> Self {
         pool(self, None, g, "max_pool_fwd", g.planes * g.ho * g.wo)
@@ -464,7 +282,7 @@ impl CudaStorage {
         wo: usize,
     ) -> Self {
         let y = Self::uninit(planes * ho * wo);
-        let (xp, yp) = (self.p(), y.p());
+        let (xp, yp) = (self.ptr(), y.ptr());
         let d = [planes as i32, h as i32, w as i32, ho as i32, wo as i32];
         rt().launch_n(
             "resize.cu",
@@ -492,7 +310,7 @@ impl CudaStorage {
         wo: usize,
     ) -> Self {
         let dx = Self::zeros(planes * h * w);
-        let (gp, dp) = (self.p(), dx.p());
+        let (gp, dp) = (self.ptr(), dx.ptr());
         let d = [planes as i32, h as i32, w as i32, ho as i32, wo as i32];
         rt().launch_n(
             "resize.cu",
@@ -523,7 +341,7 @@ impl CudaStorage {
             .map(|&s| s as i64)
             .collect();
         let out = Self::uninit(shape.numel());
-        strided_copy(self, &out, &out_dims, &src_st, &dst_st, 0, 0);
+        strided_copy(self.ptr(), out.ptr(), &out_dims, &src_st, &dst_st, 0, 0);
         out
     }
     pub(crate) fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Self {
@@ -532,8 +350,8 @@ impl CudaStorage {
         let src = [(alen * inner) as i64, inner as i64, 1];
         let dst = [(len * inner) as i64, inner as i64, 1];
         strided_copy(
-            self,
-            &out,
+            self.ptr(),
+            out.ptr(),
             &[outer, len, inner],
             &src,
             &dst,
@@ -552,8 +370,8 @@ impl CudaStorage {
             let src = [(l * inner) as i64, inner as i64, 1];
             let dst = [(total_axis * inner) as i64, inner as i64, 1];
             strided_copy(
-                p,
-                &out,
+                p.ptr(),
+                out.ptr(),
                 &[outer, l, inner],
                 &src,
                 &dst,
@@ -570,7 +388,15 @@ impl CudaStorage {
         let src = [(alen * inner) as i64, -(inner as i64), 1];
         let dst = [(alen * inner) as i64, inner as i64, 1];
         let off = (alen.saturating_sub(1) * inner) as i64;
-        strided_copy(self, &out, &[outer, alen, inner], &src, &dst, off, 0);
+        strided_copy(
+            self.ptr(),
+            out.ptr(),
+            &[outer, alen, inner],
+            &src,
+            &dst,
+            off,
+            0,
+        );
         out
     }
 
@@ -585,7 +411,7 @@ impl CudaStorage {
         eps: f64,
     ) -> (Self, Self, Self, Self) {
         let (mean, invstd, var) = (Self::uninit(c), Self::uninit(c), Self::uninit(c));
-        let (x, mp, ip, vp) = (self.p(), mean.p(), invstd.p(), var.p());
+        let (x, mp, ip, vp) = (self.ptr(), mean.ptr(), invstd.ptr(), var.ptr());
         let (n64, c64, hw64) = (n as i64, c as i64, hw as i64);
         let r = rt();
         r.launch(
@@ -606,7 +432,7 @@ impl CudaStorage {
             ],
         );
         let y = Self::uninit(self.len());
-        let (gp, bp, yp, total) = (gamma.p(), beta.p(), y.p(), self.len() as i64);
+        let (gp, bp, yp, total) = (gamma.ptr(), beta.ptr(), y.ptr(), self.len() as i64);
         r.launch_n(
             "norm.cu",
             "bn_apply",
@@ -638,8 +464,8 @@ impl CudaStorage {
         hw: usize,
     ) -> (Self, Self, Self) {
         let (dg, db, dx) = (Self::uninit(c), Self::uninit(c), Self::uninit(self.len()));
-        let (x, g, m, i) = (self.p(), dy.p(), mean.p(), invstd.p());
-        let (dgp, dbp, dxp, gam) = (dg.p(), db.p(), dx.p(), gamma.p());
+        let (x, g, m, i) = (self.ptr(), dy.ptr(), mean.ptr(), invstd.ptr());
+        let (dgp, dbp, dxp, gam) = (dg.ptr(), db.ptr(), dx.ptr(), gamma.ptr());
         let (n64, c64, hw64, total) = (n as i64, c as i64, hw as i64, self.len() as i64);
         let cnt = (n * hw) as f64;
         let r = rt();
@@ -686,7 +512,7 @@ impl CudaStorage {
     // ---------------------------------------------------------------- losses
     pub(crate) fn bce_logits_mean(&self, target: &CudaStorage) -> Self {
         let terms = Self::uninit(self.len());
-        let (x, t, o, n) = (self.p(), target.p(), terms.p(), self.len() as i64);
+        let (x, t, o, n) = (self.ptr(), target.ptr(), terms.ptr(), self.len() as i64);
         rt().launch_n(
             "loss.cu",
             "bce_logits_terms",
@@ -701,7 +527,7 @@ impl CudaStorage {
     }
     pub(crate) fn bce_logits_mean_backward(&self, target: &CudaStorage, g: &CudaStorage) -> Self {
         let dx = Self::uninit(self.len());
-        let (x, t, d, gp) = (self.p(), target.p(), dx.p(), g.p());
+        let (x, t, d, gp) = (self.ptr(), target.ptr(), dx.ptr(), g.ptr());
         let (inv, n) = (1.0f32 / self.len() as f32, self.len() as i64);
         rt().launch_n(
             "loss.cu",
@@ -724,7 +550,7 @@ impl CudaStorage {
             Self::uninit(b * hw),
             Self::full(1, f32::NAN),
         );
-        let (x, l, lp, cp, bp) = (self.p(), labels.p(), loss.p(), count.p(), bad.p());
+        let (x, l, lp, cp, bp) = (self.ptr(), labels.ptr(), loss.ptr(), count.ptr(), bad.ptr());
         let (b32, k32, hw32, ig) = (b as i32, k as i32, hw as i32, ignore as i32);
         rt().launch_n(
             "loss.cu",
@@ -762,7 +588,7 @@ impl CudaStorage {
         g: &CudaStorage,
     ) -> Self {
         let dx = Self::uninit(self.len());
-        let (x, l, d, gp) = (self.p(), labels.p(), dx.p(), g.p());
+        let (x, l, d, gp) = (self.ptr(), labels.ptr(), dx.ptr(), g.ptr());
         let (b32, k32, hw32, ig) = (b as i32, k as i32, hw as i32, ignore as i32);
         let inv = if count == 0 {
             0.0f32
@@ -796,7 +622,7 @@ impl CudaStorage {
         h: &SgdHyper,
         first: bool,
     ) {
-        let (p, g, b) = (self.p(), grad.p(), buf.p());
+        let (p, g, b) = (self.ptr(), grad.ptr(), buf.ptr());
         let (lr, mo, da, wd) = (
             h.lr as f32,
             h.momentum as f32,
@@ -821,10 +647,6 @@ impl CudaStorage {
                 arg(&n),
             ],
         );
-    }
-
-    pub(crate) fn ptr(&self) -> u64 {
-        self.p()
     }
 }
 
@@ -892,9 +714,11 @@ struct LayoutBox {
     rank: i32,
 }
 
-fn strided_copy(
-    src: &CudaStorage,
-    dst: &CudaStorage,
+/// dst[dst_off + Σ i_k·dst_st_k] = src[src_off + Σ i_k·src_st_k] over the box `dims`
+/// (raw device addresses: the layout ops and conv's permutes).
+pub(crate) fn strided_copy(
+    src: u64,
+    dst: u64,
     dims: &[usize],
     src_st: &[i64],
     dst_st: &[i64],
@@ -914,7 +738,7 @@ fn strided_copy(
         b.dst_st[i] = dst_st[i];
     }
     let total: usize = dims.iter().product();
-    let (s, d, t, acc) = (src.p(), dst.p(), total as i64, 0i32);
+    let (s, d, t, acc) = (src, dst, total as i64, 0i32);
     rt().launch_n(
         "layout.cu",
         "strided_copy",
@@ -941,7 +765,7 @@ pub(crate) fn swap_last2(x: &CudaStorage, outer: usize, a: usize, b: usize) -> C
         outer < 65_536 && a < (1 << 31) && b < (1 << 31),
         "transpose of {outer}×{a}×{b}"
     );
-    let (xp, yp, rows, cols) = (x.p(), out.p(), a as i32, b as i32);
+    let (xp, yp, rows, cols) = (x.ptr(), out.ptr(), a as i32, b as i32);
     let grid = (b.div_ceil(32) as u32, a.div_ceil(32) as u32, outer as u32);
     rt().launch_3d(
         "layout.cu",
@@ -959,7 +783,7 @@ fn sum_middle(x: &CudaStorage, outer: usize, len: usize, inner: usize) -> CudaSt
         return sum_rows(x, outer, len);
     }
     let y = CudaStorage::uninit(outer * inner);
-    let (xp, yp, o, l, i) = (x.p(), y.p(), outer as i64, len as i64, inner as i64);
+    let (xp, yp, o, l, i) = (x.ptr(), y.ptr(), outer as i64, len as i64, inner as i64);
     rt().launch_n(
         "reduce.cu",
         "sum_middle",
@@ -976,7 +800,7 @@ fn sum_rows(x: &CudaStorage, rows: usize, len: usize) -> CudaStorage {
     if rows < 1024 && len > 2 * CHUNK && rows < 65_536 {
         let parts = len.div_ceil(CHUNK);
         let part = CudaStorage::uninit(rows * parts);
-        let (xp, pp, l, ch) = (x.p(), part.p(), len as i64, CHUNK as i64);
+        let (xp, pp, l, ch) = (x.ptr(), part.ptr(), len as i64, CHUNK as i64);
         rt().launch(
             "reduce.cu",
             "sum_row_chunks",
@@ -988,7 +812,7 @@ fn sum_rows(x: &CudaStorage, rows: usize, len: usize) -> CudaStorage {
         return sum_rows(&part, rows, parts);
     }
     let y = CudaStorage::uninit(rows);
-    let (xp, yp, l) = (x.p(), y.p(), len as i64);
+    let (xp, yp, l) = (x.ptr(), y.ptr(), len as i64);
     // one block per row; rows beyond the grid limit are not expected (sums are over outputs)
     assert!(rows < (1 << 31), "sum_rows: {rows} rows");
     rt().launch(
@@ -1015,7 +839,7 @@ pub(crate) fn softmax_rows(
     }
     let threads = cols.next_power_of_two().clamp(32, 1024) as u32;
     let c32 = cols as i32;
-    let (xp, op) = (x.p(), out.p());
+    let (xp, op) = (x.ptr(), out.ptr());
     let r = rt();
     let grid = (rows as u32, 1, 1);
     match dy {
@@ -1028,7 +852,7 @@ pub(crate) fn softmax_rows(
             &[arg(&xp), arg(&op), arg(&c32)],
         ),
         Some(g) => {
-            let gp = g.p();
+            let gp = g.ptr();
             r.launch(
                 "softmax.cu",
                 "softmax_bwd",
@@ -1040,112 +864,6 @@ pub(crate) fn softmax_rows(
         }
     }
     out
-}
-
-/// A (batched) row-major GEMM: C[i] = op(A[i]) · op(B[i]) (+ C[i] when accumulating), with
-/// op(A) m×k, op(B) k×n, batch strides in elements (0 = shared). Runs as the column-major
-/// product Cᵀ = op(B)ᵀ·op(A)ᵀ, so no data is transposed.
-pub(crate) struct Gm {
-    pub batch: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub a: u64,
-    pub ta: bool,
-    pub a_bs: usize,
-    pub b: u64,
-    pub tb: bool,
-    pub b_bs: usize,
-    pub c: u64,
-    pub c_bs: usize,
-}
-
-pub(crate) fn gemm(g: Gm, accumulate: bool) {
-    if g.batch == 0 || g.m == 0 || g.n == 0 {
-        return;
-    }
-    let r = rt();
-    use cublas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
-    let (op_b, ldb_cm) = if g.tb {
-        (CUBLAS_OP_T, g.k)
-    } else {
-        (CUBLAS_OP_N, g.n)
-    };
-    let (op_a, lda_cm) = if g.ta {
-        (CUBLAS_OP_T, g.m)
-    } else {
-        (CUBLAS_OP_N, g.k)
-    };
-    let alpha = 1.0f32;
-    let beta = if accumulate { 1.0f32 } else { 0.0 };
-    let compute = if r.tf32() {
-        cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
-    } else {
-        cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
-    };
-    let f32t = cublas_sys::cudaDataType_t::CUDA_R_32F;
-    if g.k == 0 {
-        if !accumulate {
-            // SAFETY: C holds batch·m·n floats at stride m·n (our outputs are contiguous)
-            unsafe { result::memset_d8_async(g.c, 0, g.batch * g.m * g.n * 4, r.stream()) }
-                .unwrap_or_else(|e| panic!("CUDA memset: {e:?}"));
-        }
-        return;
-    }
-    // SAFETY: pointers and strides describe live device buffers of the sizes above.
-    unsafe {
-        cublas_result::gemm_strided_batched_ex(
-            r.cublas(),
-            op_b,
-            op_a,
-            g.n as i32,
-            g.m as i32,
-            g.k as i32,
-            &alpha as *const f32 as *const _,
-            g.b as *const _,
-            f32t,
-            ldb_cm.max(1) as i32,
-            g.b_bs as i64,
-            g.a as *const _,
-            f32t,
-            lda_cm.max(1) as i32,
-            g.a_bs as i64,
-            &beta as *const f32 as *const _,
-            g.c as *mut _,
-            f32t,
-            g.n as i32,
-            g.c_bs as i64,
-            g.batch as i32,
-            compute,
-            cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    }
-    .unwrap_or_else(|e| {
-        panic!(
-            "cublasGemmStridedBatchedEx ({}×{}×{} ×{}): {e:?}",
-            g.m, g.n, g.k, g.batch
-        )
-    });
-    if std::env::var_os("COATT_CUDA_SYNC").is_some() {
-        r.sync("gemm");
-    }
-}
-
-/// conv.cu `ConvGeom`
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ConvGeomC {
-    v: [i32; 13],
-}
-impl ConvGeomC {
-    fn new(g: &Conv2dGeom) -> Self {
-        ConvGeomC {
-            v: [
-                g.cin, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.ho, g.wo,
-            ]
-            .map(|x| x as i32),
-        }
-    }
 }
 
 /// pool.cu `PoolGeom`
@@ -1169,11 +887,11 @@ fn pool(
         .map(|v| v as i32),
     };
     let out = CudaStorage::uninit(out_len);
-    let (xp, op) = (x.p(), out.p());
+    let (xp, op) = (x.ptr(), out.ptr());
     match dy {
         None => rt().launch_n("pool.cu", name, out_len, &[arg(&xp), arg(&op), arg(&geom)]),
         Some(d) => {
-            let dp = d.p();
+            let dp = d.ptr();
             rt().launch_n(
                 "pool.cu",
                 name,
@@ -1183,80 +901,4 @@ fn pool(
         }
     }
     out
-}
-
-fn is_pointwise(g: &Conv2dGeom) -> bool {
-    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0
-}
-
-/// Image chunks (first image, count) whose column matrix stays under 256 MiB (or the cap).
-fn conv_chunks(g: &Conv2dGeom) -> impl Iterator<Item = (usize, usize)> {
-    // grid limits of im2col / col2im: rows and channels in z, images of a chunk in y
-    assert!(
-        g.cin * g.kh * g.kw < 65_536,
-        "conv2d: {} column rows (Cin·kh·kw) exceed the grid's 65535",
-        g.cin * g.kh * g.kw
-    );
-    // the kernels index within one image in 32 bits
-    assert!(
-        g.cin * g.kh * g.kw * g.ho * g.wo < (1 << 31) && g.cin * g.h * g.w < (1 << 31),
-        "conv2d: one image's column matrix exceeds 2^31 values"
-    );
-    let per_image = g.cin * g.kh * g.kw * g.ho * g.wo * 4;
-    // COATT_CONV_CHUNK_BYTES lowers the cap (the tests use it to cover several chunks)
-    let cap = std::env::var("COATT_CONV_CHUNK_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256usize << 20);
-    let per = (cap / per_image.max(1)).clamp(1, g.n.clamp(1, 65_535));
-    let n = g.n;
-    (0..n).step_by(per).map(move |i0| (i0, per.min(n - i0)))
-}
-
-/// The column matrix K × (cnt·HW) of images [i0, i0 + cnt) of x.
-fn im2col(x: &CudaStorage, g: &Conv2dGeom, i0: usize, cnt: usize) -> DeviceBuffer {
-    let (kdim, hw, img) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
-    let col = DeviceBuffer::uninit(kdim * cnt * hw);
-    let geom = ConvGeomC::new(g);
-    let (xp, cp, ld) = (x.buf.at(i0 * img), col.ptr, (cnt * hw) as i64);
-    let grid = (hw.div_ceil(256) as u32, cnt as u32, kdim as u32);
-    rt().launch(
-        "conv.cu",
-        "im2col",
-        grid,
-        256,
-        0,
-        &[arg(&xp), arg(&cp), arg(&geom), arg(&ld)],
-    );
-    col
-}
-
-/// (a, b, hw) → (b, a, hw) for raw device buffers (blocks of hw contiguous values).
-fn permute_chunk(src: u64, a: usize, b: usize, hw: usize, dst: u64) {
-    let total = a * b * hw;
-    let mut bx = LayoutBox {
-        dims: [1; 8],
-        src_st: [0; 8],
-        dst_st: [0; 8],
-        rank: 3,
-    };
-    // iterate in destination order (b, a, hw)
-    bx.dims[..3].copy_from_slice(&[b as i64, a as i64, hw as i64]);
-    bx.src_st[..3].copy_from_slice(&[hw as i64, (b * hw) as i64, 1]);
-    bx.dst_st[..3].copy_from_slice(&[(a * hw) as i64, hw as i64, 1]);
-    let (t, zero, acc) = (total as i64, 0i64, 0i32);
-    rt().launch_n(
-        "layout.cu",
-        "strided_copy",
-        total,
-        &[
-            arg(&src),
-            arg(&dst),
-            arg(&bx),
-            arg(&zero),
-            arg(&zero),
-            arg(&t),
-            arg(&acc),
-        ],
-    );
 }

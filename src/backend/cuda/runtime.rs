@@ -269,24 +269,11 @@ impl Runtime {
         n: usize,
         params: &[*mut c_void],
     ) {
-        self.launch_n_per(file, name, n, 1, params)
-    }
-
-    /// As `launch_n`, `n` items for each of `items` (gridDim.y; images of a conv chunk).
-    pub(crate) fn launch_n_per(
-        &self,
-        file: &'static str,
-        name: &'static str,
-        n: usize,
-        items: usize,
-        params: &[*mut c_void],
-    ) {
-        if n == 0 || items == 0 {
+        if n == 0 {
             return;
         }
         let blocks = n.div_ceil(256).min(65_535 * 8) as u32;
-        assert!(items < 65_536, "{name}: {items} items in one launch");
-        self.launch(file, name, (blocks, items as u32, 1), 256, 0, params);
+        self.launch(file, name, (blocks, 1, 1), 256, 0, params);
     }
 }
 
