@@ -7,21 +7,34 @@ struct ConvGeom {
 
 // The column matrix of a chunk of images is K × ld with ld = images·Ho·Wo: image y = blockIdx.y
 // owns columns [y·Ho·Wo, (y+1)·Ho·Wo), so the chunk's three conv products are single GEMMs.
-// grid (⌈Ho·Wo/256⌉, images, K): the row r = (c, ky, kx) is the block's z, so its division into
-// (c, ky, kx) is done once per block and each thread only splits its output pixel p into
-// (oy, ox) (integer division dominated an element-per-thread version).
+// grid (⌈Ho·Wo/256⌉, images, ⌈K/IM2COL_ROWS⌉): each thread fills IM2COL_ROWS rows r = (c, ky,
+// kx) of one output pixel p, issuing all their loads before any store, so several loads are
+// in flight per thread (one load per thread left the copy waiting on memory latency).
+#define IM2COL_ROWS 8
 extern "C" __global__ void im2col(const float* x, float* col, ConvGeom g, long long ld) {
     int hw = g.ho * g.wo;
     int p = blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= hw) return;
-    int r = blockIdx.z;
-    int kx = r % g.kw, ky = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
-    const float* xc = x + ((long long)blockIdx.y * g.cin + c) * g.h * g.w;
+    int rows = g.cin * g.kh * g.kw;
     int oy = p / g.wo, ox = p - oy * g.wo;
-    int iy = oy * g.sh - g.ph + ky * g.dh;
-    int ix = ox * g.sw - g.pw + kx * g.dw;
-    col[(long long)r * ld + (long long)blockIdx.y * hw + p] =
-        (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? xc[iy * g.w + ix] : 0.f;
+    const float* xi = x + (long long)blockIdx.y * g.cin * g.h * g.w;
+    float* cp = col + (long long)blockIdx.y * hw + p;
+    int r0 = blockIdx.z * IM2COL_ROWS;
+    float v[IM2COL_ROWS];
+#pragma unroll
+    for (int u = 0; u < IM2COL_ROWS; ++u) {
+        int r = r0 + u;
+        v[u] = 0.f;
+        if (r < rows) {
+            int kx = r % g.kw, ky = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
+            int iy = oy * g.sh - g.ph + ky * g.dh;
+            int ix = ox * g.sw - g.pw + kx * g.dw;
+            if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v[u] = xi[(c * g.h + iy) * g.w + ix];
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < IM2COL_ROWS; ++u)
+        if (r0 + u < rows) cp[(long long)(r0 + u) * ld] = v[u];
 }
 
 // One thread per input pixel gathers every column entry that read it (no atomics, so the sum

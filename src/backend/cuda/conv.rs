@@ -235,7 +235,8 @@ fn im2col(x: &CudaStorage, g: &Conv2dGeom, i0: usize, cnt: usize) -> DeviceBuffe
     let col = DeviceBuffer::uninit(kdim * cnt * hw);
     let geom = ConvGeomC::new(g);
     let (xp, cp, ld) = (x.buf.at(i0 * img), col.ptr, (cnt * hw) as i64);
-    let grid = (hw.div_ceil(256) as u32, cnt as u32, kdim as u32);
+    // kernels/conv.cu IM2COL_ROWS rows per thread
+    let grid = (hw.div_ceil(256) as u32, cnt as u32, kdim.div_ceil(8) as u32);
     rt().launch(
         "conv.cu",
         "im2col",
