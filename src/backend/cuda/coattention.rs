@@ -97,15 +97,8 @@ pub struct Fused {
     lse2: CudaStorage,
 }
 
-fn attention(
-    fm: &CudaStorage,
-    fnn: &CudaStorage,
-    w: &CudaStorage,
-    b: usize,
-    c: usize,
-    n: usize,
-    m: usize,
-) -> Unfused {
+/// Q = W·Fm for every pair of the batch (B, C, N); both paths start from it.
+fn project(w: &CudaStorage, fm: &CudaStorage, b: usize, c: usize, n: usize) -> CudaStorage {
     let q = CudaStorage::uninit(b * c * n);
     gemm(
         gm(
@@ -123,6 +116,56 @@ fn attention(
         ),
         false,
     );
+    q
+}
+
+/// The backward of `project`: returns dW = Σ_b dQ_b·Fm_bᵀ and adds Wᵀ·dQ into `dfm`.
+fn project_backward(
+    w: &CudaStorage,
+    fm: &CudaStorage,
+    dq: &CudaStorage,
+    dfm: &CudaStorage,
+    b: usize,
+    c: usize,
+    n: usize,
+) -> CudaStorage {
+    let dw = CudaStorage::full(c * c, 0.0);
+    for bi in 0..b {
+        let (dqb, fmb) = (
+            dq.ptr() + 4 * (bi * c * n) as u64,
+            fm.ptr() + 4 * (bi * c * n) as u64,
+        );
+        gemm(gm(1, c, c, n, dqb, false, 0, fmb, true, 0, dw.ptr()), true);
+    }
+    gemm(
+        gm(
+            b,
+            c,
+            n,
+            c,
+            w.ptr(),
+            true,
+            0,
+            dq.ptr(),
+            false,
+            c * n,
+            dfm.ptr(),
+        ),
+        true,
+    );
+    dw
+}
+
+fn attention(
+    fm: &CudaStorage,
+    fnn: &CudaStorage,
+    w: &CudaStorage,
+    b: usize,
+    c: usize,
+    n: usize,
+    m: usize,
+) -> Unfused {
+    let q = project(w, fm, b, c, n);
     let s = CudaStorage::uninit(b * n * m);
     gemm(
         gm(
@@ -344,31 +387,7 @@ pub(crate) fn backward(
         ),
         true,
     );
-    // Q = W·Fm: dW = Σ_b dQ_b·Fm_bᵀ, dFm += Wᵀ·dQ
-    let dw = CudaStorage::full(c * c, 0.0);
-    for bi in 0..b {
-        let (dqb, fmb) = (
-            dq.ptr() + 4 * (bi * c * n) as u64,
-            fm.ptr() + 4 * (bi * c * n) as u64,
-        );
-        gemm(gm(1, c, c, n, dqb, false, 0, fmb, true, 0, dw.ptr()), true);
-    }
-    gemm(
-        gm(
-            b,
-            c,
-            n,
-            c,
-            w.ptr(),
-            true,
-            0,
-            dq.ptr(),
-            false,
-            c * n,
-            dfm.ptr(),
-        ),
-        true,
-    );
+    let dw = project_backward(w, fm, &dq, &dfm, b, c, n);
     (dfm, dfn, dw)
 }
 
@@ -432,23 +451,7 @@ fn fused_forward(
     n: usize,
     m: usize,
 ) -> Fused {
-    let q = CudaStorage::uninit(b * c * n);
-    gemm(
-        gm(
-            b,
-            c,
-            n,
-            c,
-            w.ptr(),
-            false,
-            0,
-            fm.ptr(),
-            false,
-            c * n,
-            q.ptr(),
-        ),
-        false,
-    );
+    let q = project(w, fm, b, c, n);
     let qt = swap_last2(&q, b, c, n);
     drop(q);
     let fnt = swap_last2(fnn, b, c, m);
@@ -576,30 +579,6 @@ fn fused_backward(
     let dq = swap_last2(&dqt, b, n, c);
     let dfn = swap_last2(&dfnt, b, m, c);
     let dfm = swap_last2(&dv2, b, n, c);
-    // Q = W·Fm: dW = Σ_b dQ_b·Fm_bᵀ, dFm += Wᵀ·dQ
-    let dw = CudaStorage::full(c * c, 0.0);
-    for bi in 0..b {
-        let (dqb, fmb) = (
-            dq.ptr() + 4 * (bi * c * n) as u64,
-            fm.ptr() + 4 * (bi * c * n) as u64,
-        );
-        gemm(gm(1, c, c, n, dqb, false, 0, fmb, true, 0, dw.ptr()), true);
-    }
-    gemm(
-        gm(
-            b,
-            c,
-            n,
-            c,
-            w.ptr(),
-            true,
-            0,
-            dq.ptr(),
-            false,
-            c * n,
-            dfm.ptr(),
-        ),
-        true,
-    );
+    let dw = project_backward(w, fm, &dq, &dfm, b, c, n);
     (dfm, dfn, dw)
 }

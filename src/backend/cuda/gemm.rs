@@ -88,9 +88,7 @@ pub(crate) fn gemm(g: Gm, accumulate: bool) {
             g.m, g.n, g.k, g.batch
         )
     });
-    if std::env::var_os("COATT_CUDA_SYNC").is_some() {
-        r.sync("gemm");
-    }
+    r.sync_if_asked("gemm");
 }
 
 /// `Gm` with C contiguous per batch (stride m·n): operands as (pointer, transposed, batch

@@ -21,22 +21,18 @@ impl std::fmt::Debug for CudaStorage {
 }
 
 impl Clone for CudaStorage {
+    /// A device-to-device copy on the stream.
     fn clone(&self) -> Self {
         let out = CudaStorage::uninit(self.len());
-        copy(&out.buf, 0, &self.buf, 0, self.len());
+        if !self.is_empty() {
+            // SAFETY: both buffers hold len floats.
+            unsafe {
+                result::memcpy_dtod_async(out.ptr(), self.ptr(), self.len() * 4, rt().stream())
+            }
+            .unwrap_or_else(|e| panic!("CUDA copy: {e:?}"));
+        }
         out
     }
-}
-
-/// dst[d_off..][..n] = src[s_off..][..n] on the stream.
-fn copy(dst: &DeviceBuffer, d_off: usize, src: &DeviceBuffer, s_off: usize, n: usize) {
-    if n == 0 {
-        return;
-    }
-    let r = rt();
-    // SAFETY: both ranges lie inside live buffers.
-    unsafe { result::memcpy_dtod_async(dst.at(d_off), src.at(s_off), n * 4, r.stream()) }
-        .unwrap_or_else(|e| panic!("CUDA copy: {e:?}"));
 }
 
 impl CudaStorage {
@@ -282,22 +278,7 @@ impl CudaStorage {
         wo: usize,
     ) -> Self {
         let y = Self::uninit(planes * ho * wo);
-        let (xp, yp) = (self.ptr(), y.ptr());
-        let d = [planes as i32, h as i32, w as i32, ho as i32, wo as i32];
-        rt().launch_n(
-            "resize.cu",
-            "resize_bilinear_fwd",
-            y.len(),
-            &[
-                arg(&xp),
-                arg(&yp),
-                arg(&d[0]),
-                arg(&d[1]),
-                arg(&d[2]),
-                arg(&d[3]),
-                arg(&d[4]),
-            ],
-        );
+        resize(self, &y, "resize_bilinear_fwd", [planes, h, w, ho, wo]);
         y
     }
     /// self = dy (planes × ho × wo); atomics into a zeroed dx
@@ -310,22 +291,7 @@ impl CudaStorage {
         wo: usize,
     ) -> Self {
         let dx = Self::zeros(planes * h * w);
-        let (gp, dp) = (self.ptr(), dx.ptr());
-        let d = [planes as i32, h as i32, w as i32, ho as i32, wo as i32];
-        rt().launch_n(
-            "resize.cu",
-            "resize_bilinear_bwd",
-            self.len(),
-            &[
-                arg(&gp),
-                arg(&dp),
-                arg(&d[0]),
-                arg(&d[1]),
-                arg(&d[2]),
-                arg(&d[3]),
-                arg(&d[4]),
-            ],
-        );
+        resize(self, &dx, "resize_bilinear_bwd", [planes, h, w, ho, wo]);
         dx
     }
 
@@ -871,6 +837,26 @@ pub(crate) fn softmax_rows(
 #[derive(Clone, Copy)]
 struct PoolGeomC {
     v: [i32; 11],
+}
+
+/// resize.cu's kernels: one thread per output-size pixel (planes·ho·wo) either way.
+fn resize(src: &CudaStorage, dst: &CudaStorage, name: &'static str, dims: [usize; 5]) {
+    let (sp, dp) = (src.ptr(), dst.ptr());
+    let d = dims.map(|v| v as i32);
+    rt().launch_n(
+        "resize.cu",
+        name,
+        dims[0] * dims[3] * dims[4],
+        &[
+            arg(&sp),
+            arg(&dp),
+            arg(&d[0]),
+            arg(&d[1]),
+            arg(&d[2]),
+            arg(&d[3]),
+            arg(&d[4]),
+        ],
+    );
 }
 
 fn pool(

@@ -28,6 +28,8 @@ pub(crate) struct Runtime {
     modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
     pub(crate) alloc: Allocator,
     tf32: AtomicBool,
+    /// `COATT_CUDA_SYNC` at start-up: synchronise after every launch and GEMM
+    sync_each: bool,
 }
 
 // SAFETY: the raw handles (context-bound module, function and cuBLAS handles) are only used
@@ -155,6 +157,7 @@ impl Runtime {
             modules: Mutex::new(HashMap::new()),
             alloc: Allocator::default(),
             tf32: AtomicBool::new(tf32),
+            sync_each: std::env::var_os("COATT_CUDA_SYNC").is_some(),
         })
     }
 
@@ -166,6 +169,14 @@ impl Runtime {
     }
     pub(crate) fn tf32(&self) -> bool {
         self.tf32.load(Ordering::Relaxed)
+    }
+
+    /// With `COATT_CUDA_SYNC` set: waits after `what`, so a kernel's fault surfaces at the op
+    /// that caused it.
+    pub(crate) fn sync_if_asked(&self, what: &str) {
+        if self.sync_each {
+            self.sync(what);
+        }
     }
 
     pub(crate) fn sync(&self, what: &str) {
@@ -255,10 +266,7 @@ impl Runtime {
         // parity tests against the CPU reference).
         unsafe { result::launch_kernel(f, grid, block, shared_bytes, self.stream(), &mut p) }
             .unwrap_or_else(|e| panic!("launching {name} (kernels/{file}): {e:?}"));
-        if std::env::var_os("COATT_CUDA_SYNC").is_some() {
-            // surfaces a kernel's fault at the op that caused it
-            self.sync(name);
-        }
+        self.sync_if_asked(name);
     }
 
     /// Launches an element-wise kernel over `n` items with grid-stride loops.
