@@ -80,8 +80,13 @@ fn scratch_presets_have_the_same_structure_narrower_with_bn() {
         }
     );
     assert_eq!(
-        (tiny.input_size, tiny.epochs, tiny.lr_steps.clone()),
-        (64, 6, vec![5])
+        (
+            tiny.input_size,
+            tiny.epochs,
+            tiny.lr_steps.clone(),
+            tiny.coattention_from
+        ),
+        (64, 9, vec![7], 3)
     );
     let official = ClsConfig::preset("vgg16").unwrap();
     assert_eq!(
