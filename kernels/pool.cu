@@ -1,6 +1,7 @@
 // Max and average pooling with PyTorch's rules (padding, ceil_mode through the host-computed
 // output size, count_include_pad), forward and backward. Max-pool backward recomputes the
-// arg-max (first maximum, NaN wins) as the CPU reference does, so no index tensor is stored.
+// arg-max (first maximum, NaN wins) as the CPU reference does, so the forward stores no index
+// tensor.
 // Backward kernels run one thread per INPUT pixel and gather, so sums are deterministic.
 
 struct PoolGeom {
@@ -53,21 +54,36 @@ __device__ __forceinline__ void out_range(int i, int k, int s, int p, int out, i
     *b = min(hi + 1, out);
 }
 
-extern "C" __global__ void max_pool_bwd(const float* x, const float* dy, float* dx, PoolGeom g) {
+// Max-pool backward in two passes: the arg-max of every window once (max_pool_argmax, index
+// within the plane, -1 for an empty window), then one thread per input pixel gathers dy of the
+// windows whose arg-max it is. Recomputing each window's arg-max inside the gather cost
+// kh·kw window scans per pixel (81 loads for VGG's 3×3 stride-1 pool4).
+extern "C" __global__ void max_pool_argmax(const float* x, int* idx, PoolGeom g) {
+    long long n = (long long)g.planes * g.ho * g.wo;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {
+        int o = i % (g.wo * g.ho);
+        long long p = i / ((long long)g.wo * g.ho);
+        idx[i] = argmax_window(x + p * g.h * g.w, g, o / g.wo, o % g.wo);
+    }
+}
+
+extern "C" __global__ void max_pool_bwd(const int* idx, const float* dy, float* dx, PoolGeom g) {
     long long n = (long long)g.planes * g.h * g.w;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        int ix = i % g.w, iy = (i / g.w) % g.h;
+        int me = i % (g.w * g.h);
         long long p = i / ((long long)g.w * g.h);
-        const float* xp = x + p * g.h * g.w;
+        int iy = me / g.w, ix = me - iy * g.w;
         int oy0, oy1, ox0, ox1;
         out_range(iy, g.kh, g.sh, g.ph, g.ho, &oy0, &oy1);
         out_range(ix, g.kw, g.sw, g.pw, g.wo, &ox0, &ox1);
+        const int* ip = idx + p * g.ho * g.wo;
+        const float* dp = dy + p * g.ho * g.wo;
         float acc = 0.f;
-        int me = iy * g.w + ix;
         for (int oy = oy0; oy < oy1; ++oy)
             for (int ox = ox0; ox < ox1; ++ox)
-                if (argmax_window(xp, g, oy, ox) == me) acc += dy[(p * g.ho + oy) * g.wo + ox];
+                if (ip[oy * g.wo + ox] == me) acc += dp[oy * g.wo + ox];
         dx[i] = acc;
     }
 }

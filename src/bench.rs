@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// GPU runs: TF32 off (float32 GEMMs)
     #[arg(long)]
     pub no_tf32: bool,
+    /// Instead of the kernel cases, time whole classifier training steps of this preset
+    /// (variant full with every loss term on; random images and labels already on the device;
+    /// forward, loss read back, backward, SGD step), as tools/torch_train_bench.py does.
+    #[arg(long)]
+    pub train_step: Option<String>,
 }
 
 /// Median seconds of `reps` runs of `f`, after one warm-up.
@@ -202,7 +207,8 @@ pub fn median_ms_cuda(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<
 
 /// The GPU cases of the CUDA benchmarks, shaped as tools/torch_bench.py's: co-attention with
 /// C = 512, B = 5 at N = M = 1024 and N = 1024, M = 4096 (features uniform in [0, 0.05) like
-/// ReLU maps; W ~ N(0, 1/C)), and conv2d 3×3 512→512 at 32×32, B = 5, with bias.
+/// ReLU maps; W ~ N(0, 1/C)), and conv2d 3×3 C→C with bias at B = 5 for VGG16's 512 ch at 32²,
+/// 128 at 128² and 64 at 256², with im2col and with Winograd.
 pub struct CudaCase {
     pub name: String,
     /// FLOPs of the forward pass (the backward is counted as twice that for the rate column)
@@ -257,23 +263,35 @@ pub fn cuda_cases() -> Vec<CudaCase> {
             run: Box::new(move |_| crate::no_grad(|| x.matmul(&y)).map(|_| ())),
         });
     }
-    let x = Tensor::randn([b, c, 32, 32], 1.0, DType::F32, dev, &mut rng).into_param();
-    let w = Tensor::randn([c, c, 3, 3], 0.02, DType::F32, dev, &mut rng).into_param();
-    let bias = Tensor::zeros([c], DType::F32, dev).into_param();
-    let gy = Tensor::randn([b, c, 32, 32], 1.0, DType::F32, dev, &mut rng);
-    v.push(CudaCase {
-        name: format!("conv2d 3x3 {c}->{c} 32x32 B={b}"),
-        fwd_flop: 2.0 * (b * c * c * 9 * 32 * 32) as f64,
-        has_backward: true,
-        run: Box::new(move |with_backward| {
-            let p = Conv2dParams::same(1, 1);
-            if !with_backward {
-                return crate::no_grad(|| x.conv2d(&w, Some(&bias), p)).map(|_| ());
-            }
-            let y = x.conv2d(&w, Some(&bias), p)?;
-            crate::autograd::backward_from(&[(&y, &gy)]).map(|_| ())
-        }),
-    });
+    // VGG16's three 3×3 shapes of equal FLOPs (512 ch at 32², 128 at 128², 64 at 256²), B = 5,
+    // with bias, as each conv algorithm
+    for (ch, s) in [(c, 32usize), (128, 128), (64, 256)] {
+        let x = Tensor::randn([b, ch, s, s], 1.0, DType::F32, dev, &mut rng).into_param();
+        let w = Tensor::randn([ch, ch, 3, 3], 0.02, DType::F32, dev, &mut rng).into_param();
+        let bias = Tensor::zeros([ch], DType::F32, dev).into_param();
+        let gy = Tensor::randn([b, ch, s, s], 1.0, DType::F32, dev, &mut rng);
+        use crate::backend::cuda::{set_conv_algo, ConvAlgo};
+        for (label, algo) in [
+            ("im2col", ConvAlgo::Im2col),
+            ("winograd", ConvAlgo::Winograd),
+        ] {
+            let (x, w, bias, gy) = (x.clone(), w.clone(), bias.clone(), gy.clone());
+            v.push(CudaCase {
+                name: format!("conv2d 3x3 {ch}->{ch} {s}x{s} B={b} {label}"),
+                fwd_flop: 2.0 * (b * ch * ch * 9 * s * s) as f64,
+                has_backward: true,
+                run: Box::new(move |with_backward| {
+                    set_conv_algo(algo);
+                    let p = Conv2dParams::same(1, 1);
+                    if !with_backward {
+                        return crate::no_grad(|| x.conv2d(&w, Some(&bias), p)).map(|_| ());
+                    }
+                    let y = x.conv2d(&w, Some(&bias), p)?;
+                    crate::autograd::backward_from(&[(&y, &gy)]).map(|_| ())
+                }),
+            });
+        }
+    }
     v
 }
 
@@ -309,7 +327,102 @@ pub fn run_cuda(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bench --train-step PRESET`: the median wall time of whole training steps of the classifier
+/// (synchronised at the end of each), after warm-up, and the images/s the training loop
+/// would report (2·B images per step).
+pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
+    use crate::cls::{Classifier, ClsConfig, Variant};
+    let device = match a.device {
+        crate::cli::DeviceArg::Cuda => {
+            crate::backend::cuda::init()
+                .map_err(|e| crate::Error::Msg(format!("--device cuda: {e}")))?;
+            crate::backend::cuda::set_tf32(!a.no_tf32);
+            Device::Cuda
+        }
+        _ => Device::Cpu,
+    };
+    let cfg = ClsConfig {
+        variant: Variant::Full,
+        ..ClsConfig::preset(preset)?
+    };
+    let k = 20; // VOC's classes
+    let mut rng = crate::testing::rng(1);
+    let model = Classifier::new(&cfg, k, device, &mut rng);
+    let mut opt = crate::optim::Sgd::new(model.param_groups(&cfg), cfg.momentum, cfg.nesterov)?;
+    let (b, s) = (cfg.batch, cfg.input_size);
+    let x1 = Tensor::randn([b, 3, s, s], 1.0, DType::F32, device, &mut rng);
+    let x2 = Tensor::randn([b, 3, s, s], 1.0, DType::F32, device, &mut rng);
+    // two positives each, one shared (so every loss term has a target)
+    let mut l = vec![vec![0f32; b * k]; 2];
+    for i in 0..b {
+        l[0][i * k + i % k] = 1.0;
+        l[0][i * k + (i + 1) % k] = 1.0;
+        l[1][i * k + i % k] = 1.0;
+        l[1][i * k + (i + 3) % k] = 1.0;
+    }
+    let l1 = Tensor::from_vec(l[0].clone(), [b, k], device)?;
+    let l2 = Tensor::from_vec(l[1].clone(), [b, k], device)?;
+    let epoch = cfg.contrastive_from.max(cfg.coattention_from);
+    let sync = || {
+        if device == Device::Cuda {
+            crate::backend::cuda::synchronize();
+        }
+    };
+    let mut step = || -> Result<()> {
+        let loss = model.iteration_loss(&cfg, &x1, &x2, &l1, &l2, epoch)?;
+        let total = loss.total.to_scalar()?;
+        if !total.is_finite() {
+            return Err(crate::Error::NonFinite(format!("bench step loss {total}")));
+        }
+        let grads = backward(&loss.total)?;
+        opt.step(&grads, 1.0)?;
+        sync();
+        Ok(())
+    };
+    let start = Instant::now();
+    let mut warm = 0;
+    while warm < 3 || start.elapsed().as_secs_f64() < 1.0 {
+        step()?;
+        warm += 1;
+    }
+    let secs = median_secs(a.reps, &mut step)?;
+    println!(
+        "coatt train step, preset {preset} (batch {b} pairs, {s} px, variant full, all terms), {}: median of {} steps {:.2} ms, {:.1} images/s",
+        match device {
+            Device::Cuda => format!(
+                "{} TF32 {}",
+                crate::backend::cuda::device_name().unwrap_or_default(),
+                if a.no_tf32 { "off" } else { "on" }
+            ),
+            _ => "CPU".into(),
+        },
+        a.reps,
+        secs * 1e3,
+        2.0 * b as f64 / secs
+    );
+    // COATT_CUDA_PROFILE=1: where one step's device time goes
+    if device == Device::Cuda {
+        let _ = crate::backend::cuda::profile_report();
+        step()?;
+        if let Some(rows) = crate::backend::cuda::profile_report() {
+            let total: f64 = rows.iter().map(|r| r.2).sum();
+            println!("one step's kernels (events around each): {total:.2} ms in all");
+            println!("| kernel | calls | ms | share |\n|---|---:|---:|---:|");
+            for (name, calls, ms) in rows.iter().take(30) {
+                println!(
+                    "| {name} | {calls} | {ms:.3} | {:.1}% |",
+                    100.0 * ms / total
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: &BenchArgs) -> Result<()> {
+    if let Some(p) = &a.train_step {
+        return run_train_step(a, p);
+    }
     if a.device == crate::cli::DeviceArg::Cuda {
         return run_cuda(a);
     }

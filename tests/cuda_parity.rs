@@ -231,6 +231,132 @@ fn cuda_matmul_matches_the_cpu_with_tf32_off_and_on() {
     cuda::set_tf32(true);
 }
 
+/// Winograd F(2×2, 3×3) (forced, so Cin = 3 takes it too): odd sizes (partial 2×2 tiles),
+/// padding 0 to 2·dilation, dilations 1 to 3 (phases of unequal sizes), Cin ≠ Cout, with and
+/// without bias, forward and both gradients, and several image chunks.
+#[test]
+fn cuda_conv_winograd_matches_the_cpu() {
+    let Some(_g) = gpu() else { return };
+    let r = &mut rng(17);
+    // (name, x, w, padding, dilation, bias)
+    type Case = (&'static str, [usize; 4], [usize; 4], usize, usize, bool);
+    let cases: [Case; 9] = [
+        (
+            "3→4 9×9 pad 1 + bias",
+            [2, 3, 9, 9],
+            [4, 3, 3, 3],
+            1,
+            1,
+            true,
+        ),
+        ("5→6 9×11 pad 1", [2, 5, 9, 11], [6, 5, 3, 3], 1, 1, false),
+        (
+            "4→3 8×7 pad 0 + bias",
+            [2, 4, 8, 7],
+            [3, 4, 3, 3],
+            0,
+            1,
+            true,
+        ),
+        ("4→5 6×7 pad 2", [1, 4, 6, 7], [5, 4, 3, 3], 2, 1, false),
+        (
+            "3→4 11×10 dilation 2 pad 2 + bias",
+            [2, 3, 11, 10],
+            [4, 3, 3, 3],
+            2,
+            2,
+            true,
+        ),
+        (
+            "3→2 12×9 dilation 2 pad 1",
+            [1, 3, 12, 9],
+            [2, 3, 3, 3],
+            1,
+            2,
+            false,
+        ),
+        (
+            "2→3 13×14 dilation 3 pad 3",
+            [1, 2, 13, 14],
+            [3, 2, 3, 3],
+            3,
+            3,
+            false,
+        ),
+        (
+            "32→48 13×10 pad 1 + bias",
+            [3, 32, 13, 10],
+            [48, 32, 3, 3],
+            1,
+            1,
+            true,
+        ),
+        (
+            "64→64 16×16 pad 1 + bias",
+            [2, 64, 16, 16],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+        ),
+    ];
+    cuda::set_conv_algo(cuda::ConvAlgo::Winograd);
+    for tf32 in [false, true] {
+        cuda::set_tf32(tf32);
+        let tol = if tf32 { TF32 } else { GEMM_F32 };
+        for (name, xd, wd, pad, dil, bias) in cases {
+            let mut inputs = vec![
+                randn(&xd, r),
+                Tensor::randn(wd.to_vec(), 0.3, DType::F32, Device::Cpu, r),
+            ];
+            if bias {
+                inputs.push(randn(&[wd[0]], r));
+            }
+            check(
+                &format!("winograd {name} {}", if tf32 { "tf32" } else { "f32" }),
+                inputs,
+                tol,
+                Box::new(move |v| v[0].conv2d(&v[1], v.get(2), Conv2dParams::same(pad, dil))),
+            );
+        }
+    }
+    // conv2d_relu: the ReLU inside Winograd's output transform, and in the bias pass of the
+    // im2col and pointwise paths
+    cuda::set_tf32(false);
+    for (algo, wd, pad) in [
+        (cuda::ConvAlgo::Winograd, [6, 5, 3, 3], 1),
+        (cuda::ConvAlgo::Im2col, [6, 5, 3, 3], 1),
+        (cuda::ConvAlgo::Auto, [6, 5, 1, 1], 0),
+    ] {
+        cuda::set_conv_algo(algo);
+        check(
+            &format!("conv2d_relu {algo:?} {}×{} + bias", wd[2], wd[3]),
+            vec![
+                randn(&[2, 5, 9, 11], r),
+                Tensor::randn(wd.to_vec(), 0.3, DType::F32, Device::Cpu, r),
+                randn(&[6], r),
+            ],
+            GEMM_F32,
+            Box::new(move |v| v[0].conv2d_relu(&v[1], v.get(2), Conv2dParams::same(pad, 1))),
+        );
+    }
+    cuda::set_conv_algo(cuda::ConvAlgo::Winograd);
+    std::env::set_var("COATT_CONV_CHUNK_BYTES", "1");
+    check(
+        "winograd 5→4 9×9 pad 1 one image per chunk",
+        vec![
+            randn(&[3, 5, 9, 9], r),
+            Tensor::randn([4, 5, 3, 3], 0.3, DType::F32, Device::Cpu, r),
+            randn(&[4], r),
+        ],
+        GEMM_F32,
+        Box::new(|v| v[0].conv2d(&v[1], v.get(2), Conv2dParams::same(1, 1))),
+    );
+    std::env::remove_var("COATT_CONV_CHUNK_BYTES");
+    cuda::set_conv_algo(cuda::ConvAlgo::Auto);
+    cuda::set_tf32(true);
+}
+
 #[test]
 fn cuda_conv_pool_resize_match_the_cpu() {
     let Some(_g) = gpu() else { return };
@@ -277,6 +403,9 @@ fn cuda_conv_pool_resize_match_the_cpu() {
             true,
         ),
     ];
+    // the im2col path on every shape (Winograd takes some 3×3 stride-1 shapes by default; it
+    // has its own test below)
+    cuda::set_conv_algo(cuda::ConvAlgo::Im2col);
     for tf32 in [false, true] {
         cuda::set_tf32(tf32);
         let tol = if tf32 { TF32 } else { GEMM_F32 };
@@ -310,6 +439,7 @@ fn cuda_conv_pool_resize_match_the_cpu() {
         Box::new(|v| v[0].conv2d(&v[1], v.get(2), Conv2dParams::same(1, 1))),
     );
     std::env::remove_var("COATT_CONV_CHUNK_BYTES");
+    cuda::set_conv_algo(cuda::ConvAlgo::Auto);
     cuda::set_tf32(true);
     let x = || randn(&[2, 3, 9, 11], &mut rng(16));
     check(
@@ -317,6 +447,12 @@ fn cuda_conv_pool_resize_match_the_cpu() {
         vec![x()],
         F32,
         Box::new(|v| v[0].max_pool2d(Pool2dParams::new(3, 2, 1))),
+    );
+    check(
+        "max_pool 3 s1 p1 (VGG16-D1's pool4)",
+        vec![x()],
+        F32,
+        Box::new(|v| v[0].max_pool2d(Pool2dParams::new(3, 1, 1))),
     );
     check(
         "max_pool 2 s2",

@@ -128,9 +128,23 @@ fn conv2d_variants() {
     check(&[x.clone(), t(&[2, 3, 2, 4], 29)], move |v| {
         v[0].conv2d(&v[1], None, asym)
     });
-    check(&[x, t(&[5, 3, 1, 1], 30), t(&[5], 31)], |v| {
+    check(&[x.clone(), t(&[5, 3, 1, 1], 30), t(&[5], 31)], |v| {
         v[0].conv2d(&v[1], Some(&v[2]), Conv2dParams::default())
     });
+    // the fused conv + ReLU: its gradient through the y > 0 mask, and its values equal to the
+    // two ops one after the other
+    check(&[x.clone(), w.clone(), b.clone()], |v| {
+        v[0].conv2d_relu(&v[1], Some(&v[2]), Conv2dParams::same(1, 1))
+    });
+    let fused = x
+        .conv2d_relu(&w, Some(&b), Conv2dParams::same(1, 1))
+        .unwrap();
+    let apart = x
+        .conv2d(&w, Some(&b), Conv2dParams::same(1, 1))
+        .unwrap()
+        .relu();
+    assert_eq!(fused.to_vec_f64(), apart.to_vec_f64());
+    assert!(fused.to_vec_f64().contains(&0.0) && fused.to_vec_f64().iter().any(|&v| v > 0.0));
 }
 
 #[test]

@@ -9,7 +9,8 @@ Co-attention (DESIGN §4), per pair: S = (W·Fm)ᵀ·Fn (N×M), Fm∩ = Fn·soft
 Fn∩ = Fm·softmax_cols(S) (C×M). "unfused" is bmm + softmax + bmm, the two directions sharing
 S; "sdpa" is two scaled_dot_product_attention calls with scale 1 (queries (W·Fm)ᵀ against
 keys/values Fnᵀ, and Fnᵀ against (W·Fm)ᵀ / Fmᵀ), which PyTorch may run as a fused
-(flash / memory-efficient) kernel. conv2d: 3×3, 512→512, 32×32, padding 1, with bias.
+(flash / memory-efficient) kernel. conv2d: 3×3 C→C, padding 1, with bias, B = 5, for
+VGG16's 512 ch at 32², 128 at 128² and 64 at 256², with and without cudnn.benchmark.
 """
 import argparse
 import json
@@ -75,15 +76,15 @@ def bench_coatt(impl, b, c, n, m, reps, dtype):
     return t_fwd, t_all, flops
 
 
-def bench_conv(b, reps, dtype):
-    x = torch.randn(b, 512, 32, 32, device="cuda", dtype=dtype, requires_grad=True)
-    conv = torch.nn.Conv2d(512, 512, 3, padding=1).to("cuda", dtype)
+def bench_conv(b, ch, size, reps, dtype):
+    x = torch.randn(b, ch, size, size, device="cuda", dtype=dtype, requires_grad=True)
+    conv = torch.nn.Conv2d(ch, ch, 3, padding=1).to("cuda", dtype)
     y = conv(x)
     gy = torch.randn_like(y)
     with torch.no_grad():
         t_fwd = time_ms(lambda: conv(x), reps)
     t_all = time_ms(lambda: torch.autograd.backward(conv(x), gy), reps)
-    return t_fwd, t_all, 2 * b * 512 * 512 * 9 * 32 * 32
+    return t_fwd, t_all, 2 * b * ch * ch * 9 * size * size
 
 
 def main():
@@ -109,9 +110,17 @@ def main():
         f = time_ms(lambda: torch.matmul(x, y), a.reps)
         rows.append({"case": f"matmul {m}x{n}x{k}", "forward_ms": f, "forward_backward_ms": 0.0,
                      "forward_tflops": 2 * m * n * k / f / 1e9})
-    f, fb, flops = bench_conv(5, a.reps, dt)
-    rows.append({"case": "conv2d 3x3 512->512 32x32 B=5", "forward_ms": f,
-                 "forward_backward_ms": fb, "forward_tflops": flops / f / 1e9})
+    # VGG16's three 3×3 shapes of equal FLOPs; cuDNN with its heuristic choice (PyTorch's
+    # default) and with cudnn.benchmark (it times its algorithms, Winograd among them, per shape)
+    for bench_mode in [False, True]:
+        torch.backends.cudnn.benchmark = bench_mode
+        for ch, size in [(512, 32), (128, 128), (64, 256)]:
+            f, fb, flops = bench_conv(5, ch, size, a.reps, dt)
+            rows.append({"case": f"conv2d 3x3 {ch}->{ch} {size}x{size} B=5 cuDNN"
+                                 + (" benchmark" if bench_mode else ""),
+                         "forward_ms": f, "forward_backward_ms": fb,
+                         "forward_tflops": flops / f / 1e9})
+    torch.backends.cudnn.benchmark = False
     print(f"PyTorch {torch.__version__}, {torch.cuda.get_device_name()}, TF32 {'on' if tf32 else 'off'}, "
           f"median of {a.reps} after warm-up (CUDA events)")
     print(f"| case | forward (ms) | forward+backward (ms) | forward TFLOP/s |\n|---|---:|---:|---:|")

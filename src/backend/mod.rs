@@ -20,6 +20,16 @@ pub enum Device {
     Cuda,
 }
 
+impl Device {
+    /// Waits until the device has finished the queued work (GPU work is asynchronous: a host
+    /// clock read right after queueing a step would time the launches, not the step).
+    pub fn synchronize(self) {
+        if self == Device::Cuda {
+            cuda::synchronize();
+        }
+    }
+}
+
 /// Backend storage of one tensor (contiguous, row-major).
 #[derive(Clone, Debug)]
 pub enum Storage {
@@ -363,18 +373,24 @@ impl Storage {
             ))
         })
     }
-    pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, g: &Conv2dGeom) -> Storage {
+    /// The conv's output, with a ReLU applied when `relu`.
+    pub fn conv2d(
+        &self,
+        w: &Storage,
+        bias: Option<&Storage>,
+        g: &Conv2dGeom,
+        relu: bool,
+    ) -> Storage {
         if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.conv2d(w.cu(), bias.map(|b| b.cu()), g));
+            return Storage::Cuda(s.conv2d(w.cu(), bias.map(|b| b.cu()), g, relu));
         }
         with_dtype!(self.dtype(), {
             let b = bias.map(|b| b.cpu().slice::<T>());
-            Self::wrap(cpu::conv::forward(
-                self.cpu().slice::<T>(),
-                w.cpu().slice::<T>(),
-                b,
-                g,
-            ))
+            let mut y = cpu::conv::forward(self.cpu().slice::<T>(), w.cpu().slice::<T>(), b, g);
+            if relu {
+                y.iter_mut().for_each(|v| *v = v.max(T::default()));
+            }
+            Self::wrap(y)
         })
     }
     /// self = dy

@@ -285,6 +285,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             let factor = step_factor * warmup_factor(cfg.warmup_iters, pos.iteration);
             let grads = backward(&loss.total)?;
             opt.step(&grads, factor)?;
+            opts.device.synchronize();
             let dt = t0.elapsed().as_secs_f64();
             train_secs += dt;
             images += 2 * b;

@@ -71,6 +71,10 @@ impl Conv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.params)
     }
+    /// `forward(x)?.relu()` as one op (`Tensor::conv2d_relu`).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d_relu(&self.weight, self.bias.as_ref(), self.params)
+    }
     pub fn named_params(&self, prefix: &str) -> Vec<(String, Tensor)> {
         let mut v = vec![(format!("{prefix}.weight"), self.weight.clone())];
         if let Some(b) = &self.bias {

@@ -124,15 +124,19 @@ impl Vgg {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, conv) in self.features.iter().enumerate() {
-            h = conv.forward(&h)?;
-            if let Some(b) = self.bn.get(i) {
-                h = if train {
-                    h.batch_norm_train(&b.gamma, &b.beta, &b.mean, &b.var, BN_MOMENTUM, BN_EPS)?
-                } else {
-                    h.batch_norm_frozen(&b.gamma, &b.beta, &b.mean, &b.var, BN_EPS)?
-                };
-            }
-            h = h.relu();
+            h = match self.bn.get(i) {
+                // conv, BN, ReLU
+                Some(b) => {
+                    let y = conv.forward(&h)?;
+                    if train {
+                        y.batch_norm_train(&b.gamma, &b.beta, &b.mean, &b.var, BN_MOMENTUM, BN_EPS)?
+                    } else {
+                        y.batch_norm_frozen(&b.gamma, &b.beta, &b.mean, &b.var, BN_EPS)?
+                    }
+                    .relu()
+                }
+                None => conv.forward_relu(&h)?,
+            };
             h = match i {
                 1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(2, 2, 0))?,
                 9 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
@@ -140,7 +144,7 @@ impl Vgg {
             };
         }
         for conv in &self.extra {
-            h = conv.forward(&h)?.relu();
+            h = conv.forward_relu(&h)?;
         }
         Ok(h)
     }

@@ -87,6 +87,28 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: Conv2dParams,
     ) -> Result<Tensor> {
+        self.conv2d_act(weight, bias, p, false)
+    }
+
+    /// `conv2d(..).relu()` as one op: the GPU applies the ReLU where it writes the output (one
+    /// pass over the activation less each way); the backward masks dy by y > 0 (y > 0 exactly
+    /// where the pre-activation is).
+    pub fn conv2d_relu(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        self.conv2d_act(weight, bias, p, true)
+    }
+
+    fn conv2d_act(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        relu: bool,
+    ) -> Result<Tensor> {
         let g = p.geom(self.dims(), weight.dims())?;
         if let Some(b) = bias {
             if b.dims() != [g.cout] {
@@ -104,9 +126,12 @@ impl Tensor {
         } else {
             check_same("conv2d", &[&self.storage(), &weight.storage()])?;
         }
-        let s = self
-            .storage()
-            .conv2d(&weight.storage(), bias.map(|b| b.storage()).as_deref(), &g);
+        let s = self.storage().conv2d(
+            &weight.storage(),
+            bias.map(|b| b.storage()).as_deref(),
+            &g,
+            relu,
+        );
         let (x, w) = (self.clone(), weight.clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
@@ -114,7 +139,14 @@ impl Tensor {
             s,
             [g.n, g.cout, g.ho, g.wo].into(),
             &inputs,
-            move |dy, _, needs| {
+            move |dy, y, needs| {
+                let masked;
+                let dy = if relu {
+                    masked = dy.binary_raw(crate::backend::BinaryOp::ReluGrad, y)?;
+                    &masked
+                } else {
+                    dy
+                };
                 let dys = dy.storage();
                 let dx = needs[0].then(|| {
                     plain(

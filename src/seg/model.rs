@@ -118,11 +118,10 @@ impl SegNet {
             Body::Vgg { convs, bns } => {
                 let mut h = x.clone();
                 for (i, c) in convs.iter().enumerate() {
-                    h = c.forward(&h)?;
-                    if let Some(b) = bns.get(i) {
-                        h = b.forward(&h, train)?;
-                    }
-                    h = h.relu();
+                    h = match bns.get(i) {
+                        Some(b) => b.forward(&c.forward(&h)?, train)?.relu(),
+                        None => c.forward_relu(&h)?,
+                    };
                     h = match i {
                         1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(3, 2, 1))?,
                         9 | 12 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
@@ -133,12 +132,13 @@ impl SegNet {
             }
         };
         for (i, c) in self.head.iter().enumerate() {
-            h = c.forward(&h)?;
             if i < 2 {
-                h = h.relu();
+                h = c.forward_relu(&h)?;
                 if train && self.config.dropout > 0.0 {
                     h = h.dropout(self.config.dropout, rng)?;
                 }
+            } else {
+                h = c.forward(&h)?;
             }
         }
         Ok(h)

@@ -170,6 +170,7 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
             let f = schedule.factor(batch.iteration);
             let grads = backward(&loss)?;
             opt.step(&grads, f)?;
+            opts.device.synchronize();
             let dt = t0.elapsed().as_secs_f64();
             secs += dt;
             images += b;

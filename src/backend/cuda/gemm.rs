@@ -55,7 +55,7 @@ pub(crate) fn gemm(g: Gm, accumulate: bool) {
         return;
     }
     // SAFETY: pointers and strides describe live device buffers of the sizes above.
-    unsafe {
+    r.profiled("cublas_gemm", || unsafe {
         cublas_result::gemm_strided_batched_ex(
             r.cublas(),
             op_b,
@@ -81,12 +81,12 @@ pub(crate) fn gemm(g: Gm, accumulate: bool) {
             compute,
             cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
-    }
-    .unwrap_or_else(|e| {
-        panic!(
-            "cublasGemmStridedBatchedEx ({}×{}×{} ×{}): {e:?}",
-            g.m, g.n, g.k, g.batch
-        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "cublasGemmStridedBatchedEx ({}×{}×{} ×{}): {e:?}",
+                g.m, g.n, g.k, g.batch
+            )
+        })
     });
     r.sync_if_asked("gemm");
 }

@@ -16,8 +16,9 @@ pub use alloc::{memory_stats, MemoryStats};
 pub use coattention::Fwd as CoattKept;
 pub(crate) use coattention::{backward as coattention_backward, forward as coattention_forward};
 pub use coattention::{coattention_impl, set_coattention_impl, CoattImpl};
+pub use conv::{conv_algo, set_conv_algo, ConvAlgo};
 pub use ops::CudaStorage;
-pub use runtime::{device_name, init, set_tf32, synchronize, tf32, time_ms};
+pub use runtime::{device_name, init, profile_report, set_tf32, synchronize, tf32, time_ms};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

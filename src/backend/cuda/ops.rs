@@ -260,7 +260,9 @@ impl CudaStorage {
     }
     /// self = x
     pub(crate) fn max_pool2d_backward(&self, dy: &CudaStorage, g: &Pool2dGeom) -> Self {
-        pool(self, Some(dy), g, "max_pool_bwd", g.planes * g.h * g.w)
+        // the windows' arg-max indices (i32 in a buffer of as many 4-byte values), then the gather
+        let idx = pool(self, None, g, "max_pool_argmax", g.planes * g.ho * g.wo);
+        pool(&idx, Some(dy), g, "max_pool_bwd", g.planes * g.h * g.w)
     }
     pub(crate) fn avg_pool2d(&self, g: &Pool2dGeom) -> Self {
         pool(self, None, g, "avg_pool_fwd", g.planes * g.ho * g.wo)

@@ -17,6 +17,13 @@ use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// A profiled launch: its name and the events recorded before and after it.
+type ProfiledLaunch = (
+    &'static str,
+    cudarc::driver::CudaEvent,
+    cudarc::driver::CudaEvent,
+);
+
 pub(crate) struct Runtime {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -30,6 +37,8 @@ pub(crate) struct Runtime {
     tf32: AtomicBool,
     /// `COATT_CUDA_SYNC` at start-up: synchronise after every launch and GEMM
     sync_each: bool,
+    /// `COATT_CUDA_PROFILE` at start-up: a pair of events around every launch and GEMM
+    profile: Option<Mutex<Vec<ProfiledLaunch>>>,
 }
 
 // SAFETY: the raw handles (context-bound module, function and cuBLAS handles) are only used
@@ -87,6 +96,31 @@ pub fn synchronize() {
     if let Some(Ok(_)) = RUNTIME.get() {
         rt().sync("synchronize");
     }
+}
+
+/// With `COATT_CUDA_PROFILE=1` set at start-up: the device time of every kernel and GEMM since
+/// the last call, summed by name, as (name, calls, total ms), largest first. None when the
+/// profiler is off. Events around each launch cost a little time of their own.
+pub fn profile_report() -> Option<Vec<(String, usize, f64)>> {
+    let r = match RUNTIME.get() {
+        Some(Ok(r)) => r,
+        _ => return None,
+    };
+    let events = std::mem::take(&mut *r.profile.as_ref()?.lock().unwrap());
+    rt().sync("profile report");
+    let mut by: HashMap<&'static str, (usize, f64)> = HashMap::new();
+    for (name, a, b) in events {
+        let ms = a.elapsed_ms(&b).unwrap_or(0.0) as f64;
+        let e = by.entry(name).or_default();
+        e.0 += 1;
+        e.1 += ms;
+    }
+    let mut v: Vec<_> = by
+        .into_iter()
+        .map(|(n, (c, t))| (n.to_string(), c, t))
+        .collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Some(v)
 }
 
 /// Name of the GPU the runtime runs on.
@@ -158,6 +192,7 @@ impl Runtime {
             alloc: Allocator::default(),
             tf32: AtomicBool::new(tf32),
             sync_each: std::env::var_os("COATT_CUDA_SYNC").is_some(),
+            profile: std::env::var_os("COATT_CUDA_PROFILE").map(|_| Mutex::new(Vec::new())),
         })
     }
 
@@ -173,6 +208,20 @@ impl Runtime {
 
     /// With `COATT_CUDA_SYNC` set: waits after `what`, so a kernel's fault surfaces at the op
     /// that caused it.
+    /// Runs `f` (one launch or GEMM) between two recorded events when profiling.
+    pub(crate) fn profiled(&self, name: &'static str, f: impl FnOnce()) {
+        let Some(list) = &self.profile else {
+            return f();
+        };
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let a = self.ctx.new_event(flags).expect("cuEventCreate");
+        let b = self.ctx.new_event(flags).expect("cuEventCreate");
+        a.record(&self.stream).expect("cuEventRecord");
+        f();
+        b.record(&self.stream).expect("cuEventRecord");
+        list.lock().unwrap().push((name, a, b));
+    }
+
     pub(crate) fn sync_if_asked(&self, what: &str) {
         if self.sync_each {
             self.sync(what);
@@ -264,8 +313,10 @@ impl Runtime {
         let mut p = params.to_vec();
         // SAFETY: the parameters match the kernel signature (each call site is checked by the
         // parity tests against the CPU reference).
-        unsafe { result::launch_kernel(f, grid, block, shared_bytes, self.stream(), &mut p) }
-            .unwrap_or_else(|e| panic!("launching {name} (kernels/{file}): {e:?}"));
+        self.profiled(name, || {
+            unsafe { result::launch_kernel(f, grid, block, shared_bytes, self.stream(), &mut p) }
+                .unwrap_or_else(|e| panic!("launching {name} (kernels/{file}): {e:?}"))
+        });
         self.sync_if_asked(name);
     }
 
