@@ -6,19 +6,22 @@ struct ConvGeom {
 };
 
 // The column matrix of a chunk of images is K × ld with ld = images·Ho·Wo: image y = blockIdx.y
-// owns columns [y·Ho·Wo, (y+1)·Ho·Wo), so the chunk's three conv products are single GEMMs.
+// owns columns [y·Ho·Wo, (y+1)·Ho·Wo), so the chunk's three conv products are single GEMMs
+// (img_stride = Ho·Wo). Small column matrices (a first layer) are laid out image by image
+// instead, K × Ho·Wo each (ld = Ho·Wo, img_stride = K·Ho·Wo), for per-image GEMMs into NCHW.
 // grid (⌈Ho·Wo/256⌉, images, ⌈K/IM2COL_ROWS⌉): each thread fills IM2COL_ROWS rows r = (c, ky,
 // kx) of one output pixel p, issuing all their loads before any store, so several loads are
 // in flight per thread (one load per thread left the copy waiting on memory latency).
 #define IM2COL_ROWS 8
-extern "C" __global__ void im2col(const float* x, float* col, ConvGeom g, long long ld) {
+extern "C" __global__ void im2col(const float* x, float* col, ConvGeom g, long long ld,
+                                  long long img_stride) {
     int hw = g.ho * g.wo;
     int p = blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= hw) return;
     int rows = g.cin * g.kh * g.kw;
     int oy = p / g.wo, ox = p - oy * g.wo;
     const float* xi = x + (long long)blockIdx.y * g.cin * g.h * g.w;
-    float* cp = col + (long long)blockIdx.y * hw + p;
+    float* cp = col + (long long)blockIdx.y * img_stride + p;
     int r0 = blockIdx.z * IM2COL_ROWS;
     float v[IM2COL_ROWS];
 #pragma unroll
@@ -39,13 +42,14 @@ extern "C" __global__ void im2col(const float* x, float* col, ConvGeom g, long l
 
 // One thread per input pixel gathers every column entry that read it (no atomics, so the sum
 // order is fixed and the result deterministic). grid (⌈H·W/256⌉, images, Cin), layout as above.
-extern "C" __global__ void col2im(const float* col, float* dx, ConvGeom g, long long ld) {
+extern "C" __global__ void col2im(const float* col, float* dx, ConvGeom g, long long ld,
+                                  long long img_stride) {
     int hw_in = g.h * g.w;
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= hw_in) return;
     int c = blockIdx.z;
     int iy = i / g.w, ix = i - iy * g.w;
-    const float* ci = col + (long long)blockIdx.y * g.ho * g.wo;
+    const float* ci = col + (long long)blockIdx.y * img_stride;
     float acc = 0.f;
     for (int ky = 0; ky < g.kh; ++ky) {
         int ty = iy + g.ph - ky * g.dh;

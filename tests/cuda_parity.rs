@@ -362,7 +362,9 @@ fn cuda_conv_pool_resize_match_the_cpu() {
     let Some(_g) = gpu() else { return };
     let r = &mut rng(15);
     type ConvCase = (&'static str, [usize; 4], [usize; 4], Conv2dParams, bool);
-    let convs: [ConvCase; 5] = [
+    // column matrices under 64 rows are laid out image by image, larger ones with the images
+    // side by side: both layouts appear (K = 27, 45, 36 and 72, 576)
+    let convs: [ConvCase; 6] = [
         (
             "conv 3×3 pad 1 + bias",
             [2, 3, 9, 9],
@@ -380,6 +382,17 @@ fn cuda_conv_pool_resize_match_the_cpu() {
                 dilation: (1, 1),
             },
             false,
+        ),
+        (
+            "conv 3×3 stride 2, K = 72",
+            [2, 8, 10, 9],
+            [6, 8, 3, 3],
+            Conv2dParams {
+                stride: (2, 2),
+                padding: (1, 1),
+                dilation: (1, 1),
+            },
+            true,
         ),
         (
             "conv 3×3 dilation 2",
@@ -433,6 +446,16 @@ fn cuda_conv_pool_resize_match_the_cpu() {
         vec![
             randn(&[3, 5, 9, 9], r),
             Tensor::randn([4, 5, 3, 3], 0.3, DType::F32, Device::Cpu, r),
+            randn(&[4], r),
+        ],
+        GEMM_F32,
+        Box::new(|v| v[0].conv2d(&v[1], v.get(2), Conv2dParams::same(1, 1))),
+    );
+    check(
+        "conv 3×3 pad 1 one image per chunk, K = 72",
+        vec![
+            randn(&[3, 8, 9, 9], r),
+            Tensor::randn([4, 8, 3, 3], 0.3, DType::F32, Device::Cpu, r),
             randn(&[4], r),
         ],
         GEMM_F32,

@@ -62,8 +62,11 @@ impl CudaStorage {
     // each of the three products is a single large GEMM with the batch folded into its N:
     // cuBLAS runs those far faster than a strided batch of per-image products. The GEMM side
     // of the images is channel-major, (Cout, images, HW): a permute copy moves dy into it and
-    // the output out of it. A pointwise (1×1, stride 1, no padding) conv has no column matrix
-    // and multiplies the NCHW input directly, one strided batch.
+    // the output out of it. Small column matrices (K < 64: a first layer, 27 rows) are laid
+    // out image by image instead: a strided batch of per-image GEMMs writes NCHW directly and
+    // reads dy in place, where the permutes would cost more than the small GEMMs save. A
+    // pointwise (1×1, stride 1, no padding) conv has no column matrix and multiplies the NCHW
+    // input directly, one strided batch.
     /// The conv (+ bias), then a ReLU when `relu` (applied where the output is written).
     pub(crate) fn conv2d(
         &self,
@@ -106,6 +109,27 @@ impl CudaStorage {
         } else {
             for (i0, cnt) in conv_chunks(g) {
                 let col = im2col(self, g, i0, cnt);
+                if per_image_columns(g) {
+                    let yi = y.buf.at(i0 * g.cout * hw);
+                    let a = w.ptr();
+                    gemm(
+                        gm(
+                            cnt,
+                            g.cout,
+                            hw,
+                            kdim,
+                            a,
+                            false,
+                            0,
+                            col.ptr,
+                            false,
+                            kdim * hw,
+                            yi,
+                        ),
+                        false,
+                    );
+                    continue;
+                }
                 let yc = DeviceBuffer::uninit(g.cout * cnt * hw);
                 gemm(
                     gm(
@@ -184,29 +208,54 @@ impl CudaStorage {
             );
             return dx;
         }
+        let per_image = per_image_columns(g);
         for (i0, cnt) in conv_chunks(g) {
-            let dyc = DeviceBuffer::uninit(g.cout * cnt * hw);
-            permute_chunk(self.buf.at(i0 * g.cout * hw), cnt, g.cout, hw, dyc.ptr);
-            // dcol (K × cnt·HW) = Wᵀ · dy
             let dcol = DeviceBuffer::uninit(kdim * cnt * hw);
-            gemm(
-                gm(
-                    1,
-                    kdim,
-                    cnt * hw,
-                    g.cout,
-                    w.ptr(),
-                    true,
-                    0,
-                    dyc.ptr,
+            let dyi = self.buf.at(i0 * g.cout * hw);
+            if per_image {
+                // dcol_i (K × HW) = Wᵀ · dy_i, image by image in one strided batch
+                let b_bs = g.cout * hw;
+                gemm(
+                    gm(
+                        cnt,
+                        kdim,
+                        hw,
+                        g.cout,
+                        w.ptr(),
+                        true,
+                        0,
+                        dyi,
+                        false,
+                        b_bs,
+                        dcol.ptr,
+                    ),
                     false,
-                    0,
-                    dcol.ptr,
-                ),
-                false,
-            );
+                );
+            } else {
+                let dyc = DeviceBuffer::uninit(g.cout * cnt * hw);
+                permute_chunk(dyi, cnt, g.cout, hw, dyc.ptr);
+                // dcol (K × cnt·HW) = Wᵀ · dy
+                let n = cnt * hw;
+                gemm(
+                    gm(
+                        1,
+                        kdim,
+                        n,
+                        g.cout,
+                        w.ptr(),
+                        true,
+                        0,
+                        dyc.ptr,
+                        false,
+                        0,
+                        dcol.ptr,
+                    ),
+                    false,
+                );
+            }
             let geom = ConvGeomC::new(g);
-            let (cp, xp, ld) = (dcol.ptr, dx.buf.at(i0 * img), (cnt * hw) as i64);
+            let (ld, img_stride) = col_layout(g, cnt);
+            let (cp, xp) = (dcol.ptr, dx.buf.at(i0 * img));
             let grid = ((g.h * g.w).div_ceil(256) as u32, cnt as u32, g.cin as u32);
             rt().launch(
                 "conv.cu",
@@ -214,7 +263,7 @@ impl CudaStorage {
                 grid,
                 256,
                 0,
-                &[arg(&cp), arg(&xp), arg(&geom), arg(&ld)],
+                &[arg(&cp), arg(&xp), arg(&geom), arg(&ld), arg(&img_stride)],
             );
         }
         dx
@@ -252,6 +301,17 @@ impl CudaStorage {
         }
         for (i0, cnt) in conv_chunks(g) {
             let col = im2col(x, g, i0, cnt);
+            if per_image_columns(g) {
+                // dW += dy_i (Cout × HW) · col_iᵀ (HW × K), image by image
+                for j in 0..cnt {
+                    let (dyi, ci) = (self.buf.at((i0 + j) * g.cout * hw), col.at(j * kdim * hw));
+                    gemm(
+                        gm(1, g.cout, kdim, hw, dyi, false, 0, ci, true, 0, dw.ptr()),
+                        true,
+                    );
+                }
+                continue;
+            }
             let dyc = DeviceBuffer::uninit(g.cout * cnt * hw);
             permute_chunk(self.buf.at(i0 * g.cout * hw), cnt, g.cout, hw, dyc.ptr);
             // dW += dy (Cout × cnt·HW) · colᵀ (cnt·HW × K)
@@ -321,12 +381,29 @@ fn conv_chunks(g: &Conv2dGeom) -> impl Iterator<Item = (usize, usize)> {
     (0..n).step_by(per).map(move |i0| (i0, per.min(n - i0)))
 }
 
-/// The column matrix K × (cnt·HW) of images [i0, i0 + cnt) of x.
+/// Column matrices of at most 64 rows are laid out image by image (see `conv2d`).
+fn per_image_columns(g: &Conv2dGeom) -> bool {
+    g.cin * g.kh * g.kw < 64
+}
+
+/// (row stride, image stride) of a chunk's column matrix: K × (cnt·HW) with the images side by
+/// side, or cnt blocks of K × HW.
+fn col_layout(g: &Conv2dGeom, cnt: usize) -> (i64, i64) {
+    let (kdim, hw) = ((g.cin * g.kh * g.kw) as i64, (g.ho * g.wo) as i64);
+    if per_image_columns(g) {
+        (hw, kdim * hw)
+    } else {
+        (cnt as i64 * hw, hw)
+    }
+}
+
+/// The column matrix of images [i0, i0 + cnt) of x, laid out as `col_layout` says.
 fn im2col(x: &CudaStorage, g: &Conv2dGeom, i0: usize, cnt: usize) -> DeviceBuffer {
     let (kdim, hw, img) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
     let col = DeviceBuffer::uninit(kdim * cnt * hw);
     let geom = ConvGeomC::new(g);
-    let (xp, cp, ld) = (x.buf.at(i0 * img), col.ptr, (cnt * hw) as i64);
+    let (xp, cp) = (x.buf.at(i0 * img), col.ptr);
+    let (ld, img_stride) = col_layout(g, cnt);
     // kernels/conv.cu IM2COL_ROWS rows per thread
     let grid = (hw.div_ceil(256) as u32, cnt as u32, kdim.div_ceil(8) as u32);
     rt().launch(
@@ -335,7 +412,7 @@ fn im2col(x: &CudaStorage, g: &Conv2dGeom, i0: usize, cnt: usize) -> DeviceBuffe
         grid,
         256,
         0,
-        &[arg(&xp), arg(&cp), arg(&geom), arg(&ld)],
+        &[arg(&xp), arg(&cp), arg(&geom), arg(&ld), arg(&img_stride)],
     );
     col
 }
