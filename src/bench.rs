@@ -363,11 +363,6 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
     let l1 = Tensor::from_vec(l[0].clone(), [b, k], device)?;
     let l2 = Tensor::from_vec(l[1].clone(), [b, k], device)?;
     let epoch = cfg.contrastive_from.max(cfg.coattention_from);
-    let sync = || {
-        if device == Device::Cuda {
-            crate::backend::cuda::synchronize();
-        }
-    };
     let mut step = || -> Result<()> {
         let loss = model.iteration_loss(&cfg, &x1, &x2, &l1, &l2, epoch)?;
         let total = loss.total.to_scalar()?;
@@ -376,7 +371,7 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         }
         let grads = backward(&loss.total)?;
         opt.step(&grads, 1.0)?;
-        sync();
+        device.synchronize();
         Ok(())
     };
     let start = Instant::now();

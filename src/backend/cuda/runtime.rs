@@ -206,8 +206,6 @@ impl Runtime {
         self.tf32.load(Ordering::Relaxed)
     }
 
-    /// With `COATT_CUDA_SYNC` set: waits after `what`, so a kernel's fault surfaces at the op
-    /// that caused it.
     /// Runs `f` (one launch or GEMM) between two recorded events when profiling.
     pub(crate) fn profiled(&self, name: &'static str, f: impl FnOnce()) {
         let Some(list) = &self.profile else {
@@ -222,6 +220,8 @@ impl Runtime {
         list.lock().unwrap().push((name, a, b));
     }
 
+    /// With `COATT_CUDA_SYNC` set: waits after `what`, so a kernel's fault surfaces at the op
+    /// that caused it.
     pub(crate) fn sync_if_asked(&self, what: &str) {
         if self.sync_each {
             self.sync(what);
