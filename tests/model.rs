@@ -84,9 +84,10 @@ fn scratch_presets_have_the_same_structure_narrower_with_bn() {
             tiny.input_size,
             tiny.epochs,
             tiny.lr_steps.clone(),
-            tiny.coattention_from
+            tiny.coattention_from,
+            tiny.coattention_lr_factor
         ),
-        (64, 9, vec![7], 3)
+        (64, 9, vec![7], 3, 0.5)
     );
     let official = ClsConfig::preset("vgg16").unwrap();
     assert_eq!(

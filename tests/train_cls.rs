@@ -246,3 +246,42 @@ fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
         "the last good checkpoint is kept"
     );
 }
+
+#[test]
+fn coattention_lr_factor_applies_only_while_the_coattention_terms_are_on() {
+    let d = tempfile::tempdir().unwrap();
+    micro_data(d.path());
+    for variant in [Variant::Full, Variant::Basic] {
+        let run = d.path().join(format!("{variant:?}"));
+        let cfg = ClsConfig {
+            epochs: 3,
+            max_iters_per_epoch: 2,
+            coattention_from: 1,
+            coattention_lr_factor: 0.5,
+            lr_steps: vec![2],
+            lr_gamma: 0.1,
+            ..micro_cfg(variant)
+        };
+        train_cls(&opts(d.path(), &run, cfg.clone(), false, None)).unwrap();
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let lrs: Vec<(u64, f64)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("lr").is_some())
+            .map(|v| (v["epoch"].as_u64().unwrap(), v["lr"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(lrs.len(), 6, "{variant:?}");
+        for (epoch, lr) in lrs {
+            // the step schedule (×0.1 from epoch 2), times 0.5 from epoch 1 when the
+            // co-attention terms are in the loss
+            let mut want = cfg.lr * if epoch >= 2 { 0.1 } else { 1.0 };
+            if variant != Variant::Basic && epoch >= 1 {
+                want *= 0.5;
+            }
+            assert!(
+                (lr - want).abs() < 1e-12 * want,
+                "{variant:?} epoch {epoch}: lr {lr}, want {want}"
+            );
+        }
+    }
+}

@@ -47,6 +47,11 @@ pub struct ClsConfig {
     /// First (0-based) epoch with the co-attention loss (official: 0).
     #[serde(default)]
     pub coattention_from: usize,
+    /// lr factor while the co-attention terms are in the loss (official: 1). They add as many
+    /// terms as the single-image loss has, so the step's gradient about doubles when they join
+    /// late; the scratch preset halves the lr then to keep the step size.
+    #[serde(default = "one")]
+    pub coattention_lr_factor: f64,
     /// Extra lr multiplier of the co-attention W_P (on top of `new_lr_mult`; 1: none, as the
     /// official code). W_P moves only ~10% from its random init in the scratch presets.
     #[serde(default = "one")]
@@ -101,6 +106,7 @@ impl ClsConfig {
             lr_steps: vec![5, 10],
             lr_gamma: 0.1,
             coattention_from: 0,
+            coattention_lr_factor: 1.0,
             wp_lr_mult: 1.0,
             contrastive_from: 2,
             affinity: crate::nn::Affinity::Dot,
@@ -147,15 +153,17 @@ impl ClsConfig {
         match name {
             "vgg16" => Ok(official),
             // 9 epochs (×0.1 for the last two) fit the 10-minute CPU budget, and the
-            // co-attention terms join after 3 epochs of the single-image loss: started after
-            // one, they leave one or two classes near chance in the single-image head
-            // (docs/results.md, "Classifier on the synthetic set")
+            // co-attention terms join after 3 epochs of the single-image loss, at half the lr:
+            // started after one epoch, or at the full lr, they leave one or two classes near
+            // chance in the single-image head (docs/results.md, "Classifier on the synthetic
+            // set")
             "tiny" => Ok(ClsConfig {
                 input_size: 64,
                 backbone: VggConfig::narrow(8),
                 epochs: 9,
                 lr_steps: vec![7],
                 coattention_from: 3,
+                coattention_lr_factor: 0.5,
                 ..scratch
             }),
             "small" => Ok(ClsConfig {

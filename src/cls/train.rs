@@ -1,5 +1,5 @@
 //! `coatt-train train-cls`: the training loop, checkpoints, resume, metrics, val mAP.
-use super::config::ClsConfig;
+use super::config::{ClsConfig, Variant};
 use super::eval::mean_average_precision;
 use super::model::Classifier;
 use crate::autograd::{backward, no_grad};
@@ -254,7 +254,13 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         if opts.quiet {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        let step_factor = schedule.factor(epoch);
+        let coattention_on = cfg.variant != Variant::Basic && epoch >= cfg.coattention_from;
+        let step_factor = schedule.factor(epoch)
+            * if coattention_on {
+                cfg.coattention_lr_factor
+            } else {
+                1.0
+            };
         while pos.batch < n_batches {
             let Some(batch) = loader.next() else { break };
             for s in &batch.skipped {

@@ -54,6 +54,7 @@ impl PipelinePreset {
                     epochs: 6,
                     lr_steps: vec![5],
                     coattention_from: 1,
+                    coattention_lr_factor: 1.0,
                     ..ClsConfig::preset("tiny")?
                 },
                 related: 3,
