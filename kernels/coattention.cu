@@ -47,6 +47,16 @@ __device__ __forceinline__ void stage(float* a_s, const float* a, float* b_s, co
     __syncthreads();
 }
 
+// This lane's channels of key j and value j from the staged tiles (zero past c).
+__device__ __forceinline__ void load_key(float (&kv)[MAXT], float (&vv)[MAXT], const float* ks,
+                                         const float* vs, int j, int c, int ct, int lane) {
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+        kv[t] = t < ct ? ks[j * c + t * 32 + lane] : 0.f;
+        vv[t] = t < ct ? vs[j * c + t * 32 + lane] : 0.f;
+    }
+}
+
 // o[i] = Σ_j softmax_j(q_i·k_j) v_j, lse[i] = log Σ_j exp(q_i·k_j). grid (⌈nq/16⌉, B),
 // 256 threads, dynamic shared memory TILE·c floats (2× when values differ from keys).
 extern "C" __global__ void __launch_bounds__(256) attn_fwd(const float* q, const float* k,
@@ -77,11 +87,7 @@ extern "C" __global__ void __launch_bounds__(256) attn_fwd(const float* q, const
         stage(ks, k, kv_same ? nullptr : vs, v, j0, nj, c);
         for (int j = 0; j < nj; ++j) {
             float kv[MAXT], vv[MAXT];
-#pragma unroll
-            for (int t = 0; t < MAXT; ++t) {
-                kv[t] = t < ct ? ks[j * c + t * 32 + lane] : 0.f;
-                vv[t] = t < ct ? vs[j * c + t * 32 + lane] : 0.f;
-            }
+            load_key(kv, vv, ks, vs, j, c, ct, lane);
 #pragma unroll
             for (int r = 0; r < RW; ++r) {
                 float d = 0.f;
@@ -161,11 +167,7 @@ extern "C" __global__ void __launch_bounds__(256) attn_bwd_dq(const float* q, co
         stage(ks, k, kv_same ? nullptr : vs, v, j0, nj, c);
         for (int j = 0; j < nj; ++j) {
             float kv[MAXT], vv[MAXT];
-#pragma unroll
-            for (int t = 0; t < MAXT; ++t) {
-                kv[t] = t < ct ? ks[j * c + t * 32 + lane] : 0.f;
-                vv[t] = t < ct ? vs[j * c + t * 32 + lane] : 0.f;
-            }
+            load_key(kv, vv, ks, vs, j, c, ct, lane);
 #pragma unroll
             for (int r = 0; r < RW; ++r) {
                 float s = 0.f, dp = 0.f;

@@ -370,14 +370,22 @@ fn conv_chunks(g: &Conv2dGeom) -> impl Iterator<Item = (usize, usize)> {
         g.cin * g.kh * g.kw * g.ho * g.wo < (1 << 31) && g.cin * g.h * g.w < (1 << 31),
         "conv2d: one image's column matrix exceeds 2^31 values"
     );
-    let per_image = g.cin * g.kh * g.kw * g.ho * g.wo * 4;
-    // COATT_CONV_CHUNK_BYTES lowers the cap (the tests use it to cover several chunks)
+    image_chunks(g.n, g.cin * g.kh * g.kw * g.ho * g.wo * 4, 65_535)
+}
+
+/// Chunks (first image, count) of `n` images whose buffers (`per_image` bytes each) stay under
+/// 256 MiB, at most `max_count` images each. COATT_CONV_CHUNK_BYTES lowers the cap (the tests
+/// use it to cover several chunks; read per call for that reason).
+fn image_chunks(
+    n: usize,
+    per_image: usize,
+    max_count: usize,
+) -> impl Iterator<Item = (usize, usize)> {
     let cap = std::env::var("COATT_CONV_CHUNK_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256usize << 20);
-    let per = (cap / per_image.max(1)).clamp(1, g.n.clamp(1, 65_535));
-    let n = g.n;
+    let per = (cap / per_image.max(1)).clamp(1, max_count.clamp(1, n.max(1)));
     (0..n).step_by(per).map(move |i0| (i0, per.min(n - i0)))
 }
 
@@ -454,19 +462,13 @@ impl WinoGeomC {
 /// Image chunks (first image, count) whose transformed input and output (16·C·tiles floats
 /// each) stay under 256 MiB, or COATT_CONV_CHUNK_BYTES.
 fn winograd_chunks(g: &Conv2dGeom, tiles: usize) -> impl Iterator<Item = (usize, usize)> {
-    let per_image = 16 * g.cin.max(g.cout) * tiles * 4;
-    let cap = std::env::var("COATT_CONV_CHUNK_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256usize << 20);
     assert!(
         16 * g.cin.max(g.cout) * tiles < (1 << 31) && g.cin.max(g.cout) < 65_536,
         "conv2d (Winograd): one image's transform exceeds 2^31 values"
     );
     // the kernels' tile index is 32-bit
-    let per = (cap / per_image.max(1)).clamp(1, (i32::MAX as usize / tiles).max(1));
-    let n = g.n;
-    (0..n).step_by(per).map(move |i0| (i0, per.min(n - i0)))
+    let per_image = 16 * g.cin.max(g.cout) * tiles * 4;
+    image_chunks(g.n, per_image, i32::MAX as usize / tiles.max(1))
 }
 
 /// U[ξ] = G g Gᵀ of every (rows × cols) kernel pair of w: the forward's (Cout × Cin), or with
