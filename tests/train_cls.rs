@@ -179,9 +179,23 @@ fn interrupted_and_resumed_run_ends_with_identical_weights() {
         assert_eq!(na, nb);
         assert!(va == vb, "{na} differs after resume");
     }
-    // metrics hold each iteration once, the loss curve and per-epoch checkpoints exist
+    // metrics hold each iteration once and each epoch's val row once (the same as the
+    // uninterrupted run's), the loss curve and per-epoch checkpoints exist
     let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().filter(|l| l.contains("\"loss\"")).count(), 9);
+    let epoch_rows = |run: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| Some((v.get("epoch_end")?.as_u64()?, v["val_map"].as_f64()?)))
+            .collect()
+    };
+    assert_eq!(epoch_rows(&b), epoch_rows(&a));
+    assert_eq!(
+        epoch_rows(&b).iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert!(b.join("loss.png").exists() && b.join("config.toml").exists());
     assert!(b.join("checkpoints/epoch_003.safetensors").exists());
     assert_eq!(ClsConfig::load(&b.join("config.toml")).unwrap(), cfg);

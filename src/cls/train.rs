@@ -212,14 +212,15 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             batch: ck.meta_usize("batch")?,
             iteration: ck.meta_usize("iteration")?,
         };
-        // drop metrics logged after this checkpoint by the interrupted run
+        // drop metrics logged after this checkpoint by the interrupted run; the end-of-epoch
+        // rows (1-based) of the epochs it completed stay
         retain_jsonl(&run.join("metrics.jsonl"), |v| {
             v.get("iteration")
                 .and_then(|i| i.as_u64())
                 .is_none_or(|i| (i as usize) < pos.iteration)
                 && v.get("epoch_end")
                     .and_then(|e| e.as_u64())
-                    .is_none_or(|e| (e as usize) < pos.epoch)
+                    .is_none_or(|e| (e as usize) <= pos.epoch)
         })?;
     }
     let mut metrics = MetricsWriter::append(&run.join("metrics.jsonl"))?;
