@@ -1,5 +1,6 @@
 //! Diagnostic: a plain single-image classifier (the tiny backbone + single head, one view)
 //! on a dataset, printing val per-class AP every 100 steps.
+//! `cargo run --release --example plain_cls -- DATA [LR] [STEPS] [SEED]`
 use coatt::cls::eval::mean_average_precision;
 use coatt::cls::{Classifier, ClsConfig, Variant};
 use coatt::data::augment::prepare;
@@ -36,6 +37,7 @@ fn main() -> coatt::Result<()> {
     let data = std::path::Path::new(&a[1]);
     let lr: f64 = a.get(2).map(|s| s.parse().unwrap()).unwrap_or(0.02);
     let steps: usize = a.get(3).map(|s| s.parse().unwrap()).unwrap_or(300);
+    let seed: u64 = a.get(4).map(|s| s.parse().unwrap()).unwrap_or(1);
     let (tr, va) = (
         VocDataset::open(data, "train")?,
         VocDataset::open(data, "val")?,
@@ -49,18 +51,20 @@ fn main() -> coatt::Result<()> {
         &cfg,
         tr.num_classes(),
         Device::Cpu,
-        &mut coatt::testing::rng(1),
+        &mut coatt::testing::rng(seed),
     );
     let mut opt = Sgd::new(m.param_groups(&cfg), 0.9, true)?;
     let s = cfg.input_size;
     let (vx, vl) = batch(&va, &(0..200).collect::<Vec<_>>(), s);
+    let t0 = std::time::Instant::now();
     for step in 0..=steps {
         if step % 100 == 0 {
             let sc = no_grad(|| m.head.single(&m.features_eval(&vx)?))?;
             let (map, per) =
                 mean_average_precision(&sc.to_vec_f64(), &vl.to_vec_f64(), tr.num_classes());
             println!(
-                "step {step}: val mAP {map:.3} {:?}",
+                "{:.0}s step {step}: val mAP {map:.3} {:?}",
+                t0.elapsed().as_secs_f64(),
                 per.iter()
                     .map(|p| format!("{:.2}", p.unwrap_or(0.0)))
                     .collect::<Vec<_>>()

@@ -85,9 +85,10 @@ fn scratch_presets_have_the_same_structure_narrower_with_bn() {
             tiny.epochs,
             tiny.lr_steps.clone(),
             tiny.coattention_from,
-            tiny.coattention_lr_factor
+            tiny.coattention_lr_factor,
+            tiny.affinity
         ),
-        (64, 9, vec![7], 3, 0.5)
+        (64, 9, vec![7], 3, 0.5, coatt::nn::Affinity::Cosine)
     );
     let official = ClsConfig::preset("vgg16").unwrap();
     assert_eq!(

@@ -49,12 +49,14 @@ impl PipelinePreset {
                 classes: 6,
                 // the classifier of the CAM and segmentation results in docs/results.md: the
                 // tiny preset's model with its earlier, shorter schedule (6 epochs, co-attention
-                // from epoch 1), so the whole demo stays within 15 minutes
+                // from epoch 1) and the paper's dot-product affinity, so the whole demo stays
+                // within 15 minutes
                 cls: ClsConfig {
                     epochs: 6,
                     lr_steps: vec![5],
                     coattention_from: 1,
                     coattention_lr_factor: 1.0,
+                    affinity: crate::nn::Affinity::Dot,
                     ..ClsConfig::preset("tiny")?
                 },
                 related: 3,
