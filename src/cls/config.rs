@@ -158,8 +158,8 @@ impl ClsConfig {
             // chance in the single-image head. The affinity is the cosine one: on the 8×8 grid
             // of this from-scratch net the paper's dot product attends to one "hub" position of
             // the other image, and the co-attention terms then kept classes the head had not
-            // learned near chance (seeds 2 and 3); with the cosine affinity they do not
-            // (docs/results.md, "Classifier on the synthetic set")
+            // learned stuck (seeds 2 and 3 ended at 0.83-0.86); with the cosine affinity they
+            // do not (docs/results.md, "Classifier on the synthetic set")
             "tiny" => Ok(ClsConfig {
                 input_size: 64,
                 backbone: VggConfig::narrow(8),
