@@ -191,11 +191,9 @@ fn interrupted_and_resumed_run_ends_with_identical_weights() {
             .filter_map(|v| Some((v.get("epoch_end")?.as_u64()?, v["val_map"].as_f64()?)))
             .collect()
     };
-    assert_eq!(epoch_rows(&b), epoch_rows(&a));
-    assert_eq!(
-        epoch_rows(&b).iter().map(|r| r.0).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    let rows = epoch_rows(&b);
+    assert_eq!(rows, epoch_rows(&a));
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(b.join("loss.png").exists() && b.join("config.toml").exists());
     assert!(b.join("checkpoints/epoch_003.safetensors").exists());
     assert_eq!(ClsConfig::load(&b.join("config.toml")).unwrap(), cfg);
