@@ -4,6 +4,7 @@
 //! The engine: [`Tensor`] handles over backend [`backend::Storage`], differentiable ops in
 //! [`ops`] (each with a hand-written backward), a tape-based [`autograd`], [`optim`] and
 //! safetensors checkpoints in [`io`].
+pub mod affinity;
 pub mod autograd;
 pub mod backend;
 pub mod bench;

@@ -52,6 +52,7 @@ fn cam(classes: Vec<usize>, maps: Vec<f32>, h: usize, w: usize) -> CamFile {
         width: w,
         classes,
         maps,
+        background: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn map_files_round_trip_in_float16_and_reject_bad_input() {
         width: 5,
         classes: vec![1, 19],
         maps: maps.clone(),
+        background: None,
     };
     write_cam(dir.path(), &c).unwrap();
     let back = read_cam(dir.path(), "img_7").unwrap();
@@ -129,6 +131,23 @@ fn map_files_round_trip_in_float16_and_reject_bad_input() {
     for (a, b) in back.maps.iter().zip(&maps) {
         assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-3), "f16 {a} vs {b}");
     }
+    assert!(back.background.is_none());
+    // with a background channel (refined maps)
+    let bg: Vec<f32> = (0..15).map(|i| i as f32 / 15.0).collect();
+    let with_bg = CamFile {
+        id: "img_8".into(),
+        background: Some(bg.clone()),
+        ..c.clone()
+    };
+    write_cam(dir.path(), &with_bg).unwrap();
+    let back = read_cam(dir.path(), "img_8").unwrap();
+    let got = back.background.expect("background kept");
+    assert!(got.iter().zip(&bg).all(|(a, b)| (a - b).abs() <= 1e-3));
+    let short_bg = CamFile {
+        background: Some(vec![0.0; 4]),
+        ..c.clone()
+    };
+    assert!(write_cam(dir.path(), &short_bg).is_err());
     let bad = CamFile {
         maps: vec![0.0; 7],
         ..c
@@ -147,6 +166,7 @@ fn micro_data(dir: &Path) {
         size: 40,
         classes: 3,
         seed: 11,
+        kind: Default::default(),
     })
     .unwrap();
 }

@@ -649,6 +649,42 @@ fn cuda_coattention_matches_the_cpu() {
 
 /// Two full training iterations (the four pair forwards, every loss term, backward, nesterov
 /// SGD) of the micro classifier on each device from the same weights and batch.
+#[test]
+fn cuda_affinity_and_random_walk_match_the_cpu() {
+    let Some(_g) = gpu() else { return };
+    let r = &mut rng(91);
+    // odd grid, a radius that crosses the grid's edge; forward and backward
+    check(
+        "local_affinity r=3",
+        vec![randn(&[2, 7, 6, 9], r)],
+        F32,
+        Box::new(|v| v[0].local_affinity(3)),
+    );
+    check(
+        "local_affinity r=5",
+        vec![randn(&[1, 12, 11, 10], r)],
+        F32,
+        Box::new(|v| v[0].local_affinity(5)),
+    );
+    // the walk (no backward): maps in [0,1], affinities from features
+    let f = randn(&[2, 5, 9, 8], r);
+    let a = f.local_affinity(4).unwrap();
+    let x = positive(&[2, 3, 9, 8], r);
+    let cpu = x.random_walk(&a, 4, 8.0, 32).unwrap().to_vec_f64();
+    let gpu = x
+        .to_device(Device::Cuda)
+        .random_walk(&a.to_device(Device::Cuda), 4, 8.0, 32)
+        .unwrap()
+        .to_vec_f64();
+    let worst = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(c, g)| (c - g).abs() / (F32.0 + F32.1 * c.abs()))
+        .fold(0f64, f64::max);
+    assert!(worst <= 1.0, "random walk: worst |err|/tol {worst:.3}");
+    println!("parity random_walk r=4 β=8 32 steps worst |err|/tol {worst:.3}");
+}
+
 fn training_steps(device: Device, steps: usize) -> (Vec<f64>, Vec<(String, Vec<f64>)>) {
     let cfg = ClsConfig::preset("micro").unwrap();
     let k = 4;

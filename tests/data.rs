@@ -3,13 +3,17 @@
 use coatt::data::check::check;
 use coatt::data::loader::{LoaderConfig, PairLoader};
 use coatt::data::sampler::epoch_pairs;
-use coatt::data::synth::{generate, SynthConfig};
+use coatt::data::synth::{generate, SetKind, SynthConfig};
 use coatt::data::voc::{labels_from_mask, VocDataset};
 use coatt::io::{read_label_png, write_label_png, LabelMap};
 use std::path::Path;
 use std::sync::Arc;
 
 fn synth(dir: &Path, seed: u64) -> SynthConfig {
+    synth_kind(dir, seed, SetKind::Target)
+}
+
+fn synth_kind(dir: &Path, seed: u64, kind: SetKind) -> SynthConfig {
     let cfg = SynthConfig {
         out: dir.to_path_buf(),
         train: 10,
@@ -17,6 +21,7 @@ fn synth(dir: &Path, seed: u64) -> SynthConfig {
         size: 48,
         classes: 4,
         seed,
+        kind,
     };
     generate(&cfg).unwrap();
     cfg
@@ -68,6 +73,64 @@ fn synth_same_seed_same_bytes_other_seed_other_bytes() {
     );
     assert!(fa == fb, "same seed must give the same bytes");
     assert!(fa != fc, "another seed must give other images");
+}
+
+#[test]
+fn synth_scenes_same_seed_same_bytes_and_not_the_target_set() {
+    let (a, b, c, t) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    synth_kind(a.path(), 7, SetKind::Scenes);
+    synth_kind(b.path(), 7, SetKind::Scenes);
+    synth_kind(c.path(), 8, SetKind::Scenes);
+    synth_kind(t.path(), 7, SetKind::Target);
+    let (fa, fb, fc, ft) = (
+        all_files(a.path()),
+        all_files(b.path()),
+        all_files(c.path()),
+        all_files(t.path()),
+    );
+    assert_eq!(fa.len(), 14 * 2 + 2 + 2);
+    assert!(fa == fb, "same seed must give the same bytes");
+    assert!(fa != fc, "another seed must give other images");
+    assert!(fa != ft, "scenes and target are different sets");
+    let names = std::fs::read_to_string(a.path().join("class_names.txt")).unwrap();
+    assert!(names.starts_with("background\nred\n"), "{names}");
+}
+
+#[test]
+fn synth_scenes_labels_agree_with_masks_objects_are_large_and_context_is_background() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        out: d.path().to_path_buf(),
+        train: 40,
+        val: 4,
+        size: 64,
+        classes: 6,
+        seed: 5,
+        kind: SetKind::Scenes,
+    };
+    generate(&cfg).unwrap();
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    let (mut fg, mut all, mut multi) = (0usize, 0usize, 0usize);
+    for it in &ds.items {
+        let from_mask = labels_from_mask(it.mask.as_ref().unwrap(), 6).unwrap();
+        assert_eq!(from_mask, it.labels, "{}", it.id);
+        assert!((1..=3).contains(&it.labels.len()), "1-3 classes per image");
+        multi += (it.labels.len() > 1) as usize;
+        let m = read_label_png(it.mask.as_ref().unwrap()).unwrap();
+        assert!(m.data.contains(&255), "object borders are ignore (255)");
+        assert!(m.data.contains(&0), "every scene has background");
+        fg += m.data.iter().filter(|&&l| l != 0 && l != 255).count();
+        all += m.data.len();
+    }
+    // whole objects (body and limbs, not only heads) are labelled: several % of the pixels
+    let share = fg as f64 / all as f64;
+    assert!((0.06..0.5).contains(&share), "object share {share}");
+    assert!(multi >= 8, "several classes per image in {multi} of 40");
 }
 
 #[test]

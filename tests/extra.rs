@@ -21,6 +21,7 @@ fn synth_cfg(dir: &Path, train: usize, val: usize, seed: u64) -> SynthConfig {
         size: 40,
         classes: 3,
         seed,
+        kind: Default::default(),
     }
 }
 

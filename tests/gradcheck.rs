@@ -296,3 +296,65 @@ fn cosine_affinity_head_backward() {
             .add(&cx[1].mul_scalar(0.5).sum_all()?)
     });
 }
+
+#[test]
+fn learned_temperature_head_backward() {
+    // S/τ with τ learned (the parameter is log 1/τ), through the whole pair head, for both
+    // affinities: with respect to the feature maps, W_P and log(1/τ)
+    for affinity in [coatt::nn::Affinity::Cosine, coatt::nn::Affinity::Dot] {
+        let mut head = coatt::nn::CoattHead::new(
+            5,
+            3,
+            coatt::nn::Init::TorchDefault,
+            coatt::DType::F64,
+            coatt::Device::Cpu,
+            &mut coatt::testing::rng(60),
+        );
+        head.affinity = affinity;
+        let (f1, f2, w) = (t(&[2, 5, 2, 3], 61), t(&[2, 5, 3, 2], 62), t(&[5, 5], 63));
+        let log_inv_tau = Tensor::from_f64(&[0.7], [1], DType::F64, Device::Cpu).unwrap();
+        check(&[f1, f2, w, log_inv_tau], |v| {
+            let mut h = head.clone();
+            h.wp = v[2].clone();
+            h.temperature = coatt::nn::Temperature::Learned(v[3].clone());
+            let (co, cx) = h.pair(&v[0], &v[1], true)?;
+            let cx = cx.unwrap();
+            co[0]
+                .sum_all()?
+                .add(&co[1].sqr().sum_all()?)?
+                .add(&cx[0].sum_all()?)?
+                .add(&cx[1].mul_scalar(0.5).sum_all()?)
+        });
+    }
+}
+
+#[test]
+fn fixed_temperature_scales_the_affinity() {
+    // S/τ with a fixed τ equals the unscaled head with W_P/τ
+    let mut head = coatt::nn::CoattHead::new(
+        4,
+        3,
+        coatt::nn::Init::TorchDefault,
+        coatt::DType::F64,
+        coatt::Device::Cpu,
+        &mut coatt::testing::rng(70),
+    );
+    head.affinity = coatt::nn::Affinity::Cosine;
+    let (f1, f2) = (t(&[2, 4, 2, 3], 71), t(&[2, 4, 3, 2], 72));
+    let mut scaled = head.clone();
+    scaled.set_temperature(0.25, false);
+    let mut manual = head.clone();
+    manual.wp = head.wp.mul_scalar(4.0);
+    let (a, _) = scaled.pair(&f1, &f2, false).unwrap();
+    let (b, _) = manual.pair(&f1, &f2, false).unwrap();
+    let (base, _) = head.pair(&f1, &f2, false).unwrap();
+    for i in 0..2 {
+        let (va, vb, v0) = (a[i].to_vec_f64(), b[i].to_vec_f64(), base[i].to_vec_f64());
+        assert!(va.iter().zip(&vb).all(|(x, y)| (x - y).abs() < 1e-12));
+        assert!(
+            va.iter().zip(&v0).any(|(x, y)| (x - y).abs() > 1e-6),
+            "τ changes the logits"
+        );
+    }
+    assert!((scaled.tau() - 0.25).abs() < 1e-12);
+}

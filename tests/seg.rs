@@ -153,6 +153,7 @@ fn micro_data(dir: &Path) {
         size: 40,
         classes: 3,
         seed: 2,
+        kind: Default::default(),
     })
     .unwrap();
 }
@@ -204,31 +205,44 @@ fn interrupted_segmentation_training_resumes_to_the_same_weights() {
     assert!(e.contains("nolabels"), "{e}");
 }
 
+fn micro_pipeline(out: &std::path::Path) -> PipelineOptions {
+    PipelineOptions {
+        data: None,
+        out: out.to_path_buf(),
+        preset: PipelinePreset::named("micro").unwrap(),
+        device: Device::Cpu,
+        quiet: true,
+        force: false,
+    }
+}
+
 #[test]
 fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p");
-    let opts = PipelineOptions {
-        data: None,
-        out: out.clone(),
-        preset: PipelinePreset::named("micro").unwrap(),
-        device: Device::Cpu,
-        quiet: true,
-    };
+    let opts = micro_pipeline(&out);
     let r = run_pipeline(&opts).unwrap();
-    assert_eq!(r.ran.len(), 11, "{:?}", r.ran);
+    assert_eq!(r.ran.len(), 20, "{:?}", r.ran);
     assert!(r.skipped.is_empty());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("fully supervised bound"));
+    assert!(report.contains("CAMs of the basic classifier (baseline)"));
+    assert!(report.contains("refined co-attention maps"));
     for v in [
-        r.cam_miou,
-        r.pseudo_miou,
+        r.maps_quality.miou,
+        r.maps_quality.oracle_miou,
+        r.basic_quality.as_ref().unwrap().miou,
+        r.refined_quality.as_ref().unwrap().argmax_miou,
+        r.refined_basic_quality.as_ref().unwrap().argmax_miou,
+        r.pseudo.miou,
         r.seg_miou,
         r.seg_crf_miou,
         r.gt_crf_miou,
     ] {
+        let v = v.expect("measured");
         assert!((0.0..=1.0).contains(&v), "{v}");
     }
+    assert!(r.cls.val_map.is_some() && r.basic.as_ref().unwrap().val_map.is_some());
     let ds = coatt::data::VocDataset::open(&out.join("data"), "val").unwrap();
     for it in &ds.items {
         let p = read_label_png(&out.join("pred-crf").join(format!("{}.png", it.id))).unwrap();
@@ -241,7 +255,7 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
         .unwrap();
     let again = run_pipeline(&opts).unwrap();
     assert!(again.ran.is_empty(), "{:?}", again.ran);
-    assert_eq!(again.skipped.len(), 11);
+    assert_eq!(again.skipped.len(), 20);
     assert_eq!(again.seg_crf_miou, r.seg_crf_miou);
     assert_eq!(
         std::fs::metadata(out.join("seg/last.safetensors"))
@@ -256,6 +270,70 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
     let third = run_pipeline(&opts).unwrap();
     assert_eq!(third.ran, vec!["infer-crf".to_string()]);
     assert_eq!(third.seg_crf_miou, r.seg_crf_miou);
+    // killed after the classifier's last checkpoint but before its record: the resumed stage
+    // still reports the classifier's val mAP (it was NaN)
+    std::fs::remove_file(out.join("stages/train-cls.json")).unwrap();
+    let fourth = run_pipeline(&opts).unwrap();
+    assert_eq!(fourth.ran, vec!["train-cls".to_string()]);
+    assert_eq!(fourth.cls.val_map, r.cls.val_map);
+}
+
+#[test]
+fn pipeline_rerun_with_other_options_stops_and_force_redoes_from_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p");
+    let opts = micro_pipeline(&out);
+    run_pipeline(&opts).unwrap();
+    // another segmentation schedule: the first stage that differs is named, nothing runs
+    let mut other = micro_pipeline(&out);
+    other.preset.seg.iterations += 1;
+    let e = run_pipeline(&other).unwrap_err().to_string();
+    assert!(e.contains("train-seg") && e.contains("iterations"), "{e}");
+    assert!(e.contains("--force"), "{e}");
+    // --force: that stage and every stage after it run again; the earlier ones are kept
+    other.force = true;
+    let r = run_pipeline(&other).unwrap();
+    assert_eq!(r.ran[0], "train-seg", "{:?}", r.ran);
+    assert!(r.skipped.contains(&"train-cls".to_string()));
+    assert!(r.ran.contains(&"infer-crf".to_string()));
+    // and the new record holds: a plain rerun skips everything
+    other.force = false;
+    assert!(run_pipeline(&other).unwrap().ran.is_empty());
+}
+
+#[test]
+fn no_stage_that_makes_pseudo_labels_reads_the_train_masks() {
+    // the train masks removed after synth: the label-making stages run without them, the
+    // diagnostics that need them say "not measured", the bound is skipped
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p");
+    let data = tmp.path().join("data");
+    coatt::data::synth::generate(&coatt::data::synth::SynthConfig {
+        out: data.clone(),
+        train: 10,
+        val: 4,
+        size: 40,
+        classes: 3,
+        seed: 1,
+        kind: coatt::data::synth::SetKind::Scenes,
+    })
+    .unwrap();
+    let train = coatt::data::VocDataset::open(&data, "train").unwrap();
+    for it in &train.items {
+        std::fs::remove_file(it.mask.as_ref().unwrap()).unwrap();
+    }
+    let mut opts = micro_pipeline(&out);
+    opts.data = Some(data.clone());
+    let r = run_pipeline(&opts).unwrap();
+    for it in &train.items {
+        assert!(out.join("pseudo").join(format!("{}.png", it.id)).exists());
+    }
+    assert!(!r.maps_quality.measured && r.maps_quality.miou.is_none());
+    assert!(!r.pseudo.measured);
+    assert!(r.gt_miou.is_none() && !r.ran.contains(&"train-seg-gt".to_string()));
+    assert!(r.seg_miou.is_some(), "val masks are still there");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("not measured"));
 }
 
 #[test]

@@ -14,6 +14,7 @@ fn micro_data(dir: &Path) {
         size: 40,
         classes: 3,
         seed: 4,
+        kind: Default::default(),
     })
     .unwrap();
 }

@@ -90,6 +90,18 @@ pub struct Conv2dGeom {
     pub wo: usize,
 }
 
+/// Every size of one local-affinity call (AffinityNet, DESIGN §8): features (b, c, h, w) and
+/// the radius of the half disc of pairs (`cpu::affinity::half_disc_offsets`). Mirrored as
+/// `AffinityGeom` in kernels/affinity.cu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AffinityGeom {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub radius: usize,
+}
+
 /// Every size of one pooling call over `planes` = N·C independent planes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2dGeom {
@@ -499,6 +511,53 @@ impl Storage {
                 w,
                 ho,
                 wo,
+            ))
+        })
+    }
+
+    /// AffinityNet's affinities of features self (B,C,H,W) → (B,P,H,W).
+    pub fn local_affinity(&self, g: &AffinityGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.local_affinity(g));
+        }
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::affinity::forward(self.cpu().slice::<T>(), g))
+        })
+    }
+    /// self = f; a = the forward's output, da its gradient.
+    pub fn local_affinity_backward(&self, a: &Storage, da: &Storage, g: &AffinityGeom) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.local_affinity_backward(a.cu(), da.cu(), g));
+        }
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::affinity::backward(
+                self.cpu().slice::<T>(),
+                a.cpu().slice::<T>(),
+                da.cpu().slice::<T>(),
+                g,
+            ))
+        })
+    }
+    /// The random walk of maps self (B,K,H,W) over affinities a (B,P,H,W).
+    pub fn random_walk(
+        &self,
+        a: &Storage,
+        g: &AffinityGeom,
+        k: usize,
+        beta: f64,
+        steps: usize,
+    ) -> Storage {
+        if let Storage::Cuda(s) = self {
+            return Storage::Cuda(s.random_walk(a.cu(), g, k, beta, steps));
+        }
+        with_dtype!(self.dtype(), {
+            Self::wrap(cpu::affinity::walk(
+                self.cpu().slice::<T>(),
+                a.cpu().slice::<T>(),
+                g,
+                k,
+                beta,
+                steps,
             ))
         })
     }

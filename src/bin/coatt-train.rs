@@ -27,6 +27,10 @@ enum Cmd {
     Pseudo(cli::PseudoArgs),
     /// mIoU of the maps' threshold labels for t = 0.00..0.60: table, best t, plot.
     EvalCam(cli::EvalCamArgs),
+    /// Train AffinityNet on the confident parts of localization maps (pseudo-label refinement).
+    TrainAffinity(cli::TrainAffinityArgs),
+    /// Refine localization maps by a random walk over a trained AffinityNet's affinities.
+    Refine(cli::RefineArgs),
     /// Train DeepLab-LargeFOV (ResNet-101 or VGG16) on pseudo labels or the GT masks.
     TrainSeg(cli::TrainSegArgs),
     /// Segment images: multi-scale + flip averaging, dense CRF, palette PNGs.
@@ -58,6 +62,8 @@ fn main() {
         Some(Cmd::Pseudo(a)) => cli::pseudo_cmd(&a),
         Some(Cmd::EvalCam(a)) => cli::eval_cam_cmd(&a),
         Some(Cmd::Eval(a)) => cli::eval_cmd(&a),
+        Some(Cmd::TrainAffinity(a)) => cli::train_affinity_cmd(&a),
+        Some(Cmd::Refine(a)) => cli::refine_cmd(&a),
         Some(Cmd::TrainSeg(a)) => cli::train_seg_cmd(&a),
         Some(Cmd::Infer(a)) => cli::infer_cmd(&a),
         Some(Cmd::Pipeline(a)) => cli::pipeline_cmd(&a),

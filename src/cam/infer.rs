@@ -34,6 +34,19 @@ pub enum CamMode {
 
 pub use crate::nn::Affinity;
 
+/// Inference-time changes to a classifier's co-attention, to find out what its maps are made
+/// of (diagnostics; the method uses none of them).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Probe {
+    /// W_P := I: the attention follows feature similarity alone.
+    IdentityWp,
+    /// φ := the single-image classifier's weights: the attended features scored like a CAM.
+    SingleScorer,
+}
+
 #[derive(Clone, Debug)]
 pub struct CamOptions {
     pub run: PathBuf,
@@ -53,12 +66,36 @@ pub struct CamOptions {
     /// Co-attention affinity at inference (coatt mode); None: the one the classifier was
     /// trained with.
     pub affinity: Option<Affinity>,
+    /// τ at inference (coatt mode); None: the classifier's.
+    pub temperature: Option<f64>,
+    /// Diagnostic changes to the co-attention ([`Probe`]).
+    pub probes: Vec<Probe>,
     /// Images per forward batch.
     pub batch: usize,
     pub device: Device,
 }
 
 impl CamOptions {
+    /// What decides the maps (recorded in OUT/cams.json): a rerun with another record is an
+    /// error instead of a folder of mixed maps. The device, batch and overlays do not count.
+    pub fn record(&self, checkpoint: &Path) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "run": self.run.display().to_string(),
+            "checkpoint": checkpoint.display().to_string(),
+            "weights": crate::io::record::file_fingerprint(checkpoint)?,
+            "data": self.data.display().to_string(),
+            "split": self.split,
+            "mode": self.mode,
+            "related": self.related,
+            "scales": self.scales,
+            "flip": self.flip,
+            "seed": self.seed,
+            "affinity": self.affinity,
+            "temperature": self.temperature,
+            "probes": self.probes,
+        }))
+    }
+
     pub fn new(run: &Path, data: &Path, out: &Path) -> CamOptions {
         CamOptions {
             run: run.to_path_buf(),
@@ -73,6 +110,8 @@ impl CamOptions {
             seed: 1,
             overlays: true,
             affinity: None,
+            temperature: None,
+            probes: Vec::new(),
             batch: 8,
             device: Device::Cpu,
         }
@@ -87,6 +126,8 @@ pub struct CamSummary {
     /// Images that could not be read, with the reason.
     pub failed: Vec<(String, String)>,
     pub secs: f64,
+    /// How peaked the co-attention of the related pairs was (coatt mode; empty otherwise).
+    pub attention: crate::nn::AttentionStats,
 }
 
 /// One image's maps on the feature grid: (h, w, one map per positive class).
@@ -142,13 +183,30 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
     if let Some(a) = opts.affinity {
         model.head.affinity = a;
     }
+    if let Some(t) = opts.temperature {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(Error::Msg(format!("--temperature must be > 0, got {t}")));
+        }
+        model.head.set_temperature(t, false);
+    }
+    for p in &opts.probes {
+        match p {
+            Probe::IdentityWp => model.head.set_wp_identity()?,
+            Probe::SingleScorer => model.head.phi = model.head.last_w.clone(),
+        }
+    }
     if opts.scales.is_empty() || opts.scales.iter().any(|&s| !(s > 0.0 && s <= 8.0)) {
         return Err(Error::Msg(format!(
             "--scales must be positive factors, got {:?}",
             opts.scales
         )));
     }
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let _lock = crate::io::lock::lock_dir(&opts.out)?;
+    let ck_path = opts
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| opts.run.join(crate::cls::train::LAST));
+    crate::io::record::check_or_write(&opts.out, "cams", &opts.record(&ck_path)?)?;
     if opts.overlays {
         let d = opts.out.join("overlay");
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
@@ -168,6 +226,7 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
         opts,
         cache: HashMap::new(),
         cache_bytes: 0,
+        attention: Default::default(),
     };
     let bar = crate::progress::bar(todo.len() as u64, "cams");
     let mut summary = CamSummary {
@@ -175,6 +234,7 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
         existing,
         failed: Vec::new(),
         secs: 0.0,
+        attention: Default::default(),
     };
     // Decoding runs on a loader thread, one batch ahead of the model (bounded queue).
     let chunks: Vec<Vec<usize>> = todo
@@ -233,6 +293,13 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
     })?;
     bar.finish_and_clear();
     summary.secs = t0.elapsed().as_secs_f64();
+    summary.attention = engine.attention;
+    if summary.attention.pairs > 0 {
+        let p = opts.out.join("attention.json");
+        let s = serde_json::to_string_pretty(&json_attention(&summary.attention))
+            .map_err(|e| Error::Msg(e.to_string()))?;
+        crate::io::write_atomic(&p, s.as_bytes())?;
+    }
     Ok(summary)
 }
 
@@ -245,6 +312,21 @@ struct CamEngine<'a> {
     /// Eval-mode features of images by (item, input side), reused as related images.
     cache: HashMap<(usize, usize), Tensor>,
     cache_bytes: usize,
+    /// Attention statistics of the related pairs.
+    attention: crate::nn::AttentionStats,
+}
+
+/// The attention statistics as a JSON object (the derived means included).
+pub fn json_attention(a: &crate::nn::AttentionStats) -> serde_json::Value {
+    serde_json::json!({
+        "pairs": a.pairs,
+        "rows": a.rows,
+        "entropy": a.entropy(),
+        "top1_mass": a.top1_mass(),
+        "uniform_top1": a.uniform_top1(),
+        "hub_share": a.hub_share(),
+        "attended_share": a.attended_share(),
+    })
 }
 
 /// Bound on cached related-image features (full VGG16 on VOC would need ~21 GB).
@@ -398,6 +480,7 @@ impl CamEngine<'_> {
                 width: img.width() as usize,
                 classes: self.ds.items[*i].labels.clone(),
                 maps: maps.concat(),
+                background: None,
             });
         }
         Ok(out)
@@ -475,12 +558,12 @@ impl CamEngine<'_> {
                 .iter()
                 .map(|w| f1.narrow(0, w.0, 1))
                 .collect::<Result<_>>()?;
-            let maps = host_maps(
-                &pair_maps(
-                    &Tensor::concat(&fm.iter().collect::<Vec<_>>(), 0)?,
-                    &Tensor::concat(&fr.iter().collect::<Vec<_>>(), 0)?,
-                )?[0],
-            );
+            let fm = Tensor::concat(&fm.iter().collect::<Vec<_>>(), 0)?;
+            let fr = Tensor::concat(&fr.iter().collect::<Vec<_>>(), 0)?;
+            if !flip {
+                self.attention.add(&model.head.attention_rows(&fm, &fr)?)?;
+            }
+            let maps = host_maps(&pair_maps(&fm, &fr)?[0]);
             for (k, &(b, slot, _)) in wanted.iter().enumerate() {
                 let c = self.ds.items[imgs[b].0].labels[slot];
                 let e = related_sum

@@ -18,16 +18,30 @@ pub enum PseudoRule {
     /// Background score t; pixels whose best and second-best scores are closer than
     /// `ignore_margin` become 255 (0 disables).
     Threshold { bg: f32, ignore_margin: f32 },
+    /// The argmax over the maps' own background channel and the classes (maps refined by the
+    /// random walk); a map file without a background channel is an error.
+    Argmax { ignore_margin: f32 },
     /// The official rules with saliency maps (`<id>.png`, greyscale, image size) from a folder.
     Saliency { dir: PathBuf },
 }
 
 /// Threshold-mode labels of one image (before the small-foreground rule).
 pub fn threshold_labels(cam: &CamFile, bg: f32, ignore_margin: f32) -> Vec<u8> {
+    labels_against(cam, |_| bg, ignore_margin)
+}
+
+/// Argmax-mode labels: the background score is the map file's own background channel.
+pub fn argmax_labels(cam: &CamFile, ignore_margin: f32) -> Option<Vec<u8>> {
+    let bg = cam.background.as_ref()?;
+    Some(labels_against(cam, |p| bg[p], ignore_margin))
+}
+
+/// Labels with background score `bg(p)` at pixel p; ties go to background.
+fn labels_against(cam: &CamFile, bg: impl Fn(usize) -> f32, ignore_margin: f32) -> Vec<u8> {
     let hw = cam.height * cam.width;
     (0..hw)
         .map(|p| {
-            let (mut best, mut best_v, mut second) = (0u8, bg, f32::NEG_INFINITY);
+            let (mut best, mut best_v, mut second) = (0u8, bg(p), f32::NEG_INFINITY);
             for (j, &c) in cam.classes.iter().enumerate() {
                 let v = cam.map(j)[p];
                 if v > best_v {
@@ -179,7 +193,7 @@ pub fn run_pseudo(
     num_labels: usize,
 ) -> Result<PseudoStats> {
     let ids = cam_ids(cams)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = crate::io::lock::lock_dir(out)?;
     let per_image: Vec<(Vec<u64>, u64, bool)> = ids
         .par_iter()
         .map(|id| {
@@ -188,6 +202,13 @@ pub fn run_pseudo(
                 PseudoRule::Threshold { bg, ignore_margin } => {
                     threshold_labels(&cam, *bg, *ignore_margin)
                 }
+                PseudoRule::Argmax { ignore_margin } => argmax_labels(&cam, *ignore_margin)
+                    .ok_or_else(|| {
+                        Error::file(
+                            super::store::cam_path(cams, id),
+                            "the maps have no background channel (only refined maps do); use a background threshold",
+                        )
+                    })?,
                 PseudoRule::Saliency { dir } => {
                     let sal = read_saliency(&dir.join(format!("{id}.png")), cam.height, cam.width)?;
                     saliency_labels(&cam, &sal)

@@ -1,5 +1,7 @@
 //! One localization-map file per image: the positive classes' maps at image size as float16
-//! safetensors (`maps` (n,H,W), `classes` (n) i64, 0-based), plus heat-map overlay PNGs.
+//! safetensors (`maps` (n,H,W), `classes` (n) i64, 0-based), optionally a `background` (H,W)
+//! score (maps refined by the random walk carry one: labels are then the argmax over
+//! background and classes, no threshold), plus heat-map overlay PNGs.
 use crate::error::{Error, Result};
 use crate::io::{save_raw, Checkpoint, RawTensor};
 use safetensors::Dtype;
@@ -15,12 +17,27 @@ pub struct CamFile {
     pub classes: Vec<usize>,
     /// classes.len() × height × width, row-major, values in [0, 1].
     pub maps: Vec<f32>,
+    /// A background score per pixel (height × width), when the maps carry their own.
+    pub background: Option<Vec<f32>>,
 }
 
 impl CamFile {
     pub fn map(&self, i: usize) -> &[f32] {
         let hw = self.height * self.width;
         &self.maps[i * hw..(i + 1) * hw]
+    }
+
+    /// The class maps, each ReLU'd and scaled to a maximum of 1 (PSA normalises its CAMs so;
+    /// fused co-attention maps peak below 1). An all-zero map stays zero.
+    pub fn max_normalised(&self) -> CamFile {
+        let mut c = self.clone();
+        let hw = c.height * c.width;
+        for m in c.maps.chunks_mut(hw.max(1)) {
+            let mx = m.iter().cloned().fold(0f32, f32::max);
+            m.iter_mut()
+                .for_each(|v| *v = if mx > 0.0 { v.max(0.0) / mx } else { 0.0 });
+        }
+        c
     }
 }
 
@@ -50,24 +67,41 @@ pub fn write_cam(dir: &Path, cam: &CamFile) -> Result<()> {
         .flat_map(|&c| (c as i64).to_le_bytes())
         .collect();
     let meta = HashMap::from([("id".to_string(), cam.id.clone())]);
-    save_raw(
-        &cam_path(dir, &cam.id),
-        &[
-            RawTensor {
-                name: "maps".into(),
-                dtype: Dtype::F16,
-                dims: vec![n, cam.height, cam.width],
-                bytes: maps,
-            },
-            RawTensor {
-                name: "classes".into(),
-                dtype: Dtype::I64,
-                dims: vec![n],
-                bytes: classes,
-            },
-        ],
-        &meta,
-    )
+    let mut tensors = vec![
+        RawTensor {
+            name: "maps".into(),
+            dtype: Dtype::F16,
+            dims: vec![n, cam.height, cam.width],
+            bytes: maps,
+        },
+        RawTensor {
+            name: "classes".into(),
+            dtype: Dtype::I64,
+            dims: vec![n],
+            bytes: classes,
+        },
+    ];
+    if let Some(bg) = &cam.background {
+        if bg.len() != cam.height * cam.width {
+            return Err(Error::Msg(format!(
+                "CAM of {}: background of {} values for {}x{}",
+                cam.id,
+                bg.len(),
+                cam.height,
+                cam.width
+            )));
+        }
+        tensors.push(RawTensor {
+            name: "background".into(),
+            dtype: Dtype::F16,
+            dims: vec![cam.height, cam.width],
+            bytes: bg
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+        });
+    }
+    save_raw(&cam_path(dir, &cam.id), &tensors, &meta)
 }
 
 pub fn read_cam(dir: &Path, id: &str) -> Result<CamFile> {
@@ -87,12 +121,25 @@ pub fn read_cam(dir: &Path, id: &str) -> Result<CamFile> {
     if let Some(bad) = classes.iter().find(|&&c| !(0..255).contains(&c)) {
         return Err(Error::file(&path, format!("class id {bad} out of range")));
     }
+    let background = if ck.contains("background") {
+        let (bg, bd) = ck.get_f32("background")?;
+        if bd != [dims[1], dims[2]] {
+            return Err(Error::file(
+                &path,
+                format!("background of shape {bd:?} does not match maps {dims:?}"),
+            ));
+        }
+        Some(bg)
+    } else {
+        None
+    };
     Ok(CamFile {
         id: id.to_string(),
         height: dims[1],
         width: dims[2],
         classes: classes.into_iter().map(|c| c as usize).collect(),
         maps,
+        background,
     })
 }
 

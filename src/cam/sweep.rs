@@ -173,3 +173,50 @@ pub fn sweep_thresholds(
         images: hists.len(),
     })
 }
+
+/// The mIoU of maps that carry their own background channel, labelled by the argmax over
+/// background and classes (no threshold) against a split's masks; None when the maps have no
+/// background channel.
+pub fn argmax_confusion(cams: &Path, data: &Path, split: &str) -> Result<Option<Confusion>> {
+    let ids = super::pseudo::cam_ids(cams)?;
+    if read_cam(cams, &ids[0])?.background.is_none() {
+        return Ok(None);
+    }
+    let ds = VocDataset::open(data, split)?;
+    let n = ds.class_names.len();
+    let parts: Vec<Confusion> = ds
+        .items
+        .par_iter()
+        .filter_map(|it| it.mask.as_ref().map(|m| (it, m)))
+        .map(|(it, mask)| {
+            let gt = crate::io::read_label_png(mask)?;
+            let mut conf = Confusion::new(n);
+            let pred = if it.labels.is_empty() && !cam_path(cams, &it.id).exists() {
+                vec![0u8; gt.data.len()]
+            } else {
+                let cam = read_cam(cams, &it.id)?;
+                if (cam.height, cam.width) != (gt.height, gt.width) {
+                    return Err(Error::file(
+                        cam_path(cams, &it.id),
+                        format!(
+                            "maps are {}×{}, the mask {}×{}",
+                            cam.width, cam.height, gt.width, gt.height
+                        ),
+                    ));
+                }
+                super::pseudo::argmax_labels(&cam, 0.0)
+                    .ok_or_else(|| Error::file(cam_path(cams, &it.id), "no background channel"))?
+            };
+            conf.add(&gt.data, &pred)?;
+            Ok(conf)
+        })
+        .collect::<Result<_>>()?;
+    let mut all = Confusion::new(n);
+    for c in parts {
+        all.counts
+            .iter_mut()
+            .zip(&c.counts)
+            .for_each(|(a, b)| *a += b);
+    }
+    Ok(Some(all))
+}

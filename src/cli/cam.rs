@@ -35,6 +35,14 @@ pub struct CamsArgs {
     /// docs/results.md). Default: the one the classifier was trained with.
     #[arg(long, value_enum)]
     pub affinity: Option<cam::Affinity>,
+    /// τ of the co-attention at inference (S/τ): overrides the one the classifier has.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Diagnostics of what the co-attention maps are made of: `identity-wp` replaces the
+    /// trained W_P by the identity (attention by feature similarity alone), `single-scorer`
+    /// scores the attended features with the single-image classifier instead of φ. Repeatable.
+    #[arg(long, value_enum)]
+    pub probe: Vec<cam::infer::Probe>,
     /// Skip the heat-map overlay PNGs.
     #[arg(long)]
     pub no_overlays: bool,
@@ -58,6 +66,8 @@ pub fn cams_cmd(a: &CamsArgs) -> Result<()> {
         seed: a.seed,
         overlays: !a.no_overlays,
         affinity: a.affinity,
+        temperature: a.temperature,
+        probes: a.probe.clone(),
         batch: a.batch,
         device: select_device(a.device)?,
     };
@@ -83,9 +93,11 @@ pub struct PseudoArgs {
     pub cams: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
-    /// Background score t (threshold mode; pick it with `eval-cam`).
-    #[arg(long, default_value_t = 0.2, conflicts_with = "saliency")]
-    pub bg_threshold: f32,
+    /// Background score t in [0, 1], or `auto`: maps refined by the random walk carry their
+    /// own background (argmax, no threshold); other maps get t by Otsu's rule on the maps
+    /// alone (no masks). A number forces that constant t (`eval-cam` shows the mIoU of each t).
+    #[arg(long, default_value = "auto", conflicts_with = "saliency")]
+    pub bg_threshold: String,
     /// Threshold mode: pixels whose two best scores differ by less than this become 255.
     #[arg(long, default_value_t = 0.0)]
     pub ignore_margin: f32,
@@ -124,10 +136,19 @@ pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
     };
     let rule = match &a.saliency {
         Some(dir) => PseudoRule::Saliency { dir: dir.clone() },
-        None => PseudoRule::Threshold {
-            bg: a.bg_threshold,
-            ignore_margin: a.ignore_margin,
-        },
+        None => {
+            let r = cam::threshold::choose_rule(&a.cams, &a.bg_threshold, a.ignore_margin)?;
+            match &r {
+                PseudoRule::Argmax { .. } => {
+                    println!("labels: argmax over the maps' background channel and the classes")
+                }
+                PseudoRule::Threshold { bg, .. } if a.bg_threshold == "auto" => {
+                    println!("background threshold t = {bg:.3} (Otsu's rule on the maps alone)")
+                }
+                _ => {}
+            }
+            r
+        }
     };
     let stats = cam::run_pseudo(&a.cams, &a.out, &rule, a.min_fg, num_labels)?;
     println!(
@@ -170,5 +191,11 @@ pub fn eval_cam_cmd(a: &EvalCamArgs) -> Result<()> {
         sweep.images,
         out.join("eval-cam.png").display()
     );
+    if let Some(conf) = cam::sweep::argmax_confusion(&a.cams, &a.data, &a.split)? {
+        println!(
+            "argmax over the maps' own background channel (no threshold): mIoU {:.2}%",
+            100.0 * conf.miou()
+        );
+    }
     Ok(())
 }

@@ -57,7 +57,9 @@ pub struct SynthArgs {
     pub classes: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// target: a segmentation set (masks, train and val). single: extra single-label images
+    /// target: a segmentation set (masks, train and val) where only a small head is class
+    /// evidence. scenes: a segmentation set on the paper's premise (class-typical bodies,
+    /// limbs and background context; README). single: extra single-label images
     /// of another domain (studio style). web: extra "web" images with wrong labels at
     /// --label-noise, mixed sizes, some greyscale and some broken files. Extra sets have
     /// --train images, no val split and no masks; give them another --seed than the target.
@@ -71,6 +73,7 @@ pub struct SynthArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SynthKind {
     Target,
+    Scenes,
     Single,
     Web,
 }
@@ -83,9 +86,13 @@ pub fn synth(a: &SynthArgs) -> Result<()> {
         size: a.size,
         classes: a.classes,
         seed: a.seed,
+        kind: match a.kind {
+            SynthKind::Scenes => crate::data::synth::SetKind::Scenes,
+            _ => crate::data::synth::SetKind::Target,
+        },
     };
     let extra = match a.kind {
-        SynthKind::Target => None,
+        SynthKind::Target | SynthKind::Scenes => None,
         SynthKind::Single => Some(crate::data::synth::ExtraSynth::Single),
         SynthKind::Web => Some(crate::data::synth::ExtraSynth::Web {
             label_noise: a.label_noise,
@@ -300,3 +307,5 @@ mod cam;
 pub use cam::{cams_cmd, eval_cam_cmd, pseudo_cmd, CamsArgs, EvalCamArgs, PseudoArgs};
 mod seg;
 pub use seg::{infer_cmd, pipeline_cmd, train_seg_cmd, InferArgs, PipelineArgs, TrainSegArgs};
+mod affinity;
+pub use affinity::{refine_cmd, train_affinity_cmd, RefineArgs, TrainAffinityArgs};

@@ -3,7 +3,7 @@ use super::{select_device, DeviceArg};
 use crate::crf::CrfPreset;
 use crate::data::VocDataset;
 use crate::error::{Error, Result};
-use crate::pipeline::{run_pipeline, PipelineOptions, PipelinePreset};
+use crate::pipeline::{run_pipeline, LabelsFrom, PipelineOptions, PipelinePreset, Refinement};
 use crate::seg::{
     load_segnet, run_infer, train_seg, InferOptions, LabelSource, SegBackbone, SegConfig,
     TrainSegOptions,
@@ -177,17 +177,95 @@ pub struct PipelineArgs {
     /// tiny (the CPU demo), micro (seconds; a smoke test).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// The synthetic set drawn when no --data is given: scenes (class-typical bodies and
+    /// context, the default) or target (heads only).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::cli::SynthKind>,
+    /// Also train the basic classifier and report its CAMs beside the method's maps (on by
+    /// default; --baseline false to skip it and save its time).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub baseline: Option<bool>,
+    /// Refinement of the maps before they become pseudo labels: crf (the dense CRF, PSA's
+    /// preset; the default), affinity (AffinityNet's random walk, then the CRF) or none (raw
+    /// maps at Otsu's background threshold).
+    #[arg(long, value_enum)]
+    pub refine: Option<Refine>,
+    /// Which maps become the pseudo labels: method (the co-attention maps, the default) or
+    /// baseline (the basic classifier's CAMs; needs the baseline).
+    #[arg(long, value_enum)]
+    pub labels_from: Option<LabelsFromArg>,
+    /// Seed of the data, the classifiers and AffinityNet.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Redo stages recorded with other options, and every stage after the first of them.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Refine {
+    Crf,
+    Affinity,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelsFromArg {
+    Method,
+    Baseline,
+}
+
 pub fn pipeline_cmd(a: &PipelineArgs) -> Result<()> {
+    let mut preset = PipelinePreset::named(&a.preset)?;
+    match a.kind {
+        Some(crate::cli::SynthKind::Target) => preset.kind = crate::data::synth::SetKind::Target,
+        Some(crate::cli::SynthKind::Scenes) => preset.kind = crate::data::synth::SetKind::Scenes,
+        Some(k) => {
+            return Err(crate::Error::Msg(format!(
+                "--kind {k:?} makes extra training data, not a segmentation set (scenes, target)"
+            )))
+        }
+        None => {}
+    }
+    if let Some(b) = a.baseline {
+        preset.baseline = b;
+    }
+    match a.refine {
+        Some(Refine::None) => preset.refine = Refinement::None,
+        Some(Refine::Crf) => preset.refine = Refinement::Crf(crate::crf::CrfPreset::Psa),
+        Some(Refine::Affinity) => {
+            preset.refine = Refinement::Affinity {
+                config: Box::new(crate::affinity::AffConfig::preset(
+                    if preset.name == "micro" {
+                        "micro"
+                    } else {
+                        "tiny"
+                    },
+                )?),
+                beta: 8.0,
+                logt: 4,
+                crf: crate::crf::CrfPreset::Off,
+            }
+        }
+        None => {}
+    }
+    match a.labels_from {
+        Some(LabelsFromArg::Method) => preset.labels_from = LabelsFrom::Method,
+        Some(LabelsFromArg::Baseline) => preset.labels_from = LabelsFrom::Baseline,
+        None => {}
+    }
+    if let Some(s) = a.seed {
+        preset.cls.seed = s;
+    }
     let r = run_pipeline(&PipelineOptions {
         data: a.data.clone(),
         out: a.out.clone(),
-        preset: PipelinePreset::named(&a.preset)?,
+        preset,
         device: select_device(a.device)?,
         quiet: false,
+        force: a.force,
     })?;
     print!("{}", r.table());
     let total: f64 = r.secs.iter().map(|(_, s)| s).sum();

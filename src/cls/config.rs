@@ -59,6 +59,15 @@ pub struct ClsConfig {
     /// Co-attention affinity: dot (the paper's) or cosine (see `nn::Affinity`).
     #[serde(default)]
     pub affinity: crate::nn::Affinity,
+    /// τ of the affinity: the softmaxes see S/τ (the paper's: 1, no scaling).
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// Learn τ (starting from `temperature`) as one scalar outside weight decay.
+    #[serde(default)]
+    pub learn_temperature: bool,
+    /// How W_P starts (the paper's: random, like every new layer).
+    #[serde(default)]
+    pub wp_init: crate::nn::WpInit,
     /// First (0-based) epoch with the contrastive loss.
     pub contrastive_from: usize,
     pub backbone: VggConfig,
@@ -110,6 +119,9 @@ impl ClsConfig {
             wp_lr_mult: 1.0,
             contrastive_from: 2,
             affinity: crate::nn::Affinity::Dot,
+            temperature: 1.0,
+            learn_temperature: false,
+            wp_init: crate::nn::WpInit::Random,
             warmup_iters: 0,
             backbone: VggConfig::full(),
             backbone_init: Init::KaimingNormal,

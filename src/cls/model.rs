@@ -51,6 +51,11 @@ impl Classifier {
         if cfg.domain_wp() {
             head.add_domain_wp(cfg.head_init, rng);
         }
+        head.set_temperature(cfg.temperature, cfg.learn_temperature);
+        if cfg.wp_init == crate::nn::WpInit::Identity {
+            head.set_wp_identity()
+                .expect("the identity has W_P's shape, dtype and device");
+        }
         Classifier { backbone, head }
     }
 
@@ -79,6 +84,11 @@ impl Classifier {
         })
         .collect();
         for (name, t) in self.named_params() {
+            if let crate::nn::Temperature::Learned(p) = &self.head.temperature {
+                if p.id() == t.id() {
+                    continue;
+                }
+            }
             let bias = name.ends_with("bias") || name.ends_with("last_b");
             let idx = if name.starts_with("features.") {
                 bias as usize
@@ -100,6 +110,15 @@ impl Classifier {
                 params: wp,
                 lr: cfg.lr * n * cfg.wp_lr_mult,
                 weight_decay: cfg.weight_decay,
+            });
+        }
+        if let crate::nn::Temperature::Learned(p) = &self.head.temperature {
+            // τ outside weight decay: decay would pull log(1/τ) to 0, i.e. τ to 1
+            g.push(ParamGroup {
+                name: "temperature".into(),
+                params: vec![p.clone()],
+                lr: cfg.lr * n,
+                weight_decay: 0.0,
             });
         }
         g

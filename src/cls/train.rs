@@ -179,6 +179,7 @@ pub fn write_loss_plot(run: &Path) -> Result<()> {
 
 pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     let run = &opts.out;
+    let _lock = crate::io::lock::lock_dir(run)?;
     let last = run.join(LAST);
     let cfg_path = run.join("config.toml");
     let cfg = run_config(run, &last, opts.resume, &opts.config, ClsConfig::load)?;
@@ -223,13 +224,19 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
                     .is_none_or(|e| (e as usize) <= pos.epoch)
         })?;
     }
+    // the val mAP of the epochs already completed (a resumed run that is already complete
+    // still reports its result)
+    let mut val_map: Vec<f64> = read_jsonl(&run.join("metrics.jsonl"))?
+        .iter()
+        .filter(|v| v.get("epoch_end").is_some())
+        .filter_map(|v| v.get("val_map").and_then(|m| m.as_f64()))
+        .collect();
     let mut metrics = MetricsWriter::append(&run.join("metrics.jsonl"))?;
     let schedule = LrSchedule::Step {
         milestones: cfg.lr_steps.clone(),
         gamma: cfg.lr_gamma,
     };
     let by_class = train.by_class();
-    let mut val_map = Vec::new();
     let (mut images, mut run_iters) = (0usize, 0usize);
     let mut train_secs = 0f64;
     while pos.epoch < cfg.epochs {

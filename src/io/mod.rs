@@ -1,8 +1,10 @@
 //! File formats: safetensors checkpoints, palette PNG label maps.
 pub mod checkpoint;
+pub mod lock;
 pub mod metrics;
 pub mod plot;
 pub mod png;
+pub mod record;
 pub mod torch;
 pub mod weights;
 pub use checkpoint::{

@@ -31,6 +31,28 @@ pub enum Affinity {
     Cosine,
 }
 
+/// How the affinity S is scaled before the two softmaxes: S/τ.
+#[derive(Clone, Debug)]
+pub enum Temperature {
+    /// A fixed τ (1: the paper's unscaled S).
+    Fixed(f64),
+    /// A learned τ: the [1] parameter holds log(1/τ), trained outside weight decay (weight
+    /// decay on W_P alone keeps a cosine affinity within ±‖W_P‖, which flattens the softmax).
+    Learned(Tensor),
+}
+
+/// How W_P starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WpInit {
+    /// The head's initialiser, like every other new layer (the paper's).
+    #[default]
+    Random,
+    /// The identity: S starts as the feature similarity itself, so a position attends to
+    /// the positions of the other image that look like it.
+    Identity,
+}
+
 #[derive(Clone, Debug)]
 pub struct CoattHead {
     /// W_P (C,C): Q = W_P·Fm.
@@ -43,6 +65,8 @@ pub struct CoattHead {
     /// Gate W_B (1,C).
     pub wb: Tensor,
     pub affinity: Affinity,
+    /// S/τ before the softmaxes.
+    pub temperature: Temperature,
     /// With extra single-label data (paper §3.2): W_P for extra-extra pairs and for mixed
     /// pairs; `wp` stays the target-target one (the one CAM inference uses). Empty otherwise.
     pub wp_domains: Vec<Tensor>,
@@ -72,7 +96,48 @@ impl CoattHead {
             phi: p(vec![k, c]),
             wb: p(vec![1, c]),
             affinity: Affinity::Dot,
+            temperature: Temperature::Fixed(1.0),
             wp_domains: Vec::new(),
+        }
+    }
+
+    /// Sets τ: fixed, or learned from `tau` as its start (a new parameter, drawn from no rng).
+    pub fn set_temperature(&mut self, tau: f64, learned: bool) {
+        self.temperature = if learned {
+            Temperature::Learned(
+                Tensor::full((1.0 / tau).ln(), [1], self.wp.dtype(), self.wp.device()).into_param(),
+            )
+        } else {
+            Temperature::Fixed(tau)
+        };
+    }
+
+    /// The current τ.
+    pub fn tau(&self) -> f64 {
+        match &self.temperature {
+            Temperature::Fixed(t) => *t,
+            Temperature::Learned(p) => (-p.to_vec_f64()[0]).exp(),
+        }
+    }
+
+    /// Sets every W_P to the identity (after they were drawn, so the other parameters keep
+    /// the values they would have with a random W_P).
+    pub fn set_wp_identity(&self) -> Result<()> {
+        let c = self.channels();
+        let mut eye = vec![0.0; c * c];
+        (0..c).for_each(|i| eye[i * c + i] = 1.0);
+        let t = Tensor::from_f64(&eye, [c, c], self.wp.dtype(), self.wp.device())?;
+        std::iter::once(&self.wp)
+            .chain(&self.wp_domains)
+            .try_for_each(|w| w.assign(&t))
+    }
+
+    /// W_P/τ: S/τ = ((W_P/τ)·Fm)ᵀ·Fn, so the scale rides on W_P and the fused op is unchanged.
+    fn scaled_wp(&self, wp: &Tensor) -> Result<Tensor> {
+        match &self.temperature {
+            Temperature::Fixed(t) if *t == 1.0 => Ok(wp.clone()),
+            Temperature::Fixed(t) => Ok(wp.mul_scalar(1.0 / t)),
+            Temperature::Learned(p) => wp.mul(&p.exp()),
         }
     }
 
@@ -150,20 +215,41 @@ impl CoattHead {
         ])
     }
 
-    /// (Fm∩, Fn∩) of flat features (B,C,N), (B,C,M) under the head's affinity.
+    /// The affinity S/τ (B,N,M) of flat features (B,C,N), (B,C,M) (cosine affinity only;
+    /// the dot product runs inside the fused op).
+    fn cosine_affinity(fm: &Tensor, fnn: &Tensor, wp: &Tensor) -> Result<Tensor> {
+        let unit = |x: &Tensor| -> Result<Tensor> {
+            x.div(&x.sqr().sum_axes(&[1], true)?.add_scalar(1e-12).sqrt())
+        };
+        unit(fm)?
+            .transpose(1, 2)?
+            .matmul_t(wp, false, true)?
+            .matmul(&unit(fnn)?)
+    }
+
+    /// softmax_j(S/τ) (B,N,M): how each position of image m spreads its attention over image
+    /// n (the rows that make Fm∩), for diagnostics ([`crate::nn::AttentionStats`]).
+    pub fn attention_rows(&self, f1: &Tensor, f2: &Tensor) -> Result<Tensor> {
+        let (fm, fnn) = (Self::flat(f1)?, Self::flat(f2)?);
+        let wp = self.scaled_wp(&self.wp)?;
+        let s = match self.affinity {
+            Affinity::Dot => fm
+                .transpose(1, 2)?
+                .matmul_t(&wp, false, true)?
+                .matmul(&fnn)?,
+            Affinity::Cosine => Self::cosine_affinity(&fm, &fnn, &wp)?,
+        };
+        s.softmax(2)
+    }
+
+    /// (Fm∩, Fn∩) of flat features (B,C,N), (B,C,M) under the head's affinity and τ.
     fn attend(&self, fm: &Tensor, fnn: &Tensor, wp: &Tensor) -> Result<(Tensor, Tensor)> {
+        let wp = self.scaled_wp(wp)?;
         match self.affinity {
-            Affinity::Dot => coattention(fm, fnn, wp),
+            Affinity::Dot => coattention(fm, fnn, &wp),
             Affinity::Cosine => {
                 // composed from differentiable ops (the fused op is for the paper's affinity)
-                let unit = |x: &Tensor| -> Result<Tensor> {
-                    x.div(&x.sqr().sum_axes(&[1], true)?.add_scalar(1e-12).sqrt())
-                };
-                // S = (W·f̂m)ᵀ·f̂n: (B,N,M)
-                let s = unit(fm)?
-                    .transpose(1, 2)?
-                    .matmul_t(wp, false, true)?
-                    .matmul(&unit(fnn)?)?;
+                let s = Self::cosine_affinity(fm, fnn, &wp)?;
                 Ok((
                     fnn.matmul_t(&s.softmax(2)?, false, true)?,
                     fm.matmul(&s.softmax(1)?)?,
@@ -232,6 +318,10 @@ impl CoattHead {
                 .zip(&self.wp_domains)
                 .map(|(n, t)| (n.to_string(), t.clone())),
         )
+        .chain(match &self.temperature {
+            Temperature::Learned(p) => Some(("head.log_inv_tau".to_string(), p.clone())),
+            Temperature::Fixed(_) => None,
+        })
         .collect()
     }
 }

@@ -1,9 +1,11 @@
 //! Layers and models: conv layer, VGG16-D1 backbone, the MCIS co-attention head.
+pub mod attention_stats;
 pub mod coatt_head;
 pub mod resnet;
 pub mod vgg;
 
-pub use coatt_head::{Affinity, CoattHead, PairLogits};
+pub use attention_stats::AttentionStats;
+pub use coatt_head::{Affinity, CoattHead, PairLogits, Temperature, WpInit};
 pub use resnet::{ResNet, ResNetConfig};
 pub use vgg::{Vgg, VggConfig};
 

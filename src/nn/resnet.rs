@@ -169,9 +169,19 @@ impl ResNet {
     /// (B,3,H,W) → (B, 32·base, H/8, W/8). `train` uses batch statistics when the config
     /// trains BN; frozen BN always uses the running statistics.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self
+            .forward_levels(x, train)?
+            .pop()
+            .expect("forward_levels returns one level per stage"))
+    }
+
+    /// The outputs of the four stages (layer1 at stride 4, layer2-4 at stride 8), for the
+    /// models that read several depths (AffinityNet, DESIGN §8).
+    pub fn forward_levels(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let bs = train && self.config.train_bn;
         let mut h = self.stem.1.forward(&self.stem.0.forward(x)?, bs)?.relu();
         h = h.max_pool2d(Pool2dParams::new(3, 2, 1))?;
+        let mut levels = Vec::with_capacity(self.stages.len());
         for blocks in &self.stages {
             for b in blocks {
                 let mut y = h.clone();
@@ -187,8 +197,15 @@ impl ResNet {
                 };
                 h = y.add(&skip)?.relu();
             }
+            levels.push(h.clone());
         }
-        Ok(h)
+        Ok(levels)
+    }
+
+    /// Channels of the four levels of [`Self::forward_levels`].
+    pub fn level_channels(&self) -> [usize; 4] {
+        let b = self.config.base * 4;
+        [b, 2 * b, 4 * b, 8 * b]
     }
 
     /// Every tensor with its torchvision name: (name, tensor, trainable).

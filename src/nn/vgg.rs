@@ -122,6 +122,17 @@ impl Vgg {
     /// Image batch (B,3,H,W) → features (B,C,H/8,W/8). `train` selects batch statistics
     /// (and updates the running ones) over the running statistics; it matters only with BN.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self
+            .forward_levels(x, train)?
+            .pop()
+            .expect("forward_levels returns four levels"))
+    }
+
+    /// The features of four depths: conv3_3 (stride 4, before pool3), after pool4 (the conv4
+    /// block, stride 8), conv5_3 and the extra convs (the classifier's features; both stride
+    /// 8). AffinityNet reads several of them (DESIGN §8).
+    pub fn forward_levels(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let mut levels = Vec::with_capacity(4);
         let mut h = x.clone();
         for (i, conv) in self.features.iter().enumerate() {
             h = match self.bn.get(i) {
@@ -137,16 +148,29 @@ impl Vgg {
                 }
                 None => conv.forward_relu(&h)?,
             };
+            if i == 6 {
+                levels.push(h.clone());
+            }
             h = match i {
                 1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(2, 2, 0))?,
                 9 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
                 _ => h,
             };
+            if matches!(i, 9 | 12) {
+                levels.push(h.clone());
+            }
         }
         for conv in &self.extra {
             h = conv.forward_relu(&h)?;
         }
-        Ok(h)
+        levels.push(h);
+        Ok(levels)
+    }
+
+    /// Channels of the four levels of [`Self::forward_levels`].
+    pub fn level_channels(&self) -> [usize; 4] {
+        let w = &self.config.widths;
+        [w[6], w[9], w[12], self.config.extra]
     }
 
     /// Running statistics (not trained, but saved and restored with the weights).

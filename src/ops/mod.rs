@@ -1,5 +1,6 @@
 //! Differentiable ops, one module per family. Each op checks its inputs, runs the backend
 //! kernel, and (when an input is tracked) records a hand-written backward closure.
+mod affinity;
 mod coattention;
 mod conv;
 mod elementwise;
@@ -12,6 +13,7 @@ mod reduce;
 mod resize;
 mod softmax;
 
+pub use affinity::half_disc_offsets;
 pub use coattention::coattention;
 pub use conv::Conv2dParams;
 pub use pool::Pool2dParams;

@@ -1,15 +1,28 @@
-//! `coatt-train pipeline`: synth (when no data is given) → train-cls → cams → eval-cam →
-//! pseudo (threshold = the best t on train, searched up to 0.95: small networks' maps can be
-//! high over much of the background) → train-seg on the pseudo labels, and the same
-//! network on the ground-truth masks (the fully supervised bound) → infer (+CRF) → eval.
+//! `coatt-train pipeline`: the whole method in one command.
 //!
-//! Each stage writes OUT/stages/<stage>.json when it completes and is skipped when that file
-//! exists; a stage that was killed half way resumes from what it left (training from its last
-//! checkpoint, maps and predictions already on disk are kept), so a killed pipeline resumes.
+//! synth (when no data is given) → train-cls (the method's classifier) and train-cls-basic
+//! (the baseline, `--baseline`) → cams (co-attention maps) and cams-basic (the baseline's
+//! CAMs) → train-affinity and refine (AffinityNet's random walk, `--refine affinity`) → pseudo
+//! → train-seg on the pseudo labels and train-seg-gt on the masks (the fully supervised bound)
+//! → infer (+CRF) → eval, and a report.
+//!
+//! No stage that makes pseudo labels reads the train masks: the background threshold of raw
+//! maps comes from the maps alone (Otsu's rule, `cam::threshold`), refined maps carry their
+//! own background channel. The train masks serve only the diagnostic rows (map and
+//! pseudo-label mIoU, the oracle threshold) and the bound; without them those rows say "not
+//! measured" and everything else still runs.
+//!
+//! Stage records and resume: `stages.rs`.
+mod report;
+mod stages;
+
+pub use report::PipelineReport;
+
+use crate::affinity::{run_refine, train_affinity, AffConfig, RefineOptions, TrainAffOptions};
 use crate::cam::{self, CamMode, CamOptions, PseudoRule};
-use crate::cls::{train_cls, ClsConfig, TrainClsOptions};
+use crate::cls::{train_cls, ClsConfig, TrainClsOptions, Variant};
 use crate::crf::CrfPreset;
-use crate::data::synth::{generate, SynthConfig};
+use crate::data::synth::{generate, SetKind, SynthConfig};
 use crate::data::VocDataset;
 use crate::error::{Error, Result};
 use crate::eval::evaluate_folder;
@@ -17,21 +30,58 @@ use crate::seg::{
     load_segnet, run_infer, train_seg, InferOptions, LabelSource, SegConfig, TrainSegOptions,
 };
 use crate::Device;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use stages::Stages;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-/// The sizes of one pipeline preset.
+/// The refinement of the maps (all start from [background (1 − max)^α, the class maps scaled
+/// to a maximum of 1], α from the maps' Otsu threshold, so no mask is read).
+#[derive(Clone, Debug)]
+pub enum Refinement {
+    /// The raw maps, labelled at Otsu's background threshold.
+    None,
+    /// The dense CRF over the maps and the background channel.
+    Crf(CrfPreset),
+    /// AffinityNet trained on the method's maps, the random walk (β, log2 of the steps) of
+    /// each map set over its affinities, then optionally the CRF.
+    Affinity {
+        config: Box<AffConfig>,
+        beta: f64,
+        logt: u32,
+        crf: CrfPreset,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelsFrom {
+    Method,
+    Baseline,
+}
+
+/// The sizes and settings of one pipeline preset.
 #[derive(Clone, Debug)]
 pub struct PipelinePreset {
+    pub name: String,
+    /// Which synthetic set `synth` draws when no data is given.
+    pub kind: SetKind,
     pub synth_train: usize,
     pub synth_val: usize,
     pub synth_size: usize,
     pub classes: usize,
+    /// The method's classifier (variant full); the baseline is the same config, variant basic.
     pub cls: ClsConfig,
+    /// Also train the basic classifier and report its CAMs beside the method's maps.
+    pub baseline: bool,
     pub related: usize,
     /// Input scales of the localization maps, relative to the classifier's input.
     pub cam_scales: Vec<f64>,
+    /// How the maps are refined before they become pseudo labels.
+    pub refine: Refinement,
+    /// Which maps become the pseudo labels: the method's (co-attention) or, with the
+    /// baseline on, the basic classifier's CAMs.
+    pub labels_from: LabelsFrom,
     pub seg: SegConfig,
     pub crf: CrfPreset,
     pub scales: Vec<f64>,
@@ -39,30 +89,29 @@ pub struct PipelinePreset {
 }
 
 impl PipelinePreset {
-    /// `tiny`: the CPU demo (fits in 15 minutes on 2 cores); `micro`: seconds, for tests.
+    /// `tiny`: the CPU demo (within 20 minutes on 2 cores); `micro`: seconds, for tests.
     pub fn named(name: &str) -> Result<PipelinePreset> {
         match name {
             "tiny" => Ok(PipelinePreset {
+                name: name.into(),
+                kind: SetKind::Scenes,
                 synth_train: 1500,
                 synth_val: 300,
                 synth_size: 128,
                 classes: 6,
-                // the classifier of the CAM and segmentation results in docs/results.md: the
-                // tiny preset's model with its earlier, shorter schedule (6 epochs, co-attention
-                // from epoch 1) and the paper's dot-product affinity, so the whole demo stays
-                // within 15 minutes
+                // the tiny classifier with the demo's shorter schedule (6 epochs), so the whole
+                // demo, baseline and refinement included, stays within 20 minutes
                 cls: ClsConfig {
                     epochs: 6,
                     lr_steps: vec![5],
-                    coattention_from: 1,
-                    coattention_lr_factor: 1.0,
-                    affinity: crate::nn::Affinity::Dot,
                     ..ClsConfig::preset("tiny")?
                 },
+                baseline: true,
                 related: 3,
-                // maps at 2× the training input (a 16×16 grid instead of 8×8): much less flat
-                // co-attention maps on the synthetic set (docs/results.md)
+                // maps at 2× the training input (a 16×16 grid instead of 8×8)
                 cam_scales: vec![2.0],
+                refine: Refinement::Crf(CrfPreset::Psa),
+                labels_from: LabelsFrom::Method,
                 seg: SegConfig::preset("tiny")?,
                 // the official MCIS CRF: on 128-px images the PSA preset's 10 iterations of a
                 // strong 80-px bilateral kernel over-smooth (bound: 72.3% → 64.4%; MCIS: 74.3%)
@@ -71,6 +120,8 @@ impl PipelinePreset {
                 flip: true,
             }),
             "micro" => Ok(PipelinePreset {
+                name: name.into(),
+                kind: SetKind::Scenes,
                 synth_train: 10,
                 synth_val: 4,
                 synth_size: 40,
@@ -81,8 +132,16 @@ impl PipelinePreset {
                     batch: 3,
                     ..ClsConfig::preset("micro")?
                 },
+                baseline: true,
                 related: 1,
                 cam_scales: vec![1.0],
+                refine: Refinement::Affinity {
+                    config: Box::new(AffConfig::preset("micro")?),
+                    beta: 8.0,
+                    logt: 4,
+                    crf: CrfPreset::Mcis,
+                },
+                labels_from: LabelsFrom::Method,
                 seg: SegConfig::preset("micro")?,
                 crf: CrfPreset::Mcis,
                 scales: vec![1.0],
@@ -103,176 +162,360 @@ pub struct PipelineOptions {
     pub preset: PipelinePreset,
     pub device: Device,
     pub quiet: bool,
+    /// Redo stages recorded with other options (and every stage after the first of them).
+    pub force: bool,
 }
 
-#[derive(Clone, Debug)]
-pub struct PipelineReport {
-    /// Stages run by this invocation and stages skipped as already complete.
-    pub ran: Vec<String>,
-    pub skipped: Vec<String>,
-    pub cls_val_map: f64,
-    pub cam_threshold: f64,
-    pub cam_miou: f64,
-    pub pseudo_miou: f64,
-    pub pseudo_coverage: f64,
-    pub seg_miou: f64,
-    pub seg_crf_miou: f64,
-    pub gt_miou: f64,
-    pub gt_crf_miou: f64,
-    pub secs: Vec<(String, f64)>,
-    pub report: PathBuf,
+/// A classifier stage's result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClsResult {
+    pub val_map: Option<f64>,
+    pub val_map_per_epoch: Vec<f64>,
+    pub images_per_sec: f64,
+    pub train_secs: f64,
 }
 
-impl PipelineReport {
-    pub fn table(&self) -> String {
-        let p = |v: f64| format!("{:.1}", 100.0 * v);
-        format!(
-            "| stage | metric | value |\n|---|---|---:|\n\
-             | classifier | val mAP (%) | {} |\n\
-             | localization maps | CAM mIoU on train (%), best t = {:.2} | {} |\n\
-             | pseudo labels | mIoU on train (%), {:.0}% of pixels labelled | {} |\n\
-             | segmentation | val mIoU (%), no CRF | {} |\n\
-             | segmentation + CRF | val mIoU (%) | {} |\n\
-             | fully supervised bound | val mIoU (%), no CRF | {} |\n\
-             | fully supervised bound + CRF | val mIoU (%) | {} |\n\
-             | ratio to the bound | (%) | {} |\n",
-            p(self.cls_val_map),
-            self.cam_threshold,
-            p(self.cam_miou),
-            100.0 * self.pseudo_coverage,
-            p(self.pseudo_miou),
-            p(self.seg_miou),
-            p(self.seg_crf_miou),
-            p(self.gt_miou),
-            p(self.gt_crf_miou),
-            p(self.seg_crf_miou / self.gt_crf_miou.max(1e-9)),
-        )
+/// A maps stage's result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MapsResult {
+    pub written: usize,
+    pub failed: usize,
+    pub attention: Option<Value>,
+}
+
+/// How good a folder of maps is against the train masks (a diagnostic stage).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MapQuality {
+    /// False when the split has no masks: nothing below was measured.
+    pub measured: bool,
+    /// The threshold a user gets (Otsu's rule on the maps alone) and its mIoU.
+    pub threshold: Option<f64>,
+    pub miou: Option<f64>,
+    /// Diagnostic: the best threshold against the masks (t ≤ 0.95) and its mIoU.
+    pub oracle_threshold: Option<f64>,
+    pub oracle_miou: Option<f64>,
+    /// Maps with a background channel: the mIoU of their argmax (no threshold).
+    pub argmax_miou: Option<f64>,
+}
+
+/// Pseudo-label quality (diagnostic).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabelQuality {
+    pub measured: bool,
+    pub miou: Option<f64>,
+    pub coverage: Option<f64>,
+}
+
+fn typed<T: serde::de::DeserializeOwned>(stage: &str, v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| {
+        Error::Msg(format!(
+            "stage {stage}: its record does not hold the expected result ({e}); rerun with --force"
+        ))
+    })
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Msg(e.to_string()))
+}
+
+/// Whether every image of a split with classes has a mask (the diagnostics need them).
+fn has_masks(data: &Path, split: &str) -> Result<bool> {
+    let ds = VocDataset::open(data, split)?;
+    Ok(!ds.items.is_empty() && ds.items.iter().all(|it| it.mask.is_some()))
+}
+
+/// Map quality against the train masks: the user's threshold (Otsu), the oracle one, and
+/// the argmax of maps that carry a background channel.
+fn map_quality(cams: &Path, data: &Path, report_dir: &Path) -> Result<MapQuality> {
+    if !has_masks(data, "train")? {
+        return Ok(MapQuality::default());
     }
-}
-
-struct Stages {
-    dir: PathBuf,
-    ran: Vec<String>,
-    skipped: Vec<String>,
-    secs: Vec<(String, f64)>,
-    quiet: bool,
-}
-
-impl Stages {
-    /// Runs `f` unless the stage's marker exists; returns the stage's recorded result.
-    fn run(&mut self, name: &str, f: impl FnOnce() -> Result<Value>) -> Result<Value> {
-        let marker = self.dir.join(format!("{name}.json"));
-        if marker.exists() {
-            let s = std::fs::read_to_string(&marker).map_err(|e| Error::io(&marker, e))?;
-            self.skipped.push(name.to_string());
-            if !self.quiet {
-                eprintln!("[pipeline] {name}: already complete, skipped");
-            }
-            return serde_json::from_str(&s)
-                .map_err(|e| Error::file(&marker, format!("corrupt stage record ({e})")));
-        }
-        if !self.quiet {
-            eprintln!("[pipeline] {name} …");
-        }
-        let t0 = Instant::now();
-        let mut v = f()?;
-        let dt = t0.elapsed().as_secs_f64();
-        v["secs"] = json!(dt);
-        let s = serde_json::to_string_pretty(&v).map_err(|e| Error::Msg(e.to_string()))?;
-        crate::io::write_atomic(&marker, s.as_bytes())?;
-        self.ran.push(name.to_string());
-        self.secs.push((name.to_string(), dt));
-        if !self.quiet {
-            eprintln!("[pipeline] {name}: done in {dt:.0} s");
-        }
-        Ok(v)
-    }
-}
-
-fn num(v: &Value, key: &str) -> f64 {
-    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+    let sweep = cam::sweep_thresholds(cams, data, "train", &cam::thresholds_up_to(0.95))?;
+    sweep.write_report(report_dir)?;
+    let t = cam::auto_threshold(cams)? as f64;
+    // the sweep's step is 0.01: score Otsu's t exactly with a one-threshold sweep
+    let at_t = cam::sweep_thresholds(cams, data, "train", &[t as f32])?;
+    let argmax = cam::sweep::argmax_confusion(cams, data, "train")?.map(|c| c.miou());
+    Ok(MapQuality {
+        measured: true,
+        threshold: Some(t),
+        miou: Some(at_t.best_miou()),
+        oracle_threshold: Some(sweep.best_threshold() as f64),
+        oracle_miou: Some(sweep.best_miou()),
+        argmax_miou: argmax,
+    })
 }
 
 pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     let out = &o.out;
     let p = &o.preset;
-    let mut st = Stages {
-        dir: out.join("stages"),
-        ran: Vec::new(),
-        skipped: Vec::new(),
-        secs: Vec::new(),
-        quiet: o.quiet,
-    };
-    std::fs::create_dir_all(&st.dir).map_err(|e| Error::io(&st.dir, e))?;
+    let _lock = crate::io::lock::lock_dir(out)?;
+    let mut st = Stages::new(&out.join("stages"), o.quiet, o.force)?;
     let data = o.data.clone().unwrap_or_else(|| out.join("data"));
     if o.data.is_none() {
-        st.run("synth", || {
-            let hist = generate(&SynthConfig {
-                out: data.clone(),
-                train: p.synth_train,
-                val: p.synth_val,
-                size: p.synth_size,
-                classes: p.classes,
-                seed: p.cls.seed,
-            })?;
-            Ok(json!({"train": p.synth_train, "val": p.synth_val, "per_class": hist}))
-        })?;
+        let cfg = SynthConfig {
+            out: data.clone(),
+            train: p.synth_train,
+            val: p.synth_val,
+            size: p.synth_size,
+            classes: p.classes,
+            seed: p.cls.seed,
+            kind: p.kind,
+        };
+        st.run(
+            "synth",
+            json!({"kind": p.kind, "train": p.synth_train, "val": p.synth_val, "size": p.synth_size, "classes": p.classes, "seed": p.cls.seed}),
+            std::slice::from_ref(&data),
+            || {
+                let hist = generate(&cfg)?;
+                Ok(json!({"train": p.synth_train, "val": p.synth_val, "per_class": hist}))
+            },
+        )?;
     }
+    let data_s = data.display().to_string();
+    // classifiers
+    let cls_stage =
+        |st: &mut Stages, name: &str, run: PathBuf, cfg: ClsConfig| -> Result<ClsResult> {
+            let v = st.run(
+                name,
+                json!({"data": data_s, "config": to_value(&cfg)?}),
+                std::slice::from_ref(&run),
+                || {
+                    let s = train_cls(&TrainClsOptions {
+                        data: data.clone(),
+                        out: run.clone(),
+                        config: cfg.clone(),
+                        device: o.device,
+                        resume: run.join(crate::cls::train::LAST).exists(),
+                        stop_after: None,
+                        quiet: o.quiet,
+                    })?;
+                    to_value(&ClsResult {
+                        val_map: s.val_map.last().copied(),
+                        val_map_per_epoch: s.val_map,
+                        images_per_sec: s.images_per_sec,
+                        train_secs: s.train_secs,
+                    })
+                },
+            )?;
+            typed(name, v)
+        };
     let cls_run = out.join("cls");
-    let cls = st.run("train-cls", || {
-        let s = train_cls(&TrainClsOptions {
-            data: data.clone(),
-            out: cls_run.clone(),
-            config: p.cls.clone(),
-            device: o.device,
-            resume: cls_run.join(crate::cls::train::LAST).exists(),
-            stop_after: None,
-            quiet: o.quiet,
-        })?;
-        Ok(json!({"val_map": s.val_map.last(), "val_map_per_epoch": s.val_map, "images_per_sec": s.images_per_sec, "train_secs": s.train_secs}))
-    })?;
-    let cams = out.join("cams");
-    st.run("cams", || {
-        let mut c = CamOptions::new(&cls_run, &data, &cams);
-        c.mode = CamMode::Coatt;
+    let cls = cls_stage(&mut st, "train-cls", cls_run.clone(), p.cls.clone())?;
+    let basic_run = out.join("cls-basic");
+    let basic = if p.baseline {
+        Some(cls_stage(
+            &mut st,
+            "train-cls-basic",
+            basic_run.clone(),
+            ClsConfig {
+                variant: Variant::Basic,
+                ..p.cls.clone()
+            },
+        )?)
+    } else {
+        None
+    };
+    // localization maps
+    let maps_stage = |st: &mut Stages,
+                      name: &str,
+                      run: &Path,
+                      dir: PathBuf,
+                      mode: CamMode|
+     -> Result<MapsResult> {
+        let mut c = CamOptions::new(run, &data, &dir);
+        c.mode = mode;
         c.related = p.related;
         c.scales = p.cam_scales.clone();
         c.device = o.device;
-        let s = cam::run_cams(&c)?;
-        Ok(json!({"written": s.written, "existing": s.existing, "failed": s.failed.len()}))
-    })?;
-    let cam_eval = st.run("eval-cam", || {
-        let sweep = cam::sweep_thresholds(&cams, &data, "train", &cam::thresholds_up_to(0.95))?;
-        sweep.write_report(&out.join("eval-cam"))?;
-        Ok(json!({"threshold": sweep.best_threshold(), "miou": sweep.best_miou(), "images": sweep.images}))
-    })?;
-    let pseudo = out.join("pseudo");
-    let pseudo_eval = st.run("pseudo", || {
-        let names = VocDataset::open(&data, "train")?.class_names;
-        let rule = PseudoRule::Threshold {
-            bg: num(&cam_eval, "threshold") as f32,
-            ignore_margin: 0.0,
+        let v = st.run(
+            name,
+            json!({"run": run.display().to_string(), "mode": mode, "related": p.related, "scales": p.cam_scales}),
+            std::slice::from_ref(&dir),
+            || {
+                let s = cam::run_cams(&c)?;
+                to_value(&MapsResult {
+                    written: s.written + s.existing,
+                    failed: s.failed.len(),
+                    attention: (s.attention.pairs > 0)
+                        .then(|| cam::infer::json_attention(&s.attention)),
+                })
+            },
+        )?;
+        typed(name, v)
+    };
+    let cams = out.join("cams");
+    let maps = maps_stage(&mut st, "cams", &cls_run, cams.clone(), CamMode::Coatt)?;
+    let cams_basic = out.join("cams-basic");
+    if p.baseline {
+        maps_stage(
+            &mut st,
+            "cams-basic",
+            &basic_run,
+            cams_basic.clone(),
+            CamMode::Single,
+        )?;
+    }
+    let quality = |st: &mut Stages, name: &str, dir: &Path| -> Result<MapQuality> {
+        let report_dir = out.join(name);
+        let v = st.run(
+            name,
+            json!({"maps": dir.display().to_string()}),
+            std::slice::from_ref(&report_dir),
+            || to_value(&map_quality(dir, &data, &report_dir)?),
+        )?;
+        typed(name, v)
+    };
+    let maps_q = quality(&mut st, "eval-cams", &cams)?;
+    let basic_q = if p.baseline {
+        Some(quality(&mut st, "eval-cams-basic", &cams_basic)?)
+    } else {
+        None
+    };
+    // refinement, of the method's maps and (with the baseline) of the baseline's
+    let aff_run = out.join("affinity");
+    if let Refinement::Affinity { config, .. } = &p.refine {
+        let acfg = AffConfig {
+            init_from: Some(cls_run.display().to_string()),
+            seed: p.cls.seed,
+            ..(**config).clone()
         };
-        let stats = cam::run_pseudo(&cams, &pseudo, &rule, 0.01, names.len())?;
-        crate::io::write_atomic(&pseudo.join("stats.md"), stats.markdown(&names).as_bytes())?;
-        let (conf, _) = evaluate_folder(&pseudo, &data, "train", true)?;
-        crate::io::write_atomic(&pseudo.join("eval.md"), conf.markdown(&names).as_bytes())?;
-        Ok(json!({"miou": conf.miou(), "coverage": conf.coverage(), "images": stats.images}))
-    })?;
+        st.run(
+            "train-affinity",
+            json!({"maps": cams.display().to_string(), "config": to_value(&acfg)?}),
+            std::slice::from_ref(&aff_run),
+            || {
+                let s = train_affinity(&TrainAffOptions {
+                    cams: cams.clone(),
+                    data: data.clone(),
+                    out: aff_run.clone(),
+                    config: acfg.clone(),
+                    device: o.device,
+                    resume: aff_run.join(crate::affinity::train::LAST).exists(),
+                    stop_after: None,
+                    quiet: o.quiet,
+                })?;
+                Ok(
+                    json!({"iterations": s.iterations, "skipped_steps": s.skipped_steps,
+                    "labels": to_value(&s.labels)?, "train_secs": s.train_secs}),
+                )
+            },
+        )?;
+    }
+    let refine_stage = |st: &mut Stages,
+                        name: &str,
+                        maps: &Path,
+                        dir: PathBuf|
+     -> Result<PathBuf> {
+        let (run, crf, beta, logt) = match &p.refine {
+            Refinement::None => return Ok(maps.to_path_buf()),
+            Refinement::Crf(c) => (None, *c, 8.0, 8),
+            Refinement::Affinity {
+                beta, logt, crf, ..
+            } => (Some(aff_run.clone()), *crf, *beta, *logt),
+        };
+        st.run(
+            name,
+            json!({"maps": maps.display().to_string(), "walk": run.is_some(), "beta": beta, "logt": logt, "crf": crf}),
+            std::slice::from_ref(&dir),
+            || {
+                let mut r = RefineOptions::new(Path::new(""), maps, &data, &dir);
+                r.run = run.clone();
+                r.beta = beta;
+                r.logt = logt;
+                r.alpha = None;
+                r.crf = crf.params();
+                r.device = o.device;
+                r.quiet = o.quiet;
+                let s = run_refine(&r)?;
+                Ok(json!({"written": s.written + s.existing, "alpha": s.alpha}))
+            },
+        )?;
+        Ok(dir)
+    };
+    let refined = refine_stage(&mut st, "refine", &cams, out.join("refined"))?;
+    let refined_basic = if p.baseline {
+        Some(refine_stage(
+            &mut st,
+            "refine-basic",
+            &cams_basic,
+            out.join("refined-basic"),
+        )?)
+    } else {
+        None
+    };
+    let refining = !matches!(p.refine, Refinement::None);
+    let refined_q = if refining {
+        Some(quality(&mut st, "eval-refined", &refined)?)
+    } else {
+        None
+    };
+    let refined_basic_q = match (&refined_basic, refining) {
+        (Some(d), true) => Some(quality(&mut st, "eval-refined-basic", d)?),
+        _ => None,
+    };
+    let label_maps = match (p.labels_from, &refined_basic) {
+        (LabelsFrom::Baseline, Some(d)) => d.clone(),
+        (LabelsFrom::Baseline, None) => {
+            return Err(Error::Msg(
+                "labels from the baseline need the baseline (--baseline true)".into(),
+            ))
+        }
+        (LabelsFrom::Method, _) => refined.clone(),
+    };
+    // pseudo labels: from the maps alone (no masks)
+    let pseudo = out.join("pseudo");
+    let names = VocDataset::open(&data, "train")?.class_names;
+    let pseudo_rec = st.run(
+        "pseudo",
+        json!({"maps": label_maps.display().to_string()}),
+        std::slice::from_ref(&pseudo),
+        || {
+            let rule = cam::threshold::choose_rule(&label_maps, "auto", 0.0)?;
+            let stats = cam::run_pseudo(&label_maps, &pseudo, &rule, 0.01, names.len())?;
+            crate::io::write_atomic(&pseudo.join("stats.md"), stats.markdown(&names).as_bytes())?;
+            Ok(json!({"images": stats.images, "rule": match rule {
+                PseudoRule::Argmax { .. } => "argmax over the maps' background channel".to_string(),
+                PseudoRule::Threshold { bg, .. } => format!("background threshold {bg:.3} (Otsu)"),
+                PseudoRule::Saliency { .. } => "saliency".to_string(),
+            }}))
+        },
+    )?;
+    let label_q: LabelQuality = typed(
+        "eval-pseudo",
+        st.run("eval-pseudo", json!({}), &[], || {
+            if !has_masks(&data, "train")? {
+                return to_value(&LabelQuality::default());
+            }
+            let (conf, _) = evaluate_folder(&pseudo, &data, "train", true)?;
+            crate::io::write_atomic(&pseudo.join("eval.md"), conf.markdown(&names).as_bytes())?;
+            to_value(&LabelQuality {
+                measured: true,
+                miou: Some(conf.miou()),
+                coverage: Some(conf.coverage()),
+            })
+        })?,
+    )?;
+    // segmentation
     let seg_stage = |st: &mut Stages, name: &str, run: PathBuf, labels: LabelSource| {
-        st.run(name, || {
-            let s = train_seg(&TrainSegOptions {
-                data: data.clone(),
-                labels,
-                out: run.clone(),
-                config: p.seg.clone(),
-                device: o.device,
-                resume: run.join(crate::seg::train::LAST).exists(),
-                stop_after: None,
-                quiet: o.quiet,
-            })?;
-            Ok(json!({"val_miou": s.val_miou, "images_per_sec": s.images_per_sec, "train_secs": s.train_secs}))
-        })
+        st.run(
+            name,
+            json!({"config": to_value(&p.seg)?, "labels": format!("{labels:?}")}),
+            std::slice::from_ref(&run),
+            || {
+                let s = train_seg(&TrainSegOptions {
+                    data: data.clone(),
+                    labels: labels.clone(),
+                    out: run.clone(),
+                    config: p.seg.clone(),
+                    device: o.device,
+                    resume: run.join(crate::seg::train::LAST).exists(),
+                    stop_after: None,
+                    quiet: o.quiet,
+                })?;
+                Ok(json!({"val_miou": s.val_miou, "images_per_sec": s.images_per_sec, "train_secs": s.train_secs}))
+            },
+        )
     };
     seg_stage(
         &mut st,
@@ -280,31 +523,49 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         out.join("seg"),
         LabelSource::Folder(pseudo.clone()),
     )?;
-    seg_stage(
-        &mut st,
-        "train-seg-gt",
-        out.join("seg-gt"),
-        LabelSource::GroundTruth,
-    )?;
+    let bound = has_masks(&data, "train")?;
+    if bound {
+        seg_stage(
+            &mut st,
+            "train-seg-gt",
+            out.join("seg-gt"),
+            LabelSource::GroundTruth,
+        )?;
+    }
     let val = VocDataset::open(&data, "val")?;
     let images: Vec<(String, PathBuf)> = val
         .items
         .iter()
         .map(|it| (it.id.clone(), it.image.clone()))
         .collect();
-    let infer_stage = |st: &mut Stages, name: &str, run: &Path, pred: PathBuf, crf: CrfPreset| {
-        st.run(name, || {
-            let model = load_segnet(run, o.device)?;
-            let opts = InferOptions {
-                scales: p.scales.clone(),
-                flip: p.flip,
-                crf: crf.params(),
-            };
-            run_infer(&model, &images, &pred, &opts, o.device, o.quiet)?;
-            let (conf, names) = evaluate_folder(&pred, &data, "val", false)?;
-            crate::io::write_atomic(&pred.join("eval.md"), conf.markdown(&names).as_bytes())?;
-            Ok(json!({"miou": conf.miou()}))
-        })
+    let val_masks = has_masks(&data, "val")?;
+    let infer_stage = |st: &mut Stages,
+                       name: &str,
+                       run: &Path,
+                       pred: PathBuf,
+                       crf: CrfPreset|
+     -> Result<Option<f64>> {
+        let v = st.run(
+            name,
+            json!({"scales": p.scales, "flip": p.flip, "crf": crf}),
+            std::slice::from_ref(&pred),
+            || {
+                let model = load_segnet(run, o.device)?;
+                let opts = InferOptions {
+                    scales: p.scales.clone(),
+                    flip: p.flip,
+                    crf: crf.params(),
+                };
+                run_infer(&model, &images, &pred, &opts, o.device, o.quiet)?;
+                if !val_masks {
+                    return Ok(json!({"miou": null}));
+                }
+                let (conf, names) = evaluate_folder(&pred, &data, "val", false)?;
+                crate::io::write_atomic(&pred.join("eval.md"), conf.markdown(&names).as_bytes())?;
+                Ok(json!({"miou": conf.miou()}))
+            },
+        )?;
+        Ok(v.get("miou").and_then(Value::as_f64))
     };
     let seg = infer_stage(
         &mut st,
@@ -320,101 +581,69 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         out.join("pred-crf"),
         p.crf,
     )?;
-    let gt = infer_stage(
-        &mut st,
-        "infer-gt",
-        &out.join("seg-gt"),
-        out.join("pred-gt"),
-        CrfPreset::Off,
-    )?;
-    let gt_crf = infer_stage(
-        &mut st,
-        "infer-gt-crf",
-        &out.join("seg-gt"),
-        out.join("pred-gt-crf"),
-        p.crf,
-    )?;
-
-    let mut r = PipelineReport {
+    let (gt, gt_crf) = if bound {
+        (
+            infer_stage(
+                &mut st,
+                "infer-gt",
+                &out.join("seg-gt"),
+                out.join("pred-gt"),
+                CrfPreset::Off,
+            )?,
+            infer_stage(
+                &mut st,
+                "infer-gt-crf",
+                &out.join("seg-gt"),
+                out.join("pred-gt-crf"),
+                p.crf,
+            )?,
+        )
+    } else {
+        (None, None)
+    };
+    let secs: Vec<(String, f64)> = report::STAGES
+        .iter()
+        .filter_map(|n| st.secs(n).map(|s| (n.to_string(), s)))
+        .collect();
+    let r = PipelineReport {
         ran: st.ran.clone(),
         skipped: st.skipped.clone(),
-        cls_val_map: num(&cls, "val_map"),
-        cam_threshold: num(&cam_eval, "threshold"),
-        cam_miou: num(&cam_eval, "miou"),
-        pseudo_miou: num(&pseudo_eval, "miou"),
-        pseudo_coverage: num(&pseudo_eval, "coverage"),
-        seg_miou: num(&seg, "miou"),
-        seg_crf_miou: num(&seg_crf, "miou"),
-        gt_miou: num(&gt, "miou"),
-        gt_crf_miou: num(&gt_crf, "miou"),
-        secs: Vec::new(),
+        cls,
+        basic,
+        maps,
+        maps_quality: maps_q,
+        basic_quality: basic_q,
+        refined_quality: refined_q,
+        refined_basic_quality: refined_basic_q,
+        refinement: match &p.refine {
+            Refinement::None => "none: raw maps at Otsu's threshold".into(),
+            Refinement::Crf(c) => format!("dense CRF, preset {c:?}"),
+            Refinement::Affinity {
+                config,
+                beta,
+                logt,
+                crf,
+            } => format!(
+                "AffinityNet (preset `{}`, {} epochs, stride {}, radius {}), random walk β {beta}, 2^{logt} steps, then CRF {crf:?}",
+                config.preset,
+                config.epochs,
+                config.stride(),
+                config.radius
+            ),
+        },
+        pseudo_rule: pseudo_rec
+            .get("rule")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        pseudo: label_q,
+        seg_miou: seg,
+        seg_crf_miou: seg_crf,
+        gt_miou: gt,
+        gt_crf_miou: gt_crf,
+        secs,
         report: out.join("report.md"),
     };
-    // every stage's time, including those recorded by an earlier invocation
-    for name in [
-        "synth",
-        "train-cls",
-        "cams",
-        "eval-cam",
-        "pseudo",
-        "train-seg",
-        "train-seg-gt",
-        "infer",
-        "infer-crf",
-        "infer-gt",
-        "infer-gt-crf",
-    ] {
-        let m = st.dir.join(format!("{name}.json"));
-        if let Ok(s) = std::fs::read_to_string(&m) {
-            if let Ok(v) = serde_json::from_str::<Value>(&s) {
-                r.secs.push((name.to_string(), num(&v, "secs")));
-            }
-        }
-    }
-    write_report(&r, o, &data)?;
+    report::write_report(&r, o, &data)?;
     Ok(r)
-}
-
-fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Result<()> {
-    let mut s = String::from("# coatt pipeline report\n\n");
-    let seg = &o.preset.seg;
-    let backbone = match seg.backbone {
-        crate::seg::SegBackbone::Resnet101 => format!(
-            "ResNet (bottlenecks {:?}, stem width {})",
-            seg.resnet.blocks, seg.resnet.base
-        ),
-        crate::seg::SegBackbone::Vgg16 => format!("VGG16 (widths {:?})", seg.vgg_widths),
-    };
-    s += &format!(
-        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs. Maps: co-attention, {} related images per class, input scales {:?}. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
-        data.display(),
-        o.device,
-        o.preset.cls.preset,
-        o.preset.cls.variant,
-        o.preset.cls.epochs,
-        o.preset.related,
-        o.preset.cam_scales,
-        seg.preset,
-        seg.crop,
-        seg.iterations,
-        o.preset.crf,
-        o.preset.scales,
-        if o.preset.flip { " + flip" } else { "" }
-    );
-    s += &r.table();
-    s += "\n## Time per stage\n\n| stage | seconds |\n|---|---:|\n";
-    let mut total = 0.0;
-    for (n, t) in &r.secs {
-        s += &format!("| {n} | {t:.0} |\n");
-        total += t;
-    }
-    s += &format!("| total | {total:.0} |\n");
-    s += "\n## Plots\n\n\
-          - classifier loss: ![](cls/loss.png)\n\
-          - CAM mIoU vs background threshold: ![](eval-cam/eval-cam.png)\n\
-          - segmentation loss (pseudo labels): ![](seg/loss.png)\n\
-          - segmentation loss (ground truth): ![](seg-gt/loss.png)\n\n\
-          Details: `eval-cam/eval-cam.md`, `pseudo/stats.md`, `pseudo/eval.md`, \
-          `pred/eval.md`, `pred-crf/eval.md`, `pred-gt/eval.md`, `pred-gt-crf/eval.md`; heat maps in `cams/overlay/`.\n";
-    crate::io::write_atomic(&o.out.join("report.md"), s.as_bytes())
 }

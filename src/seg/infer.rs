@@ -106,7 +106,7 @@ pub fn run_infer(
     device: Device,
     quiet: bool,
 ) -> Result<InferSummary> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = crate::io::lock::lock_dir(out)?;
     let t0 = std::time::Instant::now();
     let todo: Vec<&(String, PathBuf)> = images
         .iter()

@@ -88,6 +88,7 @@ pub fn evaluate_split(
 
 pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     let run = &opts.out;
+    let _lock = crate::io::lock::lock_dir(run)?;
     let last = run.join(LAST);
     let cfg_path = run.join("config.toml");
     let cfg = run_config(run, &last, opts.resume, &opts.config, SegConfig::load)?;

@@ -1,5 +1,6 @@
 //! The CPU backend: rayon for data parallelism, the `gemm` crate for matrix products.
 //! Every kernel is generic over f32/f64; it is the numerical reference for the CUDA backend.
+pub mod affinity;
 pub mod coattention;
 pub mod conv;
 pub mod elementwise;

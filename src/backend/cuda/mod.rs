@@ -5,6 +5,7 @@
 //! `runtime` holds the context, stream, cuBLAS handle and kernel modules; `alloc` the caching
 //! allocator; `ops` the ops of the backend interface, with `gemm` (cuBLAS), `conv` and
 //! `coattention` in files of their own.
+mod affinity;
 mod alloc;
 mod coattention;
 mod conv;

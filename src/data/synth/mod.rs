@@ -15,6 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
+mod scenes;
+pub use scenes::draw_scene;
+
 #[derive(Clone, Debug)]
 pub struct SynthConfig {
     pub out: PathBuf,
@@ -23,6 +26,23 @@ pub struct SynthConfig {
     pub size: usize,
     pub classes: usize,
     pub seed: u64,
+    /// Which segmentation set to draw (extra sets ignore it).
+    pub kind: SetKind,
+}
+
+/// The two segmentation sets `synth` draws.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetKind {
+    /// Heads only: every class shares one body look and headless bodies are background, so
+    /// only the small head is ever evidence of a class. Tests the "most discriminative part"
+    /// failure at its hardest: no cross-image mining can extend a map to the body.
+    #[default]
+    Target,
+    /// The paper's premise ([`draw_scene`]): each class's whole object carries evidence
+    /// (a small distinctive head, a larger class-typical but variable body, limbs), and
+    /// backgrounds carry class-typical context that is background in the masks.
+    Scenes,
 }
 
 /// What one generated image contains.
@@ -171,9 +191,12 @@ pub enum Style {
     Studio,
 }
 
-/// Draws image `index` of the target set (deterministic in (seed, index)).
+/// Draws image `index` of the configured set (deterministic in (seed, index, kind)).
 pub fn draw(cfg: &SynthConfig, index: usize) -> SynthImage {
-    draw_styled(cfg, index, Style::Target)
+    match cfg.kind {
+        SetKind::Target => draw_styled(cfg, index, Style::Target),
+        SetKind::Scenes => draw_scene(cfg, index),
+    }
 }
 
 /// Draws image `index` in a style (deterministic in (seed, index, style)).
@@ -292,40 +315,8 @@ pub fn draw_styled(cfg: &SynthConfig, index: usize, style: Style) -> SynthImage 
     for (c, e) in heads {
         cv.paint(&e, Some(c as u8 + 1), head_color(c, k));
     }
-    // a class that ends up (almost) invisible is not labelled; its pixels become "ignore"
-    let mut present = Vec::new();
-    for &c in &classes {
-        let cnt = cv.lab.iter().filter(|&&l| l == c as u8 + 1).count();
-        if cnt >= 30 {
-            present.push(c);
-        } else {
-            cv.lab
-                .iter_mut()
-                .filter(|l| **l == c as u8 + 1)
-                .for_each(|l| *l = 255);
-        }
-    }
-    present.sort_unstable();
-    // borders between different labels are ignored (both sides), as in VOC
-    let mut mask = cv.lab.clone();
-    for y in 0..s {
-        for x in 0..s {
-            let l = cv.lab[y * s + x];
-            let diff = [(0isize, 1isize), (1, 0), (0, -1), (-1, 0)]
-                .iter()
-                .any(|&(dx, dy)| {
-                    let (nx, ny) = (x as isize + dx, y as isize + dy);
-                    nx >= 0
-                        && ny >= 0
-                        && nx < s as isize
-                        && ny < s as isize
-                        && cv.lab[ny as usize * s + nx as usize] != l
-                });
-            if diff {
-                mask[y * s + x] = 255;
-            }
-        }
-    }
+    let present = drop_invisible(&mut cv.lab, &classes);
+    let mask = border_mask(&cv.lab, s);
     // the studio domain's colour statistics: gamma and a warm or cool cast
     if studio {
         let cast: f32 = rng.gen_range(-0.08..0.08);
@@ -334,19 +325,7 @@ pub fn draw_styled(cfg: &SynthConfig, index: usize, style: Style) -> SynthImage 
             *p = [0, 1, 2].map(|i| (p[i].clamp(0.0, 1.0).powf(0.7) * gain[i]).clamp(0.0, 1.0));
         }
     }
-    // sensor noise
-    let rgb: Vec<u8> = cv
-        .rgb
-        .iter()
-        .flat_map(|p| {
-            let n: [f32; 3] = [
-                rng.gen_range(-0.04..0.04),
-                rng.gen_range(-0.04..0.04),
-                rng.gen_range(-0.04..0.04),
-            ];
-            [0, 1, 2].map(|i| ((p[i] + n[i]).clamp(0.0, 1.0) * 255.0).round() as u8)
-        })
-        .collect();
+    let rgb = with_sensor_noise(&cv.rgb, &mut rng);
     SynthImage {
         id: format!("s{index:05}"),
         rgb,
@@ -357,6 +336,62 @@ pub fn draw_styled(cfg: &SynthConfig, index: usize, style: Style) -> SynthImage 
         },
         classes: present,
     }
+}
+
+/// A class that ends up (almost) invisible is not labelled; its pixels become "ignore".
+/// Returns the labelled classes, sorted.
+fn drop_invisible(lab: &mut [u8], classes: &[usize]) -> Vec<usize> {
+    let mut present = Vec::new();
+    for &c in classes {
+        let cnt = lab.iter().filter(|&&l| l == c as u8 + 1).count();
+        if cnt >= 30 {
+            present.push(c);
+        } else {
+            lab.iter_mut()
+                .filter(|l| **l == c as u8 + 1)
+                .for_each(|l| *l = 255);
+        }
+    }
+    present.sort_unstable();
+    present
+}
+
+/// Borders between different labels are ignored (both sides), as in VOC.
+fn border_mask(lab: &[u8], s: usize) -> Vec<u8> {
+    let mut mask = lab.to_vec();
+    for y in 0..s {
+        for x in 0..s {
+            let l = lab[y * s + x];
+            let diff = [(0isize, 1isize), (1, 0), (0, -1), (-1, 0)]
+                .iter()
+                .any(|&(dx, dy)| {
+                    let (nx, ny) = (x as isize + dx, y as isize + dy);
+                    nx >= 0
+                        && ny >= 0
+                        && nx < s as isize
+                        && ny < s as isize
+                        && lab[ny as usize * s + nx as usize] != l
+                });
+            if diff {
+                mask[y * s + x] = 255;
+            }
+        }
+    }
+    mask
+}
+
+/// 8-bit RGB with uniform sensor noise of ±0.04.
+fn with_sensor_noise(rgb: &[[f32; 3]], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    rgb.iter()
+        .flat_map(|p| {
+            let n: [f32; 3] = [
+                rng.gen_range(-0.04..0.04),
+                rng.gen_range(-0.04..0.04),
+                rng.gen_range(-0.04..0.04),
+            ];
+            [0, 1, 2].map(|i| ((p[i] + n[i]).clamp(0.0, 1.0) * 255.0).round() as u8)
+        })
+        .collect()
 }
 
 pub fn encode_jpeg(path: &Path, rgb: &[u8], w: usize, h: usize) -> Result<()> {
@@ -375,6 +410,7 @@ pub fn generate(cfg: &SynthConfig) -> Result<Vec<usize>> {
         )));
     }
     let root = &cfg.out;
+    let _lock = crate::io::lock::lock_dir(root)?;
     for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
         std::fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
     }
@@ -428,9 +464,13 @@ pub fn generate(cfg: &SynthConfig) -> Result<Vec<usize>> {
         })
         .collect();
     write_atomic(&root.join("cls_labels.txt"), cls.as_bytes())?;
+    let names = match cfg.kind {
+        SetKind::Target => class_names(cfg.classes),
+        SetKind::Scenes => scenes::class_names(cfg.classes),
+    };
     write_atomic(
         &root.join("class_names.txt"),
-        (class_names(cfg.classes).join("\n") + "\n").as_bytes(),
+        (names.join("\n") + "\n").as_bytes(),
     )?;
     let mut hist = vec![0; cfg.classes];
     for (_, c) in &labels[..cfg.train] {
@@ -482,6 +522,7 @@ pub fn generate_extra(cfg: &SynthConfig, kind: ExtraSynth) -> Result<ExtraStats>
         }
     }
     let root = &cfg.out;
+    let _lock = crate::io::lock::lock_dir(root)?;
     for d in ["JPEGImages", "ImageSets/Segmentation"] {
         std::fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
     }

@@ -1,0 +1,234 @@
+//! AffinityNet (DESIGN §8): a backbone's features at several depths, each reduced by a 1×1
+//! conv + ELU, concatenated and fused by a 1×1 conv + ELU; the affinity of two positions is
+//! exp(−mean |f_i − f_j|) of the fused features ([`Tensor::local_affinity`]).
+use super::config::{AffBackbone, AffConfig};
+use crate::error::{Error, Result};
+use crate::io::Checkpoint;
+use crate::nn::{Conv, Init, ResNet, Vgg};
+use crate::optim::ParamGroup;
+use crate::tensor::{DType, Tensor};
+use crate::{Conv2dParams, Device};
+use rand::Rng;
+
+#[derive(Clone, Debug)]
+pub enum Backbone {
+    Vgg(Vgg),
+    Resnet(ResNet),
+}
+
+#[derive(Clone, Debug)]
+pub struct AffinityNet {
+    pub config: AffConfig,
+    pub backbone: Backbone,
+    pub reduce: Vec<Conv>,
+    pub fuse: Conv,
+}
+
+/// ELU (α = 1): x for x > 0, e^x − 1 otherwise (PSA's activation of the new layers).
+fn elu(x: &Tensor) -> Result<Tensor> {
+    let zero = Tensor::zeros([1], x.dtype(), x.device());
+    x.relu().add(&x.minimum(&zero)?.exp().add_scalar(-1.0))
+}
+
+impl AffinityNet {
+    pub fn new(cfg: &AffConfig, device: Device, rng: &mut impl Rng) -> AffinityNet {
+        let (backbone, ch) = match &cfg.backbone {
+            AffBackbone::Vgg(v) => {
+                let b = Vgg::new(
+                    v.clone(),
+                    Init::KaimingNormal,
+                    Init::KaimingNormal,
+                    DType::F32,
+                    device,
+                    rng,
+                );
+                let ch = b.level_channels();
+                (Backbone::Vgg(b), ch)
+            }
+            AffBackbone::Resnet(r) => {
+                let b = ResNet::new(r.clone(), device, rng);
+                let ch = b.level_channels();
+                (Backbone::Resnet(b), ch)
+            }
+        };
+        let reduce: Vec<Conv> = cfg
+            .levels
+            .iter()
+            .zip(&cfg.reduce)
+            .map(|(&l, &c)| {
+                Conv::new(
+                    ch[l],
+                    c,
+                    1,
+                    Conv2dParams::default(),
+                    false,
+                    Init::KaimingNormal,
+                    DType::F32,
+                    device,
+                    rng,
+                )
+            })
+            .collect();
+        let d: usize = cfg.reduce.iter().sum();
+        let fuse = Conv::new(
+            d,
+            d,
+            1,
+            Conv2dParams::default(),
+            false,
+            Init::KaimingNormal,
+            DType::F32,
+            device,
+            rng,
+        );
+        AffinityNet {
+            config: cfg.clone(),
+            backbone,
+            reduce,
+            fuse,
+        }
+    }
+
+    /// The fused features (B, D, H/s, W/s) of an image batch, s = `config.stride()`; deeper
+    /// levels are upsampled bilinearly to the finest one. The backbone's BN uses its running
+    /// statistics (the classifier's or ImageNet's), as PSA keeps BN frozen.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let levels = match &self.backbone {
+            Backbone::Vgg(v) => v.forward_levels(x, false)?,
+            Backbone::Resnet(r) => r.forward_levels(x, false)?,
+        };
+        let (gh, gw) = self
+            .config
+            .levels
+            .iter()
+            .map(|&l| (levels[l].dims()[2], levels[l].dims()[3]))
+            .max()
+            .expect("validated: at least one level");
+        let parts: Vec<Tensor> = self
+            .config
+            .levels
+            .iter()
+            .zip(&self.reduce)
+            .map(|(&l, conv)| {
+                let y = elu(&conv.forward(&levels[l])?)?;
+                if y.dims()[2..] == [gh, gw] {
+                    Ok(y)
+                } else {
+                    y.resize_bilinear(gh, gw)
+                }
+            })
+            .collect::<Result<_>>()?;
+        elu(&self
+            .fuse
+            .forward(&Tensor::concat(&parts.iter().collect::<Vec<_>>(), 1)?)?)
+    }
+
+    /// Affinities (B, P, H/s, W/s) of an image batch over the half disc of the config's radius.
+    pub fn affinity(&self, x: &Tensor) -> Result<Tensor> {
+        self.features(x)?.local_affinity(self.config.radius)
+    }
+
+    fn backbone_params(&self) -> Vec<(String, Tensor)> {
+        match &self.backbone {
+            Backbone::Vgg(v) => v.named_params(),
+            Backbone::Resnet(r) => r
+                .named_tensors()
+                .into_iter()
+                .filter(|t| t.2)
+                .map(|(n, t, _)| (n, t))
+                .collect(),
+        }
+    }
+
+    fn new_params(&self) -> Vec<(String, Tensor)> {
+        let mut v = Vec::new();
+        for (i, c) in self.reduce.iter().enumerate() {
+            v.extend(c.named_params(&format!("aff.reduce.{i}")));
+        }
+        v.extend(self.fuse.named_params("aff.fuse"));
+        v
+    }
+
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut v = self.backbone_params();
+        v.extend(self.new_params());
+        v
+    }
+
+    /// Parameters and buffers (BN running statistics): what a checkpoint holds.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        match &self.backbone {
+            Backbone::Vgg(v) => {
+                let mut s = v.named_params();
+                s.extend(v.named_buffers());
+                s.extend(self.new_params());
+                s
+            }
+            Backbone::Resnet(r) => {
+                let mut s: Vec<(String, Tensor)> = r
+                    .named_tensors()
+                    .into_iter()
+                    .map(|(n, t, _)| (n, t))
+                    .collect();
+                s.extend(self.new_params());
+                s
+            }
+        }
+    }
+
+    /// Backbone ×1 and new layers ×`new_lr_mult`, both with weight decay.
+    pub fn param_groups(&self) -> Vec<ParamGroup> {
+        let c = &self.config;
+        vec![
+            ParamGroup {
+                name: "backbone".into(),
+                params: self.backbone_params().into_iter().map(|p| p.1).collect(),
+                lr: c.lr,
+                weight_decay: c.weight_decay,
+            },
+            ParamGroup {
+                name: "new".into(),
+                params: self.new_params().into_iter().map(|p| p.1).collect(),
+                lr: c.lr * c.new_lr_mult,
+                weight_decay: c.weight_decay,
+            },
+        ]
+    }
+
+    pub fn load(&self, ck: &Checkpoint) -> Result<()> {
+        ck.load_into(&self.state_tensors())
+    }
+
+    /// Starts the backbone from `config.init_from`: a classifier run folder or checkpoint
+    /// (VGG: the tensors named `features.*` / `extra_convs.*`, BN statistics included), or
+    /// torchvision ImageNet weights (ResNet). Returns the number of tensors loaded.
+    pub fn load_init(&self, path: &std::path::Path) -> Result<usize> {
+        match &self.backbone {
+            Backbone::Vgg(v) => {
+                let file = if path.is_dir() {
+                    path.join(crate::cls::train::LAST)
+                } else {
+                    path.to_path_buf()
+                };
+                let ck = Checkpoint::open(&file)?;
+                let mut want = v.named_params();
+                want.extend(v.named_buffers());
+                ck.load_into(&want).map_err(|e| {
+                    Error::file(
+                        &file,
+                        format!("cannot start AffinityNet's VGG from this classifier ({e}); the presets' widths must match"),
+                    )
+                })?;
+                Ok(want.len())
+            }
+            Backbone::Resnet(r) => {
+                let params: Vec<(String, Tensor)> = r
+                    .named_tensors()
+                    .into_iter()
+                    .map(|(n, t, _)| (n, t))
+                    .collect();
+                crate::io::weights::load_named_into(path, &params)
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The pipeline's summary: the table printed at the end and OUT/report.md.
+use super::{ClsResult, LabelQuality, MapQuality, MapsResult, PipelineOptions};
+use crate::error::Result;
+use std::path::{Path, PathBuf};
+
+/// Every stage, in the order the pipeline runs them (the time table's rows).
+pub const STAGES: [&str; 20] = [
+    "synth",
+    "train-cls",
+    "train-cls-basic",
+    "cams",
+    "cams-basic",
+    "eval-cams",
+    "eval-cams-basic",
+    "train-affinity",
+    "refine",
+    "refine-basic",
+    "eval-refined",
+    "eval-refined-basic",
+    "pseudo",
+    "eval-pseudo",
+    "train-seg",
+    "train-seg-gt",
+    "infer",
+    "infer-crf",
+    "infer-gt",
+    "infer-gt-crf",
+];
+
+#[derive(Clone, Debug)]
+pub struct PipelineReport {
+    /// Stages run by this invocation and stages skipped as already complete.
+    pub ran: Vec<String>,
+    pub skipped: Vec<String>,
+    pub cls: ClsResult,
+    /// The basic classifier (`--baseline`).
+    pub basic: Option<ClsResult>,
+    pub maps: MapsResult,
+    /// The method's co-attention maps, the baseline's CAMs, the refined maps.
+    pub maps_quality: MapQuality,
+    pub basic_quality: Option<MapQuality>,
+    pub refined_quality: Option<MapQuality>,
+    pub refined_basic_quality: Option<MapQuality>,
+    /// How the maps were refined, and how the pseudo labels were made (from which maps,
+    /// argmax over a background channel or Otsu's t).
+    pub refinement: String,
+    pub pseudo_rule: String,
+    pub pseudo: LabelQuality,
+    /// Val mIoU of the network trained on pseudo labels, without and with the CRF; the same
+    /// network on the masks (the bound). None where not measured (no masks).
+    pub seg_miou: Option<f64>,
+    pub seg_crf_miou: Option<f64>,
+    pub gt_miou: Option<f64>,
+    pub gt_crf_miou: Option<f64>,
+    pub secs: Vec<(String, f64)>,
+    pub report: PathBuf,
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("not measured".into(), |v| format!("{:.1}", 100.0 * v))
+}
+
+impl PipelineReport {
+    /// The best map mIoU the pipeline has on train, at the labelling a user gets (Otsu's t
+    /// for raw maps, argmax for refined maps).
+    pub fn best_map_miou(&self) -> Option<f64> {
+        [
+            self.maps_quality.miou,
+            self.basic_quality.as_ref().and_then(|q| q.miou),
+            self.refined_quality.as_ref().and_then(|q| q.argmax_miou),
+            self.refined_basic_quality
+                .as_ref()
+                .and_then(|q| q.argmax_miou),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max)
+    }
+
+    /// Segmentation over the bound: without CRF over without CRF, and with over with.
+    pub fn ratios(&self) -> (Option<f64>, Option<f64>) {
+        let r = |a: Option<f64>, b: Option<f64>| Some(a? / b?.max(1e-9));
+        (
+            r(self.seg_miou, self.gt_miou),
+            r(self.seg_crf_miou, self.gt_crf_miou),
+        )
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = String::from("| stage | metric | value |\n|---|---|---:|\n");
+        s += &format!(
+            "| classifier (full) | val mAP (%) | {} |\n",
+            pct(self.cls.val_map)
+        );
+        if let Some(b) = &self.basic {
+            s += &format!(
+                "| baseline classifier (basic) | val mAP (%) | {} |\n",
+                pct(b.val_map)
+            );
+        }
+        let maps = |s: &mut String, what: &str, q: &MapQuality| {
+            *s += &format!(
+                "| {what} | mIoU on train (%), t = {} (Otsu, from the maps) | {} |\n",
+                q.threshold.map_or("-".into(), |t| format!("{t:.2}")),
+                pct(q.miou)
+            );
+            *s += &format!(
+                "| {what} | diagnostic: mIoU at the oracle t = {} (chosen with the masks) | {} |\n",
+                q.oracle_threshold.map_or("-".into(), |t| format!("{t:.2}")),
+                pct(q.oracle_miou)
+            );
+        };
+        maps(&mut s, "co-attention maps (method)", &self.maps_quality);
+        if let Some(q) = &self.basic_quality {
+            maps(&mut s, "CAMs of the basic classifier (baseline)", q);
+        }
+        if let Some(a) = &self.maps.attention {
+            let f = |k: &str| a.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            s += &format!(
+                "| co-attention | normalised entropy / top-1 mass (uniform {:.3}) | {:.3} / {:.3} |\n",
+                f("uniform_top1"),
+                f("entropy"),
+                f("top1_mass")
+            );
+        }
+        for (what, q) in [
+            ("refined co-attention maps", &self.refined_quality),
+            ("refined CAMs of the baseline", &self.refined_basic_quality),
+        ] {
+            if let Some(q) = q {
+                s += &format!(
+                    "| {what} ({}) | mIoU on train (%), argmax with their background | {} |\n",
+                    self.refinement,
+                    pct(q.argmax_miou)
+                );
+            }
+        }
+        s += &format!(
+            "| pseudo labels ({}) | mIoU on train (%), {} of pixels labelled | {} |\n",
+            self.pseudo_rule,
+            self.pseudo
+                .coverage
+                .map_or("-".into(), |c| format!("{:.0}%", 100.0 * c)),
+            pct(self.pseudo.miou)
+        );
+        s += &format!(
+            "| segmentation | val mIoU (%), no CRF | {} |\n",
+            pct(self.seg_miou)
+        );
+        s += &format!(
+            "| segmentation + CRF | val mIoU (%) | {} |\n",
+            pct(self.seg_crf_miou)
+        );
+        s += &format!(
+            "| fully supervised bound | val mIoU (%), no CRF | {} |\n",
+            pct(self.gt_miou)
+        );
+        s += &format!(
+            "| fully supervised bound + CRF | val mIoU (%) | {} |\n",
+            pct(self.gt_crf_miou)
+        );
+        let (r, rc) = self.ratios();
+        s += &format!(
+            "| ratio to the bound | (%), no CRF / with CRF | {} / {} |\n",
+            pct(r),
+            pct(rc)
+        );
+        s
+    }
+}
+
+pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Result<()> {
+    let mut s = String::from("# coatt pipeline report\n\n");
+    let p = &o.preset;
+    let seg = &p.seg;
+    let backbone = match seg.backbone {
+        crate::seg::SegBackbone::Resnet101 => format!(
+            "ResNet (bottlenecks {:?}, stem width {})",
+            seg.resnet.blocks, seg.resnet.base
+        ),
+        crate::seg::SegBackbone::Vgg16 => format!("VGG16 (widths {:?})", seg.vgg_widths),
+    };
+    s += &format!(
+        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}){}. Maps: co-attention, {} related images per class, input scales {:?}. Refinement: {}; pseudo labels from the {:?} maps. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
+        data.display(),
+        o.device,
+        p.cls.preset,
+        p.cls.variant,
+        p.cls.epochs,
+        p.cls.affinity,
+        p.cls.temperature,
+        if p.cls.learn_temperature { ", learned" } else { "" },
+        p.cls.wp_init,
+        if p.baseline { "; baseline: the same classifier, variant basic, single-image CAMs" } else { "" },
+        p.related,
+        p.cam_scales,
+        r.refinement,
+        p.labels_from,
+        seg.preset,
+        seg.crop,
+        seg.iterations,
+        p.crf,
+        p.scales,
+        if p.flip { " + flip" } else { "" }
+    );
+    s += &r.table();
+    if let Some(b) = r.best_map_miou() {
+        s += &format!(
+            "\nBest map mIoU on train without masks: {:.1}%.\n",
+            100.0 * b
+        );
+    }
+    s += "\n## Time per stage\n\n| stage | seconds |\n|---|---:|\n";
+    let mut total = 0.0;
+    for (n, t) in &r.secs {
+        s += &format!("| {n} | {t:.0} |\n");
+        total += t;
+    }
+    s += &format!("| total | {total:.0} |\n");
+    s += "\n## Plots\n\n\
+          - classifier loss: ![](cls/loss.png)\n\
+          - co-attention maps, mIoU vs background threshold: ![](eval-cams/eval-cam.png)\n\
+          - segmentation loss (pseudo labels): ![](seg/loss.png)\n\n\
+          Details: `eval-cams*/eval-cam.md`, `pseudo/stats.md`, `pseudo/eval.md`, \
+          `pred*/eval.md`, `affinity/labels/` (AffinityNet's training labels); heat maps in `cams/overlay/` and `refined/overlay/`.\n";
+    crate::io::write_atomic(&o.out.join("report.md"), s.as_bytes())
+}

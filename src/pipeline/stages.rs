@@ -1,0 +1,109 @@
+//! The pipeline's stage runner. Each stage writes OUT/stages/<name>.json when it completes:
+//! the options and inputs it ran with, its result and its time. A rerun skips a stage whose
+//! record holds the same options; a stage recorded with other options stops the pipeline
+//! with an error naming what differs, unless `force` is set, which reruns that stage and
+//! every stage after it (their outputs removed first). A stage without a record (never run,
+//! or killed half way) runs, resuming from what it left.
+use crate::error::{Error, Result};
+use crate::io::record::differences;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct Stages {
+    pub dir: PathBuf,
+    pub ran: Vec<String>,
+    pub skipped: Vec<String>,
+    pub quiet: bool,
+    pub force: bool,
+    /// Set once a stage reran over a different record: every later stage reruns too.
+    invalidated: bool,
+}
+
+impl Stages {
+    pub fn new(dir: &Path, quiet: bool, force: bool) -> Result<Stages> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Stages {
+            dir: dir.to_path_buf(),
+            ran: Vec::new(),
+            skipped: Vec::new(),
+            quiet,
+            force,
+            invalidated: false,
+        })
+    }
+
+    fn say(&self, s: &str) {
+        if !self.quiet {
+            eprintln!("[pipeline] {s}");
+        }
+    }
+
+    /// Runs `f` unless the stage's record holds the same `options`; returns the stage's
+    /// result. `outputs` are removed before a forced rerun.
+    pub fn run(
+        &mut self,
+        name: &str,
+        options: Value,
+        outputs: &[PathBuf],
+        f: impl FnOnce() -> Result<Value>,
+    ) -> Result<Value> {
+        let marker = self.dir.join(format!("{name}.json"));
+        if marker.exists() {
+            let s = std::fs::read_to_string(&marker).map_err(|e| Error::io(&marker, e))?;
+            let rec: Value = serde_json::from_str(&s)
+                .map_err(|e| Error::file(&marker, format!("corrupt stage record ({e})")))?;
+            let old = rec.get("options").cloned().unwrap_or(Value::Null);
+            let diff = differences(&old, &options);
+            if diff.is_empty() && !self.invalidated {
+                self.skipped.push(name.to_string());
+                self.say(&format!("{name}: already complete, skipped"));
+                return Ok(rec.get("result").cloned().unwrap_or(Value::Null));
+            }
+            if !self.force && !self.invalidated {
+                return Err(Error::file(
+                    &marker,
+                    format!(
+                        "stage {name} was completed with other inputs or options ({}); rerun with --force to redo it and the stages after it, or use another --out",
+                        if diff.is_empty() { "an earlier stage changed".to_string() } else { diff.join("; ") }
+                    ),
+                ));
+            }
+            self.say(&format!("{name}: redone (options changed)"));
+            self.invalidated = true;
+            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+            for o in outputs {
+                if o.is_dir() {
+                    std::fs::remove_dir_all(o).map_err(|e| Error::io(o, e))?;
+                } else if o.exists() {
+                    std::fs::remove_file(o).map_err(|e| Error::io(o, e))?;
+                }
+            }
+        } else if self.invalidated {
+            for o in outputs {
+                if o.is_dir() {
+                    std::fs::remove_dir_all(o).map_err(|e| Error::io(o, e))?;
+                }
+            }
+        }
+        self.say(&format!("{name} …"));
+        let t0 = Instant::now();
+        let result = f()?;
+        let dt = t0.elapsed().as_secs_f64();
+        let rec = json!({"options": options, "result": result, "secs": dt});
+        let s = serde_json::to_string_pretty(&rec).map_err(|e| Error::Msg(e.to_string()))?;
+        crate::io::write_atomic(&marker, s.as_bytes())?;
+        self.ran.push(name.to_string());
+        self.say(&format!("{name}: done in {dt:.0} s"));
+        Ok(result)
+    }
+
+    /// The recorded time of a stage (this invocation's or an earlier one's).
+    pub fn secs(&self, name: &str) -> Option<f64> {
+        let s = std::fs::read_to_string(self.dir.join(format!("{name}.json"))).ok()?;
+        serde_json::from_str::<Value>(&s)
+            .ok()?
+            .get("secs")?
+            .as_f64()
+    }
+}
