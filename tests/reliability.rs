@@ -105,3 +105,116 @@ fn cams_into_a_folder_made_with_other_options_is_an_error_not_stale_maps() {
         assert!(e.contains("cams.json") && e.contains("other"), "{e}");
     }
 }
+
+#[test]
+fn split_ids_that_leave_the_folder_are_rejected_naming_the_list_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    micro_data(&data);
+    let list = data.join("ImageSets/Segmentation/val.txt");
+    for bad in ["../../x", "a/b", "..", "-rf"] {
+        let mut text = std::fs::read_to_string(&list).unwrap();
+        text.push_str(bad);
+        text.push('\n');
+        let copy = tmp.path().join("copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&data, &copy);
+        std::fs::write(copy.join("ImageSets/Segmentation/val.txt"), text).unwrap();
+        let e = coatt::data::VocDataset::open(&copy, "val")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("val.txt") && e.contains("line 3"), "{bad}: {e}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_torn_last_metrics_row_does_not_block_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    let mut o = micro_cls(&data, &run);
+    o.config.epochs = 2;
+    o.stop_after = Some(1);
+    train_cls(&o).unwrap();
+    // a kill in the middle of a row: half a JSON object, no newline
+    let m = run.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&m).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"iteration\": 7, \"loss\": 0.5").unwrap();
+    drop(f);
+    o.stop_after = None;
+    o.resume = true;
+    train_cls(&o).unwrap();
+    let rows = coatt::io::metrics::read_jsonl(&m).unwrap();
+    assert!(rows.iter().any(|r| r.get("epoch_end").is_some()));
+}
+
+#[test]
+fn training_that_would_train_nothing_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    micro_data(&data);
+    for (what, change) in [
+        (
+            "epochs",
+            (|c: &mut ClsConfig| c.epochs = 0) as fn(&mut ClsConfig),
+        ),
+        ("batch", |c: &mut ClsConfig| c.batch = 0),
+        ("input_size", |c: &mut ClsConfig| c.input_size = 0),
+        ("input_size", |c: &mut ClsConfig| c.input_size = 100_000),
+        ("lr", |c: &mut ClsConfig| c.lr = f64::NAN),
+        ("lr", |c: &mut ClsConfig| c.lr = -1.0),
+        ("momentum", |c: &mut ClsConfig| c.momentum = 5.0),
+        ("temperature", |c: &mut ClsConfig| c.temperature = 0.0),
+    ] {
+        let run = tmp.path().join(format!("run-{what}"));
+        let mut o = micro_cls(&data, &run);
+        change(&mut o.config);
+        let e = train_cls(&o).unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+        assert!(!run.join("last.safetensors").exists());
+    }
+    // an empty train split
+    std::fs::write(data.join("ImageSets/Segmentation/train.txt"), "").unwrap();
+    let e = train_cls(&micro_cls(&data, &tmp.path().join("run-empty")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty"), "{e}");
+}
+
+#[test]
+fn an_unreadable_related_image_is_skipped_and_counted_in_coattention_maps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    train_cls(&micro_cls(&data, &run)).unwrap();
+    let ds = coatt::data::VocDataset::open(&data, "train").unwrap();
+    let broken = &ds.items[0];
+    std::fs::write(&broken.image, b"<html>404</html>").unwrap();
+    let mut o = CamOptions::new(&run, &data, &tmp.path().join("cams"));
+    o.related = 5; // every other image of a class is related to each image
+    o.overlays = false;
+    let s = run_cams(&o).unwrap();
+    assert!(
+        s.failed.iter().any(|(id, _)| id == &broken.id),
+        "{:?}",
+        s.failed
+    );
+    assert_eq!(s.failed.len(), 1, "counted once: {:?}", s.failed);
+    assert_eq!(
+        s.written,
+        ds.items.iter().filter(|i| !i.labels.is_empty()).count() - 1
+    );
+}

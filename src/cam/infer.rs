@@ -227,6 +227,7 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
         cache: HashMap::new(),
         cache_bytes: 0,
         attention: Default::default(),
+        unreadable: HashMap::new(),
     };
     let bar = crate::progress::bar(todo.len() as u64, "cams");
     let mut summary = CamSummary {
@@ -294,6 +295,15 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
     bar.finish_and_clear();
     summary.secs = t0.elapsed().as_secs_f64();
     summary.attention = engine.attention;
+    // related images that could not be read, unless already counted as main images
+    let mut extra: Vec<(String, String)> = engine
+        .unreadable
+        .iter()
+        .map(|(&i, e)| (ds.items[i].id.clone(), e.clone()))
+        .filter(|(id, _)| !summary.failed.iter().any(|f| &f.0 == id))
+        .collect();
+    extra.sort();
+    summary.failed.extend(extra);
     if summary.attention.pairs > 0 {
         let p = opts.out.join("attention.json");
         let s = serde_json::to_string_pretty(&json_attention(&summary.attention))
@@ -314,6 +324,8 @@ struct CamEngine<'a> {
     cache_bytes: usize,
     /// Attention statistics of the related pairs.
     attention: crate::nn::AttentionStats,
+    /// Related images that could not be read (item → reason).
+    unreadable: HashMap<usize, String>,
 }
 
 /// The attention statistics as a JSON object (the derived means included).
@@ -366,8 +378,10 @@ impl CamEngine<'_> {
         }
     }
 
-    /// Features (1,C,h,w) of related items at one input side (flip off), cached.
-    fn related_features(&mut self, items: &[usize], side: usize) -> Result<Vec<Tensor>> {
+    /// Features (1,C,h,w) of related items at one input side (flip off), cached; None for an
+    /// image that cannot be read (it is left out of the related set, like an unreadable main
+    /// image is skipped).
+    fn related_features(&mut self, items: &[usize], side: usize) -> Result<Vec<Option<Tensor>>> {
         let missing: Vec<usize> = {
             let mut m: Vec<usize> = items
                 .iter()
@@ -380,36 +394,50 @@ impl CamEngine<'_> {
         };
         let mut fresh = HashMap::new();
         for chunk in missing.chunks(self.opts.batch.max(1)) {
-            let imgs: Vec<Result<Vec<f32>>> = chunk
+            let imgs: Vec<(usize, Result<Vec<f32>>)> = chunk
                 .par_iter()
                 .map(|&j| {
-                    load_rgb(&self.ds.items[j].image)
-                        .map(|im| prepare(&im, side, None, &mut rand::thread_rng()))
+                    (
+                        j,
+                        load_rgb(&self.ds.items[j].image)
+                            .map(|im| prepare(&im, side, None, &mut rand::thread_rng())),
+                    )
                 })
                 .collect();
             let mut data = Vec::new();
-            for r in imgs {
-                data.extend(r?);
+            let mut ok = Vec::new();
+            for (j, r) in imgs {
+                match r {
+                    Ok(v) => {
+                        data.extend(v);
+                        ok.push(j);
+                    }
+                    Err(e) => {
+                        self.unreadable.insert(j, e.to_string());
+                    }
+                }
             }
-            let x = Tensor::from_vec(data, [chunk.len(), 3, side, side], self.opts.device)?;
+            if ok.is_empty() {
+                continue;
+            }
+            let x = Tensor::from_vec(data, [ok.len(), 3, side, side], self.opts.device)?;
             let f = self.model.features_eval(&x)?;
-            for (k, &j) in chunk.iter().enumerate() {
+            for (k, &j) in ok.iter().enumerate() {
                 fresh.insert(j, f.narrow(0, k, 1)?.copy());
             }
         }
         for (j, f) in &fresh {
             self.remember(*j, side, f);
         }
-        items
+        Ok(items
             .iter()
             .map(|j| {
                 fresh
                     .get(j)
                     .or_else(|| self.cache.get(&(*j, side)))
                     .cloned()
-                    .ok_or_else(|| Error::Msg("related features missing".into()))
             })
-            .collect()
+            .collect())
     }
 
     fn remember(&mut self, item: usize, side: usize, f: &Tensor) {
@@ -550,10 +578,20 @@ impl CamEngine<'_> {
             }
         }
         let mut related_sum: HashMap<(usize, usize), (Vec<f32>, usize)> = HashMap::new();
+        // related images are other images: never flipped, whichever view image 1 is in; an
+        // unreadable one is left out
+        let items: Vec<usize> = wanted.iter().map(|w| w.2).collect();
+        let fr_all = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            self.related_features(&items, side)?
+        };
+        let (wanted, fr): (Vec<_>, Vec<Tensor>) = wanted
+            .into_iter()
+            .zip(fr_all)
+            .filter_map(|(w, f)| f.map(|f| (w, f)))
+            .unzip();
         if !wanted.is_empty() {
-            let items: Vec<usize> = wanted.iter().map(|w| w.2).collect();
-            // related images are other images: never flipped, whichever view image 1 is in
-            let fr = self.related_features(&items, side)?;
             let fm: Vec<Tensor> = wanted
                 .iter()
                 .map(|w| f1.narrow(0, w.0, 1))

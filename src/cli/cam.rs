@@ -113,6 +113,12 @@ pub struct PseudoArgs {
 }
 
 pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.min_fg) {
+        return Err(crate::Error::Msg(format!(
+            "--min-fg must be in [0, 1], got {}",
+            a.min_fg
+        )));
+    }
     let names = match &a.data {
         Some(d) => crate::data::voc::read_class_names(&crate::data::voc::resolve_root(d)?)?,
         None => Vec::new(),
@@ -179,6 +185,12 @@ pub struct EvalCamArgs {
 }
 
 pub fn eval_cam_cmd(a: &EvalCamArgs) -> Result<()> {
+    if !(0.0..=0.99).contains(&a.t_max) {
+        return Err(crate::Error::Msg(format!(
+            "--t-max must be in [0, 0.99], got {}",
+            a.t_max
+        )));
+    }
     let sweep = cam::sweep_thresholds(&a.cams, &a.data, &a.split, &cam::thresholds_up_to(a.t_max))?;
     let out = a.out.clone().unwrap_or_else(|| a.cams.clone());
     sweep.write_report(&out)?;

@@ -229,10 +229,34 @@ pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
             })
             .collect::<Result<_>>()?;
     }
+    c.validate()?;
     Ok(c)
 }
 
 pub fn train_cls_cmd(a: &TrainClsArgs) -> Result<()> {
+    if a.resume {
+        let given: Vec<&str> = [
+            ("--variant", a.variant.is_some()),
+            ("--epochs", a.epochs.is_some()),
+            ("--batch", a.batch.is_some()),
+            ("--lr", a.lr.is_some()),
+            ("--input-size", a.input_size.is_some()),
+            ("--seed", a.seed.is_some()),
+            ("--affinity", a.affinity.is_some()),
+            ("--config", a.config.is_some()),
+            ("--extra", !a.extra.is_empty()),
+            ("--pretrained", a.pretrained.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, g)| g.then_some(n))
+        .collect();
+        if !given.is_empty() {
+            return Err(Error::Msg(format!(
+                "--resume continues the run with its own config.toml; {} would be ignored (start a new run, or edit the run's config.toml)",
+                given.join(", ")
+            )));
+        }
+    }
     let config = build_cls_config(a)?;
     let device = select_device(a.device)?;
     let s = train_cls(&TrainClsOptions {

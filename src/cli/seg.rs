@@ -56,10 +56,23 @@ pub fn train_seg_cmd(a: &TrainSegArgs) -> Result<()> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
     }
+    if a.resume
+        && (a.iterations.is_some()
+            || a.batch.is_some()
+            || a.crop.is_some()
+            || a.lr.is_some()
+            || a.seed.is_some()
+            || a.backbone.is_some())
+    {
+        return Err(crate::Error::Msg(
+            "--resume continues the run with its own config.toml; the other training flags would be ignored".into(),
+        ));
+    }
     set!(iterations, batch, crop, lr, seed);
     if let Some(p) = &a.pretrained {
         c.pretrained = Some(p.display().to_string());
     }
+    c.validate()?;
     let labels = if a.labels == "gt" {
         LabelSource::GroundTruth
     } else {

@@ -204,6 +204,65 @@ impl ClsConfig {
         }
     }
 
+    /// Checks every number a user can set (flags, --config files, a resumed run's
+    /// config.toml) before anything is allocated or trained.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Msg(format!("classifier config: {what}")));
+        if !(16..=2048).contains(&self.input_size) {
+            return bad(format!(
+                "input_size must be in 16..=2048, got {}",
+                self.input_size
+            ));
+        }
+        if self.batch == 0 || self.batch > 1024 {
+            return bad(format!("batch must be in 1..=1024, got {}", self.batch));
+        }
+        if self.epochs == 0 {
+            return bad("epochs must be ≥ 1 (0 would save an untrained model)".into());
+        }
+        let positive = [
+            ("lr", self.lr),
+            ("bias_lr_mult", self.bias_lr_mult),
+            ("new_lr_mult", self.new_lr_mult),
+            ("lr_gamma", self.lr_gamma),
+            ("coattention_lr_factor", self.coattention_lr_factor),
+            ("wp_lr_mult", self.wp_lr_mult),
+            ("temperature", self.temperature),
+            ("small_scale", self.small_scale),
+            ("large_scale", self.large_scale),
+        ];
+        for (n, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{n} must be finite and > 0, got {v}"));
+            }
+        }
+        if self.small_scale > 8.0 || self.large_scale > 8.0 {
+            return bad("small_scale and large_scale must be at most 8".into());
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "weight_decay must be finite and ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if let Some(j) = &self.jitter {
+            for (n, v, max) in [
+                ("brightness", j.brightness, 1.0),
+                ("contrast", j.contrast, 1.0),
+                ("saturation", j.saturation, 1.0),
+                ("hue", j.hue, 0.5),
+            ] {
+                if !(0.0..=max).contains(&v) {
+                    return bad(format!("jitter {n} must be in [0, {max}], got {v}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::io::save_toml(path, self)
     }

@@ -188,8 +188,24 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     for rep in &extra {
         eprintln!("{}", rep.render(&train.class_names));
     }
+    cfg.validate()?;
+    if train.items.is_empty() {
+        return Err(Error::file(
+            &opts.data,
+            "the train split is empty: nothing to train on",
+        ));
+    }
     let train = Arc::new(train);
-    let val = VocDataset::open(&opts.data, "val").ok();
+    // no (or an empty) val split: not evaluated, rather than a val mAP of 0
+    let val = VocDataset::open(&opts.data, "val")
+        .ok()
+        .filter(|v| !v.items.is_empty());
+    if val.is_none() && !opts.quiet {
+        eprintln!(
+            "train-cls: no val split with images in {}: val mAP not evaluated",
+            opts.data.display()
+        );
+    }
     let k = train.num_classes();
     std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
     cfg.save(&cfg_path)?;

@@ -195,6 +195,23 @@ pub fn labels_from_xml(path: &Path, class_names: &[String]) -> Result<Vec<usize>
     Ok(out)
 }
 
+/// An image id names files inside the data set and inside output folders (`<out>/<id>.png`):
+/// it must not reach outside them.
+pub fn check_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty()
+        || id == "."
+        || id.contains("..")
+        || id.contains(['/', '\\', '\0'])
+        || id.starts_with('-')
+    {
+        return Err(format!(
+            "image id '{}' is not a plain file name (no path separators, '..' or leading '-')",
+            id.escape_default()
+        ));
+    }
+    Ok(())
+}
+
 impl VocDataset {
     /// Opens `split` (train, val, train_aug, ...). Every listed id gets labels or an error.
     pub fn open(dir: &Path, split: &str) -> Result<VocDataset> {
@@ -205,11 +222,14 @@ impl VocDataset {
             .join("ImageSets/Segmentation")
             .join(format!("{split}.txt"));
         let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
-        let ids: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(String::from)
-            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        for (n, l) in text.lines().enumerate() {
+            let Some(id) = l.split_whitespace().next() else {
+                continue;
+            };
+            check_id(id).map_err(|why| Error::file(&list, format!("line {}: {why}", n + 1)))?;
+            ids.push(id.to_string());
+        }
         let mask_dir = ["SegmentationClassAug", "SegmentationClass"]
             .iter()
             .map(|d| root.join(d))

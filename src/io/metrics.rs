@@ -21,8 +21,13 @@ impl MetricsWriter {
             file,
         })
     }
+    /// One row, written with a single write call (a kill can cut it short only at its end,
+    /// which `retain_jsonl` drops on resume).
     pub fn write(&mut self, v: &serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{v}").map_err(|e| Error::io(&self.path, e))
+        let line = format!("{v}\n");
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 
@@ -41,10 +46,40 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
         .collect()
 }
 
+/// [`read_jsonl`] for a run being resumed: a last line cut short by a kill or a full disk (no
+/// newline, not valid JSON) is dropped; a bad line before it is still an error.
+pub fn read_jsonl_for_resume(path: &Path) -> Result<Vec<serde_json::Value>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let complete = match s.rfind('\n') {
+        Some(i) if i + 1 < s.len() => {
+            let tail = &s[i + 1..];
+            if serde_json::from_str::<serde_json::Value>(tail).is_ok() {
+                s.as_str()
+            } else {
+                &s[..=i]
+            }
+        }
+        Some(_) => s.as_str(),
+        None if serde_json::from_str::<serde_json::Value>(&s).is_ok() => s.as_str(),
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::file(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
 /// Keeps only the lines for which `keep` holds (used when resuming from a checkpoint
 /// older than the last logged iteration).
 pub fn retain_jsonl(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
-    let kept: String = read_jsonl(path)?
+    let kept: String = read_jsonl_for_resume(path)?
         .into_iter()
         .filter(|v| keep(v))
         .map(|v| format!("{v}\n"))

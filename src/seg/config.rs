@@ -133,6 +133,45 @@ impl SegConfig {
         }
     }
 
+    /// Checks every number a user can set before anything is allocated or trained.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Msg(format!("segmentation config: {what}")));
+        if !(16..=4096).contains(&self.crop) {
+            return bad(format!("crop must be in 16..=4096, got {}", self.crop));
+        }
+        if self.batch == 0 || self.batch > 1024 || self.iterations == 0 {
+            return bad(format!(
+                "batch must be in 1..=1024 and iterations ≥ 1, got {} and {}",
+                self.batch, self.iterations
+            ));
+        }
+        for (n, v) in [
+            ("lr", self.lr),
+            ("head_lr_mult", self.head_lr_mult),
+            ("scale_min", self.scale_min),
+            ("scale_max", self.scale_max),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{n} must be finite and > 0, got {v}"));
+            }
+        }
+        if self.scale_min > self.scale_max || self.scale_max > 8.0 {
+            return bad(format!(
+                "scales must satisfy scale_min ≤ scale_max ≤ 8, got {} and {}",
+                self.scale_min, self.scale_max
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) || !(0.0..1.0).contains(&self.dropout) {
+            return bad("momentum and dropout must be in [0, 1)".into());
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0)
+            || !(self.poly_power.is_finite() && self.poly_power >= 0.0)
+        {
+            return bad("weight_decay and poly_power must be finite and ≥ 0".into());
+        }
+        Ok(())
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::io::save_toml(path, self)
     }

@@ -92,10 +92,14 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     let last = run.join(LAST);
     let cfg_path = run.join("config.toml");
     let cfg = run_config(run, &last, opts.resume, &opts.config, SegConfig::load)?;
+    cfg.validate()?;
     let train = VocDataset::open(&opts.data, "train")?;
     let items = Arc::new(training_items(&train, &opts.labels)?);
     if items.is_empty() {
-        return Err(Error::Msg("no training images".into()));
+        return Err(Error::file(
+            &opts.data,
+            "the train split is empty: nothing to train on",
+        ));
     }
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     cfg.save(&cfg_path)?;
