@@ -76,7 +76,7 @@ extern "C" __global__ void bias_act(float* y, const float* bias, int cout, int h
          i += (long long)blockDim.x * gridDim.x) {
         float v = y[i];
         if (bias) v += bias[(i / hw) % cout];
-        y[i] = relu ? fmaxf(v, 0.f) : v;
+        y[i] = relu && v < 0.f ? 0.f : v;  // NaN passes through (fmaxf would give 0)
     }
 }
 
@@ -181,9 +181,9 @@ extern "C" __global__ void wino_output(const float* m, float* y, const float* bi
         int oy = k.oy + i * g.dh;
         if (oy >= g.ho) break;
         float v0 = s[i][0] + s[i][1] + s[i][2] + b, v1 = s[i][1] - s[i][2] - s[i][3] + b;
-        if (relu) {
-            v0 = fmaxf(v0, 0.f);
-            v1 = fmaxf(v1, 0.f);
+        if (relu) {  // NaN passes through (fmaxf would give 0)
+            v0 = v0 < 0.f ? 0.f : v0;
+            v1 = v1 < 0.f ? 0.f : v1;
         }
         yp[oy * g.wo + k.ox] = v0;
         if (second) yp[oy * g.wo + k.ox + g.dw] = v1;

@@ -9,7 +9,7 @@
 
 // ---- unary: y = f(x); backward dx = dy * f'(x) (or of y where cheaper) ----
 extern "C" __global__ void relu_fwd(const float* x, float* y, long long n) {
-    GRID_STRIDE(i, n) { y[i] = x[i] > 0.f ? x[i] : 0.f; }
+    GRID_STRIDE(i, n) { y[i] = x[i] < 0.f ? 0.f : x[i]; }  // NaN passes through
 }
 extern "C" __global__ void relu_bwd(const float* x, const float* dy, float* dx, long long n) {
     GRID_STRIDE(i, n) { dx[i] = x[i] > 0.f ? dy[i] : 0.f; }

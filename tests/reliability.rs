@@ -218,3 +218,58 @@ fn an_unreadable_related_image_is_skipped_and_counted_in_coattention_maps() {
         ds.items.iter().filter(|i| !i.labels.is_empty()).count() - 1
     );
 }
+
+#[test]
+fn relu_and_the_fused_conv_relu_pass_nan_through() {
+    use coatt::{Conv2dParams, DType, Tensor};
+    let x = Tensor::from_f64(&[f64::NAN, -1.0, 2.0], [3], DType::F64, Device::Cpu).unwrap();
+    let y = x.relu().to_vec_f64();
+    assert!(y[0].is_nan() && y[1] == 0.0 && y[2] == 2.0, "{y:?}");
+    // a NaN input pixel reaches the output of conv + ReLU (it was hidden as 0)
+    let mut v = vec![0.5f64; 16];
+    v[5] = f64::NAN;
+    let x = Tensor::from_f64(&v, [1, 1, 4, 4], DType::F64, Device::Cpu).unwrap();
+    let w = Tensor::from_f64(&[1.0; 9], [1, 1, 3, 3], DType::F64, Device::Cpu).unwrap();
+    let y = x
+        .conv2d_relu(&w, None, Conv2dParams::same(1, 1))
+        .unwrap()
+        .to_vec_f64();
+    assert!(y.iter().any(|v| v.is_nan()));
+}
+
+#[test]
+fn a_diverging_run_stops_with_an_error_and_never_writes_non_finite_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    let mut o = micro_cls(&data, &run);
+    o.config.lr = 10.0;
+    o.config.epochs = 3;
+    o.config.max_iters_per_epoch = 3;
+    let e = train_cls(&o).unwrap_err().to_string();
+    assert!(e.contains("NaN") || e.contains("inf"), "{e}");
+    for f in std::fs::read_dir(&run)
+        .unwrap()
+        .chain(std::fs::read_dir(run.join("checkpoints")).unwrap())
+    {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let ck = coatt::io::Checkpoint::open(&p).unwrap();
+            for n in ck.names() {
+                let (v, _) = ck.get_f32(&n).unwrap();
+                assert!(v.iter().all(|x| x.is_finite()), "{} {n}", p.display());
+            }
+        }
+    }
+    // and writing a checkpoint with a NaN is refused outright
+    let t = coatt::Tensor::from_vec(vec![1.0f32, f32::NAN], [2], Device::Cpu).unwrap();
+    let e = coatt::io::save_checkpoint(
+        &tmp.path().join("x.safetensors"),
+        &[("w".into(), t)],
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("w holds NaN"), "{e}");
+    assert!(!tmp.path().join("x.safetensors").exists());
+}

@@ -400,7 +400,12 @@ impl Storage {
             let b = bias.map(|b| b.cpu().slice::<T>());
             let mut y = cpu::conv::forward(self.cpu().slice::<T>(), w.cpu().slice::<T>(), b, g);
             if relu {
-                y.iter_mut().for_each(|v| *v = v.max(T::default()));
+                // NaN passes through, as the ReLU op and PyTorch's (max would hide it as 0)
+                y.iter_mut().for_each(|v| {
+                    if *v < T::default() {
+                        *v = T::default()
+                    }
+                });
             }
             Self::wrap(y)
         })

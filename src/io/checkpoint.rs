@@ -144,6 +144,16 @@ pub fn save_checkpoint(
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
+    // never a checkpoint with NaN or inf weights, momenta or BN statistics: a model that
+    // looks saved but predicts nothing (the previous checkpoint stays as it was)
+    for (n, t) in tensors {
+        if t.to_vec_f64().iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "{n} holds NaN or inf values; {} was not written (training diverged: lower the lr)",
+                path.display()
+            )));
+        }
+    }
     let bytes: Vec<(String, Vec<u8>, DType, Vec<usize>)> = tensors
         .iter()
         .map(|(n, t)| {

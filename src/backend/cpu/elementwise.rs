@@ -10,7 +10,14 @@ pub(crate) const PAR_MIN: usize = 1 << 14;
 fn unary_one<T: Float>(op: UnaryOp, x: T) -> T {
     match op {
         UnaryOp::Neg => -x,
-        UnaryOp::Relu => x.max(T::zero()),
+        // NaN passes through, as PyTorch's ReLU (max(x, 0) would hide it as 0)
+        UnaryOp::Relu => {
+            if x < T::zero() {
+                T::zero()
+            } else {
+                x
+            }
+        }
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Exp => x.exp(),
         UnaryOp::Log => x.ln(),
