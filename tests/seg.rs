@@ -222,23 +222,36 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
     let out = tmp.path().join("p");
     let opts = micro_pipeline(&out);
     let r = run_pipeline(&opts).unwrap();
-    assert_eq!(r.ran.len(), 20, "{:?}", r.ran);
+    assert_eq!(r.ran.len(), 24, "{:?}", r.ran);
     assert!(r.skipped.is_empty());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("fully supervised bound"));
     assert!(report.contains("CAMs of the basic classifier (baseline)"));
-    assert!(report.contains("refined co-attention maps"));
-    for v in [
-        r.maps_quality.miou,
-        r.maps_quality.oracle_miou,
-        r.basic_quality.as_ref().unwrap().miou,
-        r.refined_quality.as_ref().unwrap().argmax_miou,
-        r.refined_basic_quality.as_ref().unwrap().argmax_miou,
-        r.pseudo.miou,
-        r.seg_miou,
-        r.seg_crf_miou,
-        r.gt_crf_miou,
+    assert!(report.contains("single-round maps of the co-attention classifier"));
+    assert!(report.contains(", refined"));
+    use coatt::pipeline::LabelsFrom;
+    assert_eq!(
+        r.map_sets.len(),
+        3,
+        "co-attention, single-round and baseline maps"
+    );
+    let mut vals = Vec::new();
+    for k in [
+        LabelsFrom::Coattention,
+        LabelsFrom::Single,
+        LabelsFrom::Baseline,
     ] {
+        let m = r.set(k).unwrap();
+        vals.extend([
+            m.raw.miou,
+            m.raw.oracle_miou,
+            m.refined.as_ref().unwrap().argmax_miou,
+        ]);
+    }
+    for v in vals
+        .into_iter()
+        .chain([r.pseudo.miou, r.seg_miou, r.seg_crf_miou, r.gt_crf_miou])
+    {
         let v = v.expect("measured");
         assert!((0.0..=1.0).contains(&v), "{v}");
     }
@@ -255,7 +268,7 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
         .unwrap();
     let again = run_pipeline(&opts).unwrap();
     assert!(again.ran.is_empty(), "{:?}", again.ran);
-    assert_eq!(again.skipped.len(), 20);
+    assert_eq!(again.skipped.len(), 24);
     assert_eq!(again.seg_crf_miou, r.seg_crf_miou);
     assert_eq!(
         std::fs::metadata(out.join("seg/last.safetensors"))
@@ -328,7 +341,9 @@ fn no_stage_that_makes_pseudo_labels_reads_the_train_masks() {
     for it in &train.items {
         assert!(out.join("pseudo").join(format!("{}.png", it.id)).exists());
     }
-    assert!(!r.maps_quality.measured && r.maps_quality.miou.is_none());
+    for m in &r.map_sets {
+        assert!(!m.raw.measured && m.raw.miou.is_none());
+    }
     assert!(!r.pseudo.measured);
     assert!(r.gt_miou.is_none() && !r.ran.contains(&"train-seg-gt".to_string()));
     assert!(r.seg_miou.is_some(), "val masks are still there");

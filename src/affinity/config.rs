@@ -94,17 +94,21 @@ impl AffConfig {
             // From the classifier's backbone (it is trained on these very images; PSA starts
             // from ImageNet weights, which the CPU demo does not have), so a lower lr than PSA's
             // 0.1, which is for ImageNet-initialised ResNet-38 with frozen BN. The levels are
-            // pool3, pool4 and the extra convs (the classifier's features), reduced to 1/8 of
-            // PSA's widths like the rest of the narrow model. The CRF is the MCIS preset: PSA's
-            // 80-px bilateral kernel over-smooths 128-px images (docs/results.md, CRF).
+            // conv3_3 (stride 4), pool4 and the extra convs (the classifier's features),
+            // reduced to 1/8 of PSA's widths like the rest of the narrow model; with the stride-4
+            // level the walk runs on a 32×32 grid for 128-px images (16×16 at stride 8 left
+            // object boundaries at cell size). The label powers come from the maps' Otsu
+            // threshold t (confident foreground above t, confident background below t/2):
+            // PSA's 4 / 32 made 32% of the pixels "confident foreground" at 26% precision on
+            // the blobby maps of the tiny classifier. Measured in docs/quality.md.
             "tiny" => Ok(AffConfig {
                 backbone: AffBackbone::Vgg(VggConfig::narrow(8)),
                 levels: vec![0, 1, 3],
                 reduce: vec![8, 16, 32],
                 input_size: 128,
-                epochs: 6,
+                epochs: 3,
                 lr: 0.01,
-                crf: CrfPreset::Mcis,
+                label_points: Some([1.0, 0.5]),
                 jitter: Some(Jitter {
                     brightness: 0.1,
                     contrast: 0.1,

@@ -199,12 +199,14 @@ pub struct PipelineArgs {
     #[arg(long, action = clap::ArgAction::Set)]
     pub baseline: Option<bool>,
     /// Refinement of the maps before they become pseudo labels: crf (the dense CRF, PSA's
-    /// preset; the default), affinity (AffinityNet's random walk, then the CRF) or none (raw
-    /// maps at Otsu's background threshold).
+    /// preset; the default), affinity (AffinityNet trained on the method's maps, a random
+    /// walk of 2^6 steps, then the CRF) or none (raw maps at Otsu's background threshold).
     #[arg(long, value_enum)]
     pub refine: Option<Refine>,
-    /// Which maps become the pseudo labels: method (the co-attention maps, the default) or
-    /// baseline (the basic classifier's CAMs; needs the baseline).
+    /// Which maps become the pseudo labels: single (the co-attention classifier's
+    /// single-round maps, the default: measured better than its co-attentive maps on the
+    /// synthetic sets, docs/quality.md), coattention (its co-attentive maps, the paper's
+    /// favoured inference) or baseline (the basic classifier's CAMs; needs the baseline).
     #[arg(long, value_enum)]
     pub labels_from: Option<LabelsFromArg>,
     /// Seed of the data, the classifiers and AffinityNet.
@@ -226,7 +228,8 @@ pub enum Refine {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LabelsFromArg {
-    Method,
+    Single,
+    Coattention,
     Baseline,
 }
 
@@ -258,14 +261,15 @@ pub fn pipeline_cmd(a: &PipelineArgs) -> Result<()> {
                     },
                 )?),
                 beta: 8.0,
-                logt: 4,
-                crf: crate::crf::CrfPreset::Off,
+                logt: 6,
+                crf: crate::crf::CrfPreset::Psa,
             }
         }
         None => {}
     }
     match a.labels_from {
-        Some(LabelsFromArg::Method) => preset.labels_from = LabelsFrom::Method,
+        Some(LabelsFromArg::Single) => preset.labels_from = LabelsFrom::Single,
+        Some(LabelsFromArg::Coattention) => preset.labels_from = LabelsFrom::Coattention,
         Some(LabelsFromArg::Baseline) => preset.labels_from = LabelsFrom::Baseline,
         None => {}
     }

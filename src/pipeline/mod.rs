@@ -53,11 +53,34 @@ pub enum Refinement {
     },
 }
 
+/// A set of localization maps the pipeline makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LabelsFrom {
-    Method,
+    /// The co-attention classifier's co-attentive maps (the paper's favoured inference).
+    Coattention,
+    /// The co-attention classifier's single-round maps (the paper's Table 2, first row).
+    Single,
+    /// The basic classifier's CAMs (the baseline).
     Baseline,
+}
+
+impl LabelsFrom {
+    pub fn describe(self) -> &'static str {
+        match self {
+            LabelsFrom::Coattention => "co-attention maps (method, co-attentive inference)",
+            LabelsFrom::Single => "single-round maps of the co-attention classifier (method)",
+            LabelsFrom::Baseline => "CAMs of the basic classifier (baseline)",
+        }
+    }
+}
+
+/// One map set's quality, raw and refined (diagnostics against the train masks).
+#[derive(Clone, Debug)]
+pub struct MapSet {
+    pub key: LabelsFrom,
+    pub raw: MapQuality,
+    pub refined: Option<MapQuality>,
 }
 
 /// The sizes and settings of one pipeline preset.
@@ -108,7 +131,7 @@ impl PipelinePreset {
                 // maps at 2× the training input (a 16×16 grid instead of 8×8)
                 cam_scales: vec![2.0],
                 refine: Refinement::Crf(CrfPreset::Psa),
-                labels_from: LabelsFrom::Method,
+                labels_from: LabelsFrom::Single,
                 seg: SegConfig::preset("tiny")?,
                 // the official MCIS CRF: on 128-px images the PSA preset's 10 iterations of a
                 // strong 80-px bilateral kernel over-smooth (bound: 72.3% → 64.4%; MCIS: 74.3%)
@@ -138,7 +161,7 @@ impl PipelinePreset {
                     logt: 4,
                     crf: CrfPreset::Mcis,
                 },
-                labels_from: LabelsFrom::Method,
+                labels_from: LabelsFrom::Single,
                 seg: SegConfig::preset("micro")?,
                 crf: CrfPreset::Mcis,
                 scales: vec![1.0],
@@ -341,18 +364,43 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         )?;
         typed(name, v)
     };
-    let cams = out.join("cams");
-    let maps = maps_stage(&mut st, "cams", &cls_run, cams.clone(), CamMode::Coatt)?;
-    let cams_basic = out.join("cams-basic");
-    if p.baseline {
-        maps_stage(
-            &mut st,
-            "cams-basic",
-            &basic_run,
-            cams_basic.clone(),
+    // the map sets: the method's co-attention maps and single-round maps, the baseline's CAMs
+    let mut sets: Vec<(LabelsFrom, &str, PathBuf, CamMode)> = vec![
+        (LabelsFrom::Coattention, "", cls_run.clone(), CamMode::Coatt),
+        (
+            LabelsFrom::Single,
+            "-single",
+            cls_run.clone(),
             CamMode::Single,
-        )?;
+        ),
+    ];
+    if p.baseline {
+        sets.push((
+            LabelsFrom::Baseline,
+            "-basic",
+            basic_run.clone(),
+            CamMode::Single,
+        ));
     }
+    if !sets.iter().any(|s| s.0 == p.labels_from) {
+        return Err(Error::Msg(
+            "labels from the baseline need the baseline (--baseline true)".into(),
+        ));
+    }
+    let mut maps = None;
+    for (key, suffix, run, mode) in &sets {
+        let m = maps_stage(
+            &mut st,
+            &format!("cams{suffix}"),
+            run,
+            out.join(format!("cams{suffix}")),
+            *mode,
+        )?;
+        if *key == LabelsFrom::Coattention {
+            maps = Some(m);
+        }
+    }
+    let maps = maps.expect("the co-attention maps are always made");
     let quality = |st: &mut Stages, name: &str, dir: &Path| -> Result<MapQuality> {
         let report_dir = out.join(name);
         let v = st.run(
@@ -363,13 +411,14 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         )?;
         typed(name, v)
     };
-    let maps_q = quality(&mut st, "eval-cams", &cams)?;
-    let basic_q = if p.baseline {
-        Some(quality(&mut st, "eval-cams-basic", &cams_basic)?)
-    } else {
-        None
-    };
-    // refinement, of the method's maps and (with the baseline) of the baseline's
+    // refinement: AffinityNet learns from the maps the labels come from
+    let label_cams = out.join(format!(
+        "cams{}",
+        sets.iter()
+            .find(|s| s.0 == p.labels_from)
+            .expect("checked above")
+            .1
+    ));
     let aff_run = out.join("affinity");
     if let Refinement::Affinity { config, .. } = &p.refine {
         let acfg = AffConfig {
@@ -379,11 +428,11 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         };
         st.run(
             "train-affinity",
-            json!({"maps": cams.display().to_string(), "config": to_value(&acfg)?}),
+            json!({"maps": label_cams.display().to_string(), "config": to_value(&acfg)?}),
             std::slice::from_ref(&aff_run),
             || {
                 let s = train_affinity(&TrainAffOptions {
-                    cams: cams.clone(),
+                    cams: label_cams.clone(),
                     data: data.clone(),
                     out: aff_run.clone(),
                     config: acfg.clone(),
@@ -430,36 +479,37 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         )?;
         Ok(dir)
     };
-    let refined = refine_stage(&mut st, "refine", &cams, out.join("refined"))?;
-    let refined_basic = if p.baseline {
-        Some(refine_stage(
-            &mut st,
-            "refine-basic",
-            &cams_basic,
-            out.join("refined-basic"),
-        )?)
-    } else {
-        None
-    };
     let refining = !matches!(p.refine, Refinement::None);
-    let refined_q = if refining {
-        Some(quality(&mut st, "eval-refined", &refined)?)
-    } else {
-        None
-    };
-    let refined_basic_q = match (&refined_basic, refining) {
-        (Some(d), true) => Some(quality(&mut st, "eval-refined-basic", d)?),
-        _ => None,
-    };
-    let label_maps = match (p.labels_from, &refined_basic) {
-        (LabelsFrom::Baseline, Some(d)) => d.clone(),
-        (LabelsFrom::Baseline, None) => {
-            return Err(Error::Msg(
-                "labels from the baseline need the baseline (--baseline true)".into(),
-            ))
+    let mut map_sets = Vec::new();
+    let mut label_maps = None;
+    for (key, suffix, _, _) in &sets {
+        let dir = out.join(format!("cams{suffix}"));
+        let raw = quality(&mut st, &format!("eval-cams{suffix}"), &dir)?;
+        let refined_dir = refine_stage(
+            &mut st,
+            &format!("refine{suffix}"),
+            &dir,
+            out.join(format!("refined{suffix}")),
+        )?;
+        let refined = if refining {
+            Some(quality(
+                &mut st,
+                &format!("eval-refined{suffix}"),
+                &refined_dir,
+            )?)
+        } else {
+            None
+        };
+        if *key == p.labels_from {
+            label_maps = Some(refined_dir);
         }
-        (LabelsFrom::Method, _) => refined.clone(),
-    };
+        map_sets.push(MapSet {
+            key: *key,
+            raw,
+            refined,
+        });
+    }
+    let label_maps = label_maps.expect("checked above");
     // pseudo labels: from the maps alone (no masks)
     let pseudo = out.join("pseudo");
     let names = VocDataset::open(&data, "train")?.class_names;
@@ -608,10 +658,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         cls,
         basic,
         maps,
-        maps_quality: maps_q,
-        basic_quality: basic_q,
-        refined_quality: refined_q,
-        refined_basic_quality: refined_basic_q,
+        map_sets,
         refinement: match &p.refine {
             Refinement::None => "none: raw maps at Otsu's threshold".into(),
             Refinement::Crf(c) => format!("dense CRF, preset {c:?}"),
@@ -628,6 +675,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                 config.radius
             ),
         },
+        labels_from: p.labels_from,
         pseudo_rule: pseudo_rec
             .get("rule")
             .and_then(Value::as_str)

@@ -1,21 +1,25 @@
 //! The pipeline's summary: the table printed at the end and OUT/report.md.
-use super::{ClsResult, LabelQuality, MapQuality, MapsResult, PipelineOptions};
+use super::{ClsResult, LabelQuality, LabelsFrom, MapQuality, MapSet, MapsResult, PipelineOptions};
 use crate::error::Result;
 use std::path::{Path, PathBuf};
 
 /// Every stage, in the order the pipeline runs them (the time table's rows).
-pub const STAGES: [&str; 20] = [
+pub const STAGES: [&str; 24] = [
     "synth",
     "train-cls",
     "train-cls-basic",
     "cams",
+    "cams-single",
     "cams-basic",
-    "eval-cams",
-    "eval-cams-basic",
     "train-affinity",
+    "eval-cams",
     "refine",
-    "refine-basic",
     "eval-refined",
+    "eval-cams-single",
+    "refine-single",
+    "eval-refined-single",
+    "eval-cams-basic",
+    "refine-basic",
     "eval-refined-basic",
     "pseudo",
     "eval-pseudo",
@@ -35,15 +39,14 @@ pub struct PipelineReport {
     pub cls: ClsResult,
     /// The basic classifier (`--baseline`).
     pub basic: Option<ClsResult>,
+    /// The co-attention maps stage (attention statistics).
     pub maps: MapsResult,
-    /// The method's co-attention maps, the baseline's CAMs, the refined maps.
-    pub maps_quality: MapQuality,
-    pub basic_quality: Option<MapQuality>,
-    pub refined_quality: Option<MapQuality>,
-    pub refined_basic_quality: Option<MapQuality>,
+    /// Every map set, raw and refined.
+    pub map_sets: Vec<MapSet>,
     /// How the maps were refined, and how the pseudo labels were made (from which maps,
     /// argmax over a background channel or Otsu's t).
     pub refinement: String,
+    pub labels_from: LabelsFrom,
     pub pseudo_rule: String,
     pub pseudo: LabelQuality,
     /// Val mIoU of the network trained on pseudo labels, without and with the CRF; the same
@@ -64,17 +67,16 @@ impl PipelineReport {
     /// The best map mIoU the pipeline has on train, at the labelling a user gets (Otsu's t
     /// for raw maps, argmax for refined maps).
     pub fn best_map_miou(&self) -> Option<f64> {
-        [
-            self.maps_quality.miou,
-            self.basic_quality.as_ref().and_then(|q| q.miou),
-            self.refined_quality.as_ref().and_then(|q| q.argmax_miou),
-            self.refined_basic_quality
-                .as_ref()
-                .and_then(|q| q.argmax_miou),
-        ]
-        .into_iter()
-        .flatten()
-        .reduce(f64::max)
+        self.map_sets
+            .iter()
+            .flat_map(|m| [m.raw.miou, m.refined.as_ref().and_then(|q| q.argmax_miou)])
+            .flatten()
+            .reduce(f64::max)
+    }
+
+    /// A map set by key.
+    pub fn set(&self, key: LabelsFrom) -> Option<&MapSet> {
+        self.map_sets.iter().find(|m| m.key == key)
     }
 
     /// Segmentation over the bound: without CRF over without CRF, and with over with.
@@ -110,9 +112,16 @@ impl PipelineReport {
                 pct(q.oracle_miou)
             );
         };
-        maps(&mut s, "co-attention maps (method)", &self.maps_quality);
-        if let Some(q) = &self.basic_quality {
-            maps(&mut s, "CAMs of the basic classifier (baseline)", q);
+        for m in &self.map_sets {
+            maps(&mut s, m.key.describe(), &m.raw);
+            if let Some(q) = &m.refined {
+                s += &format!(
+                    "| {}, refined | mIoU on train (%), argmax with their background ({}) | {} |\n",
+                    m.key.describe(),
+                    self.refinement,
+                    pct(q.argmax_miou)
+                );
+            }
         }
         if let Some(a) = &self.maps.attention {
             let f = |k: &str| a.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
@@ -123,20 +132,9 @@ impl PipelineReport {
                 f("top1_mass")
             );
         }
-        for (what, q) in [
-            ("refined co-attention maps", &self.refined_quality),
-            ("refined CAMs of the baseline", &self.refined_basic_quality),
-        ] {
-            if let Some(q) = q {
-                s += &format!(
-                    "| {what} ({}) | mIoU on train (%), argmax with their background | {} |\n",
-                    self.refinement,
-                    pct(q.argmax_miou)
-                );
-            }
-        }
         s += &format!(
-            "| pseudo labels ({}) | mIoU on train (%), {} of pixels labelled | {} |\n",
+            "| pseudo labels (from the {}; {}) | mIoU on train (%), {} of pixels labelled | {} |\n",
+            self.labels_from.describe(),
             self.pseudo_rule,
             self.pseudo
                 .coverage
@@ -181,7 +179,7 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         crate::seg::SegBackbone::Vgg16 => format!("VGG16 (widths {:?})", seg.vgg_widths),
     };
     s += &format!(
-        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}){}. Maps: co-attention, {} related images per class, input scales {:?}. Refinement: {}; pseudo labels from the {:?} maps. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
+        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}){}. Maps: co-attention, {} related images per class, input scales {:?}. Refinement: {}; pseudo labels from the {}. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
         data.display(),
         o.device,
         p.cls.preset,
@@ -195,7 +193,7 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         p.related,
         p.cam_scales,
         r.refinement,
-        p.labels_from,
+        p.labels_from.describe(),
         seg.preset,
         seg.crop,
         seg.iterations,

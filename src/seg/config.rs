@@ -164,9 +164,8 @@ impl SegConfig {
         if !(0.0..1.0).contains(&self.momentum) || !(0.0..1.0).contains(&self.dropout) {
             return bad("momentum and dropout must be in [0, 1)".into());
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0)
-            || !(self.poly_power.is_finite() && self.poly_power >= 0.0)
-        {
+        let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !finite_non_negative(self.weight_decay) || !finite_non_negative(self.poly_power) {
             return bad("weight_decay and poly_power must be finite and ≥ 0".into());
         }
         Ok(())
