@@ -262,3 +262,46 @@ fn config_file_values_survive_unless_a_flag_overrides_them() {
         );
     }
 }
+
+#[test]
+fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("set");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("cls_labels.txt"), "mine 1\n").unwrap();
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "synth",
+            "--out",
+            out.to_str().unwrap(),
+            "--train",
+            "3",
+            "--val",
+            "1",
+            "--size",
+            "40",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let r = bin().args(args(&[])).output().unwrap();
+    assert!(!r.status.success());
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains("not empty") && e.contains("--force"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("cls_labels.txt")).unwrap(),
+        "mine 1\n"
+    );
+    // --force writes; the same options again are fine (same bytes); other options are refused
+    assert!(bin()
+        .args(args(&["--force"]))
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert!(bin().args(args(&[])).output().unwrap().status.success());
+    let r = bin().args(args(&["--seed", "2"])).output().unwrap();
+    assert!(!r.status.success());
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains("other options") && e.contains("seed"), "{e}");
+}

@@ -273,3 +273,137 @@ fn a_diverging_run_stops_with_an_error_and_never_writes_non_finite_weights() {
     assert!(e.contains("w holds NaN"), "{e}");
     assert!(!tmp.path().join("x.safetensors").exists());
 }
+
+#[test]
+fn infer_into_a_folder_made_with_other_options_is_an_error_not_stale_predictions() {
+    use coatt::seg::{
+        load_segnet, run_infer, train_seg, InferOptions, LabelSource, SegConfig, TrainSegOptions,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("seg"));
+    micro_data(&data);
+    train_seg(&TrainSegOptions {
+        data: data.clone(),
+        labels: LabelSource::GroundTruth,
+        out: run.clone(),
+        config: SegConfig {
+            iterations: 2,
+            ..SegConfig::preset("micro").unwrap()
+        },
+        device: Device::Cpu,
+        resume: false,
+        stop_after: None,
+        quiet: true,
+    })
+    .unwrap();
+    let model = load_segnet(&run, Device::Cpu).unwrap();
+    let ds = coatt::data::VocDataset::open(&data, "val").unwrap();
+    let images: Vec<_> = ds
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.image.clone()))
+        .collect();
+    let pred = tmp.path().join("pred");
+    let mut o = InferOptions {
+        scales: vec![1.0],
+        flip: false,
+        crf: None,
+        run: Some(run.clone()),
+    };
+    assert_eq!(
+        run_infer(&model, &images, &pred, &o, Device::Cpu, true)
+            .unwrap()
+            .written,
+        images.len()
+    );
+    assert_eq!(
+        run_infer(&model, &images, &pred, &o, Device::Cpu, true)
+            .unwrap()
+            .existing,
+        images.len()
+    );
+    o.flip = true;
+    let e = run_infer(&model, &images, &pred, &o, Device::Cpu, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("infer.json") && e.contains("flip"), "{e}");
+    o.flip = false;
+    o.scales = vec![0.0];
+    let e = run_infer(&model, &images, &pred, &o, Device::Cpu, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--scales"), "{e}");
+}
+
+#[test]
+fn leftovers_of_killed_writers_are_cleaned_and_a_fresh_run_starts_its_own_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    // a run killed before its first checkpoint: rows, a temp file of a cut-off write
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::write(
+        run.join("metrics.jsonl"),
+        "{\"iteration\":0,\"loss\":9.0}\n",
+    )
+    .unwrap();
+    std::fs::write(run.join(".last.safetensors.tmp99999"), b"partial").unwrap();
+    std::fs::write(
+        run.join("checkpoints/.epoch_001.safetensors.tmp4242"),
+        b"partial",
+    )
+    .unwrap();
+    let e = train_cls(&TrainClsOptions {
+        resume: true,
+        ..micro_cls(&data, &run)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nothing to resume"), "{e}");
+    train_cls(&micro_cls(&data, &run)).unwrap();
+    assert!(!run.join(".last.safetensors.tmp99999").exists());
+    assert!(!run
+        .join("checkpoints/.epoch_001.safetensors.tmp4242")
+        .exists());
+    let rows = coatt::io::metrics::read_jsonl(&run.join("metrics.jsonl")).unwrap();
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.get("loss").and_then(|v| v.as_f64()) == Some(9.0)),
+        "the old run's rows are gone"
+    );
+}
+
+#[test]
+fn an_overlay_is_complete_whenever_its_map_file_exists() {
+    // overlays are written (atomically) before the map file that marks an image as done: a
+    // writer stopped while writing an overlay leaves no map file, so the rerun redoes the image
+    // (written the other way round, the map existed and the torn overlay was never rewritten)
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    micro_data(&data);
+    train_cls(&micro_cls(&data, &run)).unwrap();
+    let ds = coatt::data::VocDataset::open(&data, "train").unwrap();
+    let first = ds.items.iter().find(|i| !i.labels.is_empty()).unwrap();
+    let name = &ds.class_names[first.labels[0] + 1];
+    let cams = tmp.path().join("cams");
+    // the overlay cannot be written (a folder in its place): the write fails part way
+    let blocked = cams
+        .join("overlay")
+        .join(format!("{}_{name}.png", first.id));
+    std::fs::create_dir_all(blocked.join("x")).unwrap();
+    let mut o = CamOptions::new(&run, &data, &cams);
+    o.mode = coatt::cam::CamMode::Single;
+    o.batch = 1;
+    assert!(run_cams(&o).is_err());
+    assert!(
+        !cams.join(format!("{}.safetensors", first.id)).exists(),
+        "no map file without its overlay"
+    );
+    std::fs::remove_dir_all(&blocked).unwrap();
+    run_cams(&o).unwrap();
+    for e in std::fs::read_dir(cams.join("overlay")).unwrap() {
+        let p = e.unwrap().path();
+        assert!(image::open(&p).is_ok(), "{}", p.display());
+    }
+}

@@ -249,7 +249,7 @@ pub fn run_refine(opts: &RefineOptions) -> Result<RefineSummary> {
             img.width() as usize,
         )?;
         let refined = no_grad(|| refine_image(model.as_ref(), &img, &cam, alpha, opts))?;
-        write_cam(&opts.out, &refined)?;
+        // overlays first, atomically: the map file marks the image as done
         if opts.overlays {
             for (j, &c) in refined.classes.iter().enumerate() {
                 let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
@@ -257,11 +257,10 @@ pub fn run_refine(opts: &RefineOptions) -> Result<RefineSummary> {
                     .out
                     .join("overlay")
                     .join(format!("{}_{name}.png", it.id));
-                overlay(&img, refined.map(j))
-                    .save(&p)
-                    .map_err(|e| Error::file(&p, e))?;
+                crate::cam::store::save_png_atomic(&overlay(&img, refined.map(j)), &p)?;
             }
         }
+        write_cam(&opts.out, &refined)?;
         s.written += 1;
         bar.inc(1);
     }

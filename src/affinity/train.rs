@@ -308,7 +308,12 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
                 .is_none_or(|i| (i as usize) < start)
         })?;
     }
-    let mut metrics = MetricsWriter::append(&run.join("metrics.jsonl"))?;
+    let mut metrics = if opts.resume {
+        MetricsWriter::append(&run.join("metrics.jsonl"))?
+    } else {
+        // a fresh run (no checkpoint here: a run killed before its first one left only rows)
+        MetricsWriter::create(&run.join("metrics.jsonl"))?
+    };
     let schedule = LrSchedule::Poly {
         max: total,
         power: cfg.poly_power,

@@ -273,7 +273,7 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
             }
             let cams = no_grad(|| engine.image_cams(&ok))?;
             for ((_, img), cam) in ok.iter().zip(&cams) {
-                write_cam(&opts.out, cam)?;
+                // overlays first, atomically: the map file marks the image as done
                 if opts.overlays {
                     for (j, &c) in cam.classes.iter().enumerate() {
                         let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
@@ -281,11 +281,10 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
                             .out
                             .join("overlay")
                             .join(format!("{}_{name}.png", cam.id));
-                        overlay(img, cam.map(j))
-                            .save(&p)
-                            .map_err(|e| Error::file(&p, e))?;
+                        super::store::save_png_atomic(&overlay(img, cam.map(j)), &p)?;
                     }
                 }
+                write_cam(&opts.out, cam)?;
                 summary.written += 1;
                 bar.inc(1);
             }

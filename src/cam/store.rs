@@ -150,6 +150,14 @@ pub fn jet(v: f32) -> [u8; 3] {
     [ch(3.0), ch(2.0), ch(1.0)]
 }
 
+/// Writes an overlay PNG atomically (a killed writer leaves no torn picture).
+pub fn save_png_atomic(img: &image::RgbImage, path: &Path) -> Result<()> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| Error::file(path, e))?;
+    crate::io::write_atomic(path, &buf.into_inner())
+}
+
 /// The image with a map on top (half image, half jet colours), for looking at.
 pub fn overlay(img: &image::RgbImage, map: &[f32]) -> image::RgbImage {
     let w = img.width() as usize;

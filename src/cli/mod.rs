@@ -68,6 +68,9 @@ pub struct SynthArgs {
     /// Share of web images whose label is wrong (--kind web).
     #[arg(long, default_value_t = 0.3)]
     pub label_noise: f64,
+    /// Write into a folder that holds other files (they may be overwritten).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -78,7 +81,49 @@ pub enum SynthKind {
     Web,
 }
 
+/// Refuses a non-empty output folder unless it is a previous synth output of the same options
+/// (OUT/synth.json), or --force: a data set's split lists and labels are not overwritten by
+/// accident.
+fn check_synth_folder(a: &SynthArgs) -> Result<serde_json::Value> {
+    let record = serde_json::json!({
+        "kind": format!("{:?}", a.kind), "train": a.train, "val": a.val, "size": a.size,
+        "classes": a.classes, "seed": a.seed, "label_noise": a.label_noise,
+    });
+    let others: Vec<String> = std::fs::read_dir(&a.out)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != crate::io::lock::LOCK_FILE && n != "synth.json")
+                .collect()
+        })
+        .unwrap_or_default();
+    if others.is_empty() || a.force {
+        return Ok(record);
+    }
+    let old = std::fs::read_to_string(a.out.join("synth.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+    match old {
+        Some(o) if o == record => Ok(record),
+        Some(o) => Err(Error::file(
+            &a.out,
+            format!(
+                "holds a synthetic set made with other options ({}); use another --out, or --force to overwrite it",
+                crate::io::record::differences(&o, &record).join("; ")
+            ),
+        )),
+        None => Err(Error::file(
+            &a.out,
+            format!(
+                "is not empty ({} and more) and was not made by synth; use another --out, or --force to write into it",
+                others.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 pub fn synth(a: &SynthArgs) -> Result<()> {
+    let record = check_synth_folder(a)?;
     let cfg = SynthConfig {
         out: a.out.clone(),
         train: a.train,
@@ -110,7 +155,7 @@ pub fn synth(a: &SynthArgs) -> Result<()> {
             st.greyscale,
             st.broken
         );
-        return Ok(());
+        return write_synth_record(a, &record);
     }
     let hist = generate(&cfg)?;
     println!(
@@ -123,7 +168,12 @@ pub fn synth(a: &SynthArgs) -> Result<()> {
         a.out.display()
     );
     println!("train images per class: {hist:?}");
-    Ok(())
+    write_synth_record(a, &record)
+}
+
+fn write_synth_record(a: &SynthArgs, record: &serde_json::Value) -> Result<()> {
+    let s = serde_json::to_string_pretty(record).map_err(|e| Error::Msg(e.to_string()))?;
+    crate::io::write_atomic(&a.out.join("synth.json"), s.as_bytes())
 }
 
 #[derive(clap::Args, Debug)]

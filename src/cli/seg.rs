@@ -164,6 +164,7 @@ pub fn infer_cmd(a: &InferArgs) -> Result<()> {
         scales: a.scales.clone(),
         flip: a.flip,
         crf: a.crf.params(),
+        run: Some(a.run.clone()),
     };
     let s = run_infer(&model, &images, &a.out, &opts, device, false)?;
     println!(

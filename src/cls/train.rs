@@ -242,12 +242,21 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     }
     // the val mAP of the epochs already completed (a resumed run that is already complete
     // still reports its result)
-    let mut val_map: Vec<f64> = read_jsonl(&run.join("metrics.jsonl"))?
-        .iter()
-        .filter(|v| v.get("epoch_end").is_some())
-        .filter_map(|v| v.get("val_map").and_then(|m| m.as_f64()))
-        .collect();
-    let mut metrics = MetricsWriter::append(&run.join("metrics.jsonl"))?;
+    let mut val_map: Vec<f64> = if opts.resume {
+        read_jsonl(&run.join("metrics.jsonl"))?
+            .iter()
+            .filter(|v| v.get("epoch_end").is_some())
+            .filter_map(|v| v.get("val_map").and_then(|m| m.as_f64()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut metrics = if opts.resume {
+        MetricsWriter::append(&run.join("metrics.jsonl"))?
+    } else {
+        // a fresh run (no checkpoint here: a run killed before its first one left only rows)
+        MetricsWriter::create(&run.join("metrics.jsonl"))?
+    };
     let schedule = LrSchedule::Step {
         milestones: cfg.lr_steps.clone(),
         gamma: cfg.lr_gamma,

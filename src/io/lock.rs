@@ -38,6 +38,7 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
                 f.flush()
             })()
             .map_err(|e| Error::io(&path, e))?;
+            remove_stale_temp_files(dir);
             Ok(DirLock {
                 _file: f,
                 dir: dir.to_path_buf(),
@@ -55,5 +56,33 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
             ))
         }
         Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Temp files of `write_atomic` (`.<name>.tmp<pid>`) left by a killed writer: with the lock
+/// held no other coatt process writes here, so every one of them is stale. The folder and its
+/// direct subfolders (checkpoints/, overlay/) are cleaned.
+fn remove_stale_temp_files(dir: &Path) {
+    let is_temp = |n: &str| {
+        n.starts_with('.')
+            && n.rsplit_once(".tmp")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let clean = |d: &Path| {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                if is_temp(&e.file_name().to_string_lossy()) && e.path().is_file() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    };
+    clean(dir);
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                clean(&e.path());
+            }
+        }
     }
 }

@@ -10,6 +10,15 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
+    /// A new, empty file (replacing rows of a run that never reached a checkpoint).
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        Ok(MetricsWriter {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
     pub fn append(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()
             .create(true)

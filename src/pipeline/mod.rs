@@ -602,6 +602,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                     scales: p.scales.clone(),
                     flip: p.flip,
                     crf: crf.params(),
+                    run: Some(run.to_path_buf()),
                 };
                 run_infer(&model, &images, &pred, &opts, o.device, o.quiet)?;
                 if !val_masks {

@@ -19,6 +19,9 @@ pub struct InferOptions {
     pub scales: Vec<f64>,
     pub flip: bool,
     pub crf: Option<CrfParams>,
+    /// The segmentation run the model comes from (recorded with its weights in OUT/infer.json,
+    /// so a rerun into the folder with another run or options is an error, not stale files).
+    pub run: Option<PathBuf>,
 }
 
 /// Softmax probabilities (L × H × W) of one image, averaged over scales and flips.
@@ -89,6 +92,7 @@ pub fn labels_of(
     }
 }
 
+#[derive(Debug)]
 pub struct InferSummary {
     pub written: usize,
     pub existing: usize,
@@ -107,6 +111,29 @@ pub fn run_infer(
     quiet: bool,
 ) -> Result<InferSummary> {
     let _lock = crate::io::lock::lock_dir(out)?;
+    let scale_ok = |s: &f64| s.is_finite() && *s > 0.0 && *s <= 8.0;
+    if opts.scales.is_empty() || !opts.scales.iter().all(scale_ok) {
+        return Err(crate::Error::Msg(format!(
+            "--scales must be positive factors up to 8, got {:?}",
+            opts.scales
+        )));
+    }
+    let weights = opts
+        .run
+        .as_ref()
+        .map(|r| crate::io::record::file_fingerprint(&r.join(super::train::LAST)))
+        .transpose()?;
+    crate::io::record::check_or_write(
+        out,
+        "infer",
+        &serde_json::json!({
+            "run": opts.run.as_ref().map(|r| r.display().to_string()),
+            "weights": weights,
+            "scales": opts.scales,
+            "flip": opts.flip,
+            "crf": opts.crf,
+        }),
+    )?;
     let t0 = std::time::Instant::now();
     let todo: Vec<&(String, PathBuf)> = images
         .iter()

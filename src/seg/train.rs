@@ -127,7 +127,12 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
                 && v.get("val_miou").is_none()
         })?;
     }
-    let mut metrics = MetricsWriter::append(&run.join("metrics.jsonl"))?;
+    let mut metrics = if opts.resume {
+        MetricsWriter::append(&run.join("metrics.jsonl"))?
+    } else {
+        // a fresh run (no checkpoint here: a run killed before its first one left only rows)
+        MetricsWriter::create(&run.join("metrics.jsonl"))?
+    };
     let schedule = LrSchedule::Poly {
         max: cfg.iterations,
         power: cfg.poly_power,
