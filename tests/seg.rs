@@ -283,6 +283,12 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
     let third = run_pipeline(&opts).unwrap();
     assert_eq!(third.ran, vec!["infer-crf".to_string()]);
     assert_eq!(third.seg_crf_miou, r.seg_crf_miou);
+    // the folder moved elsewhere: its records hold paths relative to it, so it still resumes
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    let m = run_pipeline(&micro_pipeline(&moved)).unwrap();
+    assert!(m.ran.is_empty(), "{:?}", m.ran);
+    std::fs::rename(&moved, &out).unwrap();
     // killed after the classifier's last checkpoint but before its record: the resumed stage
     // still reports the classifier's val mAP (it was NaN)
     std::fs::remove_file(out.join("stages/train-cls.json")).unwrap();

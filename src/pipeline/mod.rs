@@ -292,7 +292,14 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
             },
         )?;
     }
-    let data_s = data.display().to_string();
+    // paths in the stage records are relative to OUT where they lie inside it, so a pipeline
+    // folder can be moved or copied and still resume
+    let rel = |p: &Path| -> String {
+        p.strip_prefix(out)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    };
+    let data_s = rel(&data);
     // classifiers
     let cls_stage =
         |st: &mut Stages, name: &str, run: PathBuf, cfg: ClsConfig| -> Result<ClsResult> {
@@ -350,7 +357,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         c.device = o.device;
         let v = st.run(
             name,
-            json!({"run": run.display().to_string(), "mode": mode, "related": p.related, "scales": p.cam_scales}),
+            json!({"run": rel(run), "mode": mode, "related": p.related, "scales": p.cam_scales}),
             std::slice::from_ref(&dir),
             || {
                 let s = cam::run_cams(&c)?;
@@ -405,7 +412,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         let report_dir = out.join(name);
         let v = st.run(
             name,
-            json!({"maps": dir.display().to_string()}),
+            json!({"maps": rel(dir)}),
             std::slice::from_ref(&report_dir),
             || to_value(&map_quality(dir, &data, &report_dir)?),
         )?;
@@ -428,7 +435,10 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         };
         st.run(
             "train-affinity",
-            json!({"maps": label_cams.display().to_string(), "config": to_value(&acfg)?}),
+            json!({"maps": rel(&label_cams), "config": to_value(&AffConfig {
+                init_from: Some(rel(&cls_run)),
+                ..acfg.clone()
+            })?}),
             std::slice::from_ref(&aff_run),
             || {
                 let s = train_affinity(&TrainAffOptions {
@@ -462,7 +472,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         };
         st.run(
             name,
-            json!({"maps": maps.display().to_string(), "walk": run.is_some(), "beta": beta, "logt": logt, "crf": crf}),
+            json!({"maps": rel(maps), "walk": run.is_some(), "beta": beta, "logt": logt, "crf": crf}),
             std::slice::from_ref(&dir),
             || {
                 let mut r = RefineOptions::new(Path::new(""), maps, &data, &dir);
@@ -515,7 +525,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     let names = VocDataset::open(&data, "train")?.class_names;
     let pseudo_rec = st.run(
         "pseudo",
-        json!({"maps": label_maps.display().to_string()}),
+        json!({"maps": rel(&label_maps)}),
         std::slice::from_ref(&pseudo),
         || {
             let rule = cam::threshold::choose_rule(&label_maps, "auto", 0.0)?;
@@ -547,7 +557,10 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     let seg_stage = |st: &mut Stages, name: &str, run: PathBuf, labels: LabelSource| {
         st.run(
             name,
-            json!({"config": to_value(&p.seg)?, "labels": format!("{labels:?}")}),
+            json!({"config": to_value(&p.seg)?, "labels": match &labels {
+                LabelSource::Folder(d) => rel(d),
+                LabelSource::GroundTruth => "ground truth".to_string(),
+            }}),
             std::slice::from_ref(&run),
             || {
                 let s = train_seg(&TrainSegOptions {
