@@ -407,3 +407,73 @@ fn an_overlay_is_complete_whenever_its_map_file_exists() {
         assert!(image::open(&p).is_ok(), "{}", p.display());
     }
 }
+
+#[test]
+fn bad_label_maps_are_named_before_training_and_eval_blames_the_right_file() {
+    use coatt::io::{read_label_png, write_label_png};
+    use coatt::seg::{train_seg, LabelSource, SegConfig, TrainSegOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    micro_data(&data);
+    let seg = |out: &str| TrainSegOptions {
+        data: data.clone(),
+        labels: LabelSource::GroundTruth,
+        out: tmp.path().join(out),
+        config: SegConfig {
+            iterations: 2,
+            ..SegConfig::preset("micro").unwrap()
+        },
+        device: Device::Cpu,
+        resume: false,
+        stop_after: None,
+        quiet: true,
+    };
+    let train = coatt::data::VocDataset::open(&data, "train").unwrap();
+    let val = coatt::data::VocDataset::open(&data, "val").unwrap();
+    // class 17 in a train mask of a 3-class set
+    let m = train.items[1].mask.clone().unwrap();
+    let good = read_label_png(&m).unwrap();
+    let mut bad = good.clone();
+    bad.data[10] = 17;
+    write_label_png(&m, &bad).unwrap();
+    let e = train_seg(&seg("a")).unwrap_err().to_string();
+    assert!(e.contains(&train.items[1].id) && e.contains("17"), "{e}");
+    assert!(
+        !tmp.path().join("a/last.safetensors").exists(),
+        "refused before training"
+    );
+    write_label_png(&m, &good).unwrap();
+    // a val mask of the wrong size: found before training, not after it
+    let vm = val.items[0].mask.clone().unwrap();
+    let vgood = read_label_png(&vm).unwrap();
+    write_label_png(
+        &vm,
+        &coatt::io::LabelMap {
+            width: 10,
+            height: 10,
+            data: vec![0; 100],
+        },
+    )
+    .unwrap();
+    let e = train_seg(&seg("b")).unwrap_err().to_string();
+    assert!(e.contains(&val.items[0].id) && e.contains("10×10"), "{e}");
+    assert!(!tmp.path().join("b/last.safetensors").exists());
+    write_label_png(&vm, &vgood).unwrap();
+    // eval: a bad ground-truth value is the ground truth's fault, not the prediction's
+    let pred = tmp.path().join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for it in &val.items {
+        let g = read_label_png(it.mask.as_ref().unwrap()).unwrap();
+        write_label_png(&pred.join(format!("{}.png", it.id)), &g).unwrap();
+    }
+    let mut badv = vgood.clone();
+    badv.data[0] = 9;
+    write_label_png(&vm, &badv).unwrap();
+    let e = coatt::eval::evaluate_folder(&pred, &data, "val", false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("SegmentationClass") && e.contains("ground-truth label 9"),
+        "{e}"
+    );
+}

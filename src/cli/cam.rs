@@ -191,8 +191,9 @@ pub fn eval_cam_cmd(a: &EvalCamArgs) -> Result<()> {
             a.t_max
         )));
     }
-    let sweep = cam::sweep_thresholds(&a.cams, &a.data, &a.split, &cam::thresholds_up_to(a.t_max))?;
     let out = a.out.clone().unwrap_or_else(|| a.cams.clone());
+    let _lock = crate::io::lock::lock_dir(&out)?;
+    let sweep = cam::sweep_thresholds(&a.cams, &a.data, &a.split, &cam::thresholds_up_to(a.t_max))?;
     sweep.write_report(&out)?;
     let md = sweep.markdown();
     print!("{md}");

@@ -187,6 +187,13 @@ pub fn evaluate_folder(
                     ),
                 ));
             }
+            // a value outside the classes is the fault of the file that holds it
+            if let Some(&g) = gt.data.iter().find(|&&g| g != IGNORE && g as usize >= n) {
+                return Err(Error::file(
+                    m,
+                    format!("ground-truth label {g} outside 0..{n} (and 255)"),
+                ));
+            }
             let mut c = Confusion::new(n);
             if partial {
                 c.add_partial(&gt.data, &pr.data)

@@ -44,6 +44,30 @@ pub fn training_items(ds: &VocDataset, labels: &LabelSource) -> Result<Vec<(Path
         .collect()
 }
 
+/// Checks label maps before any training: readable, the image's size, values in 0..labels or
+/// 255; an error names the label file (not a shape error from inside the loss, or a mismatch
+/// found only after training).
+pub fn check_label_maps(items: &[(PathBuf, PathBuf)], labels: usize) -> Result<()> {
+    use rayon::prelude::*;
+    items.par_iter().try_for_each(|(image, label)| {
+        let l = crate::io::read_label_png(label)?;
+        let (w, h) = image::image_dimensions(image).map_err(|e| Error::file(image, e))?;
+        if (l.width, l.height) != (w as usize, h as usize) {
+            return Err(Error::file(
+                label,
+                format!("label map is {}×{}, its image {w}×{h}", l.width, l.height),
+            ));
+        }
+        if let Some(&v) = l.data.iter().find(|&&v| v != 255 && v as usize >= labels) {
+            return Err(Error::file(
+                label,
+                format!("label {v} is neither a class 0..{labels} nor 255 (ignore)"),
+            ));
+        }
+        Ok(())
+    })
+}
+
 /// Nearest-neighbour resize of a label map (labels must not be interpolated).
 pub fn resize_nearest(src: &[u8], h: usize, w: usize, ho: usize, wo: usize) -> Vec<u8> {
     let mut out = vec![0u8; ho * wo];

@@ -101,6 +101,17 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
             "the train split is empty: nothing to train on",
         ));
     }
+    let num_labels = train.class_names.len();
+    super::data::check_label_maps(&items, num_labels)?;
+    // the val masks are checked now too, not found wrong after training
+    if let Ok(v) = VocDataset::open(&opts.data, "val") {
+        let masks: Vec<(PathBuf, PathBuf)> = v
+            .items
+            .iter()
+            .filter_map(|it| it.mask.clone().map(|m| (it.image.clone(), m)))
+            .collect();
+        super::data::check_label_maps(&masks, num_labels)?;
+    }
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     cfg.save(&cfg_path)?;
     let labels = train.class_names.len();
