@@ -299,24 +299,10 @@ pub fn draw_styled(cfg: &SynthConfig, index: usize, style: Style) -> SynthImage 
         };
         let col = body_color(&mut rng);
         cv.paint(&body, Some(c as u8 + 1), col);
-        let (hx, hy) = body.boundary(rng.gen_range(0.0..std::f32::consts::TAU));
-        let r = 0.42 * b; // the head: 10-16% of the object's area
-        heads.push((
-            c,
-            Ellipse {
-                cx: body.cx + (hx - body.cx) * 0.9,
-                cy: body.cy + (hy - body.cy) * 0.9,
-                a: r,
-                b: r * rng.gen_range(0.8..1.0),
-                th: body.th,
-            },
-        ));
+        let at = rng.gen_range(0.0..std::f32::consts::TAU);
+        heads.push((c, head_of(&body, at, &mut rng)));
     }
-    for (c, e) in heads {
-        cv.paint(&e, Some(c as u8 + 1), head_color(c, k));
-    }
-    let present = drop_invisible(&mut cv.lab, &classes);
-    let mask = border_mask(&cv.lab, s);
+    let (present, mask) = paint_heads_and_label(&mut cv, &heads, &classes, k);
     // the studio domain's colour statistics: gamma and a warm or cool cast
     if studio {
         let cast: f32 = rng.gen_range(-0.08..0.08);
@@ -336,6 +322,35 @@ pub fn draw_styled(cfg: &SynthConfig, index: usize, style: Style) -> SynthImage 
         },
         classes: present,
     }
+}
+
+/// The head of a body, on its boundary at angle `at`: 10-16% of the object's area.
+fn head_of(body: &Ellipse, at: f32, rng: &mut ChaCha8Rng) -> Ellipse {
+    let (hx, hy) = body.boundary(at);
+    let r = 0.42 * body.b;
+    Ellipse {
+        cx: body.cx + (hx - body.cx) * 0.9,
+        cy: body.cy + (hy - body.cy) * 0.9,
+        a: r,
+        b: r * rng.gen_range(0.8..1.0),
+        th: body.th,
+    }
+}
+
+/// Heads are painted last (every labelled class stays identifiable); then the labelled
+/// classes and the mask with its 255 borders.
+fn paint_heads_and_label(
+    cv: &mut Canvas,
+    heads: &[(usize, Ellipse)],
+    classes: &[usize],
+    k: usize,
+) -> (Vec<usize>, Vec<u8>) {
+    for &(c, e) in heads {
+        cv.paint(&e, Some(c as u8 + 1), head_color(c, k));
+    }
+    let present = drop_invisible(&mut cv.lab, classes);
+    let mask = border_mask(&cv.lab, cv.s);
+    (present, mask)
 }
 
 /// A class that ends up (almost) invisible is not labelled; its pixels become "ignore".

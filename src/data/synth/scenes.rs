@@ -18,7 +18,7 @@
 //! occlude each other, heads are drawn last so every labelled class stays identifiable;
 //! object borders are 255 (ignore), as in VOC.
 use super::{
-    border_mask, drop_invisible, head_color, hsv, with_sensor_noise, Canvas, Ellipse, SynthConfig,
+    head_of, hsv, paint_heads_and_label, with_sensor_noise, Canvas, Ellipse, SynthConfig,
     SynthImage,
 };
 use crate::io::LabelMap;
@@ -204,24 +204,9 @@ pub fn draw_scene(cfg: &SynthConfig, index: usize) -> SynthImage {
             cv.paint(&limb, Some(c as u8 + 1), &look);
         }
         cv.paint(&body, Some(c as u8 + 1), &look);
-        let (hx, hy) = body.boundary(head_at);
-        let r = 0.42 * b;
-        heads.push((
-            c,
-            Ellipse {
-                cx: body.cx + (hx - body.cx) * 0.9,
-                cy: body.cy + (hy - body.cy) * 0.9,
-                a: r,
-                b: r * rng.gen_range(0.8..1.0),
-                th: body.th,
-            },
-        ));
+        heads.push((c, head_of(&body, head_at, &mut rng)));
     }
-    for (c, e) in heads {
-        cv.paint(&e, Some(c as u8 + 1), head_color(c, k));
-    }
-    let present = drop_invisible(&mut cv.lab, &classes);
-    let mask = border_mask(&cv.lab, s);
+    let (present, mask) = paint_heads_and_label(&mut cv, &heads, &classes, k);
     let rgb = with_sensor_noise(&cv.rgb, &mut rng);
     SynthImage {
         id: format!("s{index:05}"),
