@@ -2,6 +2,17 @@
 //! plus one raw file per storage) and the legacy format (a run of pickles followed by the raw
 //! storages; torchvision's 2017 `vgg16-397923af.pth` is one). A small pickle machine handles
 //! the opcodes `torch.save` emits and rebuilds tensors from (storage, offset, size, stride).
+//!
+//! A checkpoint is an untrusted file (a model zoo download), so the pickle machine executes
+//! nothing: it accepts PROTO, FRAME, STOP, MARK, EMPTY_DICT / LIST / TUPLE, TUPLE, TUPLE1-3,
+//! LIST, DICT, (BIN|LONG_BIN)PUT, MEMOIZE, (BIN|LONG_BIN)GET, BININT(1|2), LONG1, BINFLOAT,
+//! (SHORT_)BINUNICODE, (SHORT_)BINSTRING, (SHORT_)BINBYTES, NONE, NEWTRUE / NEWFALSE, GLOBAL,
+//! STACK_GLOBAL, REDUCE, NEWOBJ, BUILD, SETITEM(S), APPEND(S), BINPERSID, POP and DUP, and
+//! refuses every other opcode. A "call" (REDUCE, NEWOBJ) only ever builds one of three things:
+//! an empty dict (`OrderedDict`, `dict`), a tensor record (`torch._utils._rebuild_tensor(_v2)`,
+//! `_rebuild_parameter`) or an inert placeholder; no other global is looked up or run. Sizes,
+//! strides, offsets and storage lengths from the file are checked, without overflow, against
+//! the bytes present before anything is allocated.
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::Device;
@@ -21,7 +32,9 @@ enum V {
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
-    Tuple(Vec<V>),
+    /// Shared, like lists and dicts, so a pickle that repeats a tuple through the memo cannot
+    /// make its copies grow exponentially.
+    Tuple(Rc<Vec<V>>),
     List(Rc<RefCell<Vec<V>>>),
     Dict(Rc<RefCell<Vec<(V, V)>>>),
     Global(String, String),
@@ -119,6 +132,9 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
     let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let line = |pos: &mut usize| -> Result<String> {
         let start = *pos;
+        if start >= data.len() {
+            return Err(err(path, "truncated pickle"));
+        }
         while *pos < data.len() && data[*pos] != b'\n' {
             *pos += 1;
         }
@@ -130,6 +146,9 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
         let m = marks
             .pop()
             .ok_or_else(|| err(path, "pickle MARK missing"))?;
+        if m > stack.len() {
+            return Err(err(path, "pickle MARK below the stack"));
+        }
         Ok(stack.split_off(m))
     };
     macro_rules! pop {
@@ -152,10 +171,10 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
             b'(' => marks.push(stack.len()),
             b'}' => stack.push(V::Dict(Rc::new(RefCell::new(Vec::new())))),
             b']' => stack.push(V::List(Rc::new(RefCell::new(Vec::new())))),
-            b')' => stack.push(V::Tuple(Vec::new())),
+            b')' => stack.push(V::Tuple(Rc::new(Vec::new()))),
             b't' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                stack.push(V::Tuple(items));
+                stack.push(V::Tuple(Rc::new(items)));
             }
             b'l' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
@@ -176,7 +195,7 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
                     return Err(err(path, "pickle stack underflow"));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(V::Tuple(items));
+                stack.push(V::Tuple(Rc::new(items)));
             }
             b'q' => {
                 let k = take(pos, 1)?[0] as u32;
@@ -273,7 +292,7 @@ fn unpickle(data: &[u8], pos: &mut usize, path: &Path) -> Result<V> {
                 let args = pop!();
                 let f = pop!();
                 let args = if let V::Tuple(a) = args {
-                    a
+                    a.as_ref().clone()
                 } else {
                     vec![args]
                 };
@@ -362,7 +381,46 @@ fn elem(dtype: &str) -> Option<ElemCodec> {
 fn materialise(t: &TensorRef, raw: &[u8], path: &Path) -> Result<Tensor> {
     let (sz, conv) =
         elem(&t.dtype).ok_or_else(|| err(path, format!("unsupported storage type {}", t.dtype)))?;
-    let n: usize = t.size.iter().product();
+    // every size and stride comes from the file: the element count and the largest element
+    // index are checked (without overflow) against the storage before anything is allocated
+    let n = t
+        .size
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            err(
+                path,
+                format!("tensor {} has an impossible size {:?}", t.key, t.size),
+            )
+        })?;
+    if t.stride.len() != t.size.len() {
+        return Err(err(
+            path,
+            format!(
+                "tensor {}: {} sizes but {} strides",
+                t.key,
+                t.size.len(),
+                t.stride.len()
+            ),
+        ));
+    }
+    if n > 0 {
+        let last = t
+            .size
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |a, (&d, &s)| {
+                a.checked_add((d - 1).checked_mul(s)?)
+            })
+            .and_then(|e| e.checked_add(1)?.checked_mul(sz))
+            .ok_or_else(|| err(path, format!("tensor {} reaches past any storage", t.key)))?;
+        if last > raw.len() {
+            return Err(err(
+                path,
+                format!("storage {} too short for tensor {:?}", t.key, t.size),
+            ));
+        }
+    }
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; t.size.len()];
     for _ in 0..n {
@@ -383,6 +441,14 @@ fn materialise(t: &TensorRef, raw: &[u8], path: &Path) -> Result<Tensor> {
 }
 
 fn entries(root: &V, path: &Path) -> Result<Vec<(String, TensorRef)>> {
+    entries_at(root, path, 0)
+}
+
+fn entries_at(root: &V, path: &Path, depth: usize) -> Result<Vec<(String, TensorRef)>> {
+    // a dict can hold itself (through the memo): the wrappers are followed a few levels only
+    if depth > 4 {
+        return Err(err(path, "state dict wrappers nested too deep"));
+    }
     let V::Dict(d) = root else {
         return Err(err(
             path,
@@ -395,7 +461,7 @@ fn entries(root: &V, path: &Path) -> Result<Vec<(String, TensorRef)>> {
         .iter()
         .find(|(k, _)| matches!(k, V::Str(s) if s == "state_dict" || s == "model"))
     {
-        return entries(inner, path);
+        return entries_at(inner, path, depth + 1);
     }
     Ok(d.iter()
         .filter_map(|(k, v)| match (k, v) {
@@ -489,10 +555,14 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
             .find(|(_, t)| t.key == key)
             .and_then(|(_, t)| elem(&t.dtype))
             .map_or(4, |e| e.0);
+        let end = n
+            .checked_mul(sz)
+            .and_then(|len| pos.checked_add(len))
+            .ok_or_else(|| err(path, format!("storage {key} has an impossible size {n}")))?;
         let data = bytes
-            .get(pos..pos + n * sz)
+            .get(pos..end)
             .ok_or_else(|| err(path, format!("storage {key} truncated")))?;
-        pos += n * sz;
+        pos = end;
         raw.insert(key, data);
     }
     ents.into_iter()
