@@ -477,3 +477,62 @@ fn bad_label_maps_are_named_before_training_and_eval_blames_the_right_file() {
         "{e}"
     );
 }
+
+#[test]
+fn a_full_disk_during_a_checkpoint_or_metrics_write_loses_nothing_and_resumes_exactly() {
+    use coatt::io::faults;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    micro_data(&data);
+    let opts = |out: &str| {
+        let mut o = micro_cls(&data, &tmp.path().join(out));
+        o.config.epochs = 2;
+        o.config.max_iters_per_epoch = 2;
+        o.config.checkpoint_every = 1;
+        o
+    };
+    // the uninterrupted reference
+    train_cls(&opts("whole")).unwrap();
+    // two iterations, then the disk fills up during the next writes (a metrics row or the
+    // checkpoint itself, whichever comes first)
+    for budget in [10u64, 300, 5000] {
+        let run = format!("full-{budget}");
+        let mut o = opts(&run);
+        o.stop_after = Some(2);
+        train_cls(&o).unwrap();
+        let last = tmp.path().join(&run).join("last.safetensors");
+        o.stop_after = None;
+        o.resume = true;
+        faults::fail_after(budget);
+        let e = train_cls(&o).unwrap_err().to_string();
+        faults::clear();
+        assert!(e.contains("no space left"), "{budget}: {e}");
+        // the last checkpoint is a whole one (the old or a newer complete file), no temp file
+        let ck = coatt::io::Checkpoint::open(&last).unwrap();
+        assert!(!ck.names().is_empty());
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join(&run))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{budget}: {leftovers:?}");
+        // space freed: the run resumes and ends with the uninterrupted run's weights
+        train_cls(&o).unwrap();
+        let (a, b) = (
+            coatt::io::Checkpoint::open(tmp.path().join("whole/last.safetensors")).unwrap(),
+            coatt::io::Checkpoint::open(&last).unwrap(),
+        );
+        for n in a.names() {
+            assert_eq!(
+                a.get_f32(&n).unwrap(),
+                b.get_f32(&n).unwrap(),
+                "{budget}: {n}"
+            );
+        }
+    }
+}

@@ -26,9 +26,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = super::faults::FaultyWriter(File::create(&tmp)?);
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.0.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();

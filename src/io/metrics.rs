@@ -34,7 +34,7 @@ impl MetricsWriter {
     /// which `retain_jsonl` drops on resume).
     pub fn write(&mut self, v: &serde_json::Value) -> Result<()> {
         let line = format!("{v}\n");
-        self.file
+        super::faults::FaultyWriter(&mut self.file)
             .write_all(line.as_bytes())
             .map_err(|e| Error::io(&self.path, e))
     }

@@ -1,5 +1,6 @@
 //! File formats: safetensors checkpoints, palette PNG label maps.
 pub mod checkpoint;
+pub mod faults;
 pub mod lock;
 pub mod metrics;
 pub mod plot;
