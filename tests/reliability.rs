@@ -186,6 +186,13 @@ fn training_that_would_train_nothing_is_an_error() {
         assert!(e.contains(what), "{what}: {e}");
         assert!(!run.join("last.safetensors").exists());
     }
+    // a size that passes the range checks but not this machine's memory: a clear error, not
+    // an abort on a failed allocation
+    let mut o = micro_cls(&data, &tmp.path().join("run-huge"));
+    o.config.input_size = 2048;
+    o.config.batch = 1024;
+    let e = train_cls(&o).unwrap_err().to_string();
+    assert!(e.contains("GB of memory"), "{e}");
     // an empty train split
     std::fs::write(data.join("ImageSets/Segmentation/train.txt"), "").unwrap();
     let e = train_cls(&micro_cls(&data, &tmp.path().join("run-empty")))

@@ -263,6 +263,32 @@ impl ClsConfig {
         Ok(())
     }
 
+    /// A coarse estimate of one training iteration's activation memory in bytes: the VGG's
+    /// conv outputs (×3 for BN and ReLU copies, ×2 for their gradients) over the iteration's
+    /// views (two images and a flip at the input size, the small and the large view).
+    pub fn activation_bytes(&self) -> f64 {
+        let per_pixel: f64 = self
+            .backbone
+            .widths
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                // spatial factor of conv i's output: pools after convs 1, 3 and 6
+                let f = match i {
+                    0 | 1 => 1.0,
+                    2 | 3 => 0.25,
+                    4..=6 => 1.0 / 16.0,
+                    _ => 1.0 / 64.0,
+                };
+                c as f64 * f
+            })
+            .sum::<f64>()
+            + 3.0 * self.backbone.extra as f64 / 64.0;
+        let s = self.input_size as f64;
+        let pixels = s * s * (3.0 + self.small_scale.powi(2) + self.large_scale.powi(2));
+        self.batch as f64 * pixels * per_pixel * 4.0 * 3.0 * 2.0
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::io::save_toml(path, self)
     }

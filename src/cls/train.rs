@@ -189,6 +189,9 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         eprintln!("{}", rep.render(&train.class_names));
     }
     cfg.validate()?;
+    if opts.device == Device::Cpu {
+        crate::io::memory::check_fits(cfg.activation_bytes(), "this classifier config")?;
+    }
     if train.items.is_empty() {
         return Err(Error::file(
             &opts.data,

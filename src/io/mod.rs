@@ -2,6 +2,7 @@
 pub mod checkpoint;
 pub mod faults;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod plot;
 pub mod png;
