@@ -76,7 +76,7 @@ pub struct Cases {
 impl Cases {
     pub fn new(b: usize, c: usize, s: usize) -> Cases {
         let hw = s * s;
-        let mut rng = crate::testing::rng(1);
+        let mut rng = crate::seed::rng(1);
         let mut randn = |dims: Vec<usize>, std: f64| {
             Tensor::randn(dims, std, DType::F32, Device::Cpu, &mut rng).into_param()
         };
@@ -220,7 +220,7 @@ pub struct CudaCase {
 
 pub fn cuda_cases() -> Vec<CudaCase> {
     let dev = Device::Cuda;
-    let mut rng = crate::testing::rng(1);
+    let mut rng = crate::seed::rng(1);
     let mut v = Vec::new();
     let (b, c) = (5usize, 512usize);
     for (n, m) in [(1024usize, 1024usize), (1024, 4096)] {
@@ -346,7 +346,7 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         ..ClsConfig::preset(preset)?
     };
     let k = 20; // VOC's classes
-    let mut rng = crate::testing::rng(1);
+    let mut rng = crate::seed::rng(1);
     let model = Classifier::new(&cfg, k, device, &mut rng);
     let mut opt = crate::optim::Sgd::new(model.param_groups(&cfg), cfg.momentum, cfg.nesterov)?;
     let (b, s) = (cfg.batch, cfg.input_size);

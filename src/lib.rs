@@ -21,6 +21,7 @@ pub mod ops;
 pub mod optim;
 pub mod pipeline;
 pub mod progress;
+pub mod seed;
 pub mod seg;
 pub mod tensor;
 pub mod testing;

@@ -191,10 +191,8 @@ pub fn cuda_parity(
     Ok(rep)
 }
 
-/// A seeded RNG for tests and examples.
-pub fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
+/// A seeded RNG for tests and examples (the library's own: `crate::seed::rng`).
+pub use crate::seed::rng;
 
 /// Random values in ±[0.1, 1.1) (never zero, so no op sits at a kink by construction).
 pub fn rand_nonzero(dims: &[usize], rng: &mut impl Rng) -> Tensor {

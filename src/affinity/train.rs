@@ -244,7 +244,7 @@ fn save_state(path: &Path, model: &AffinityNet, opt: &Sgd, iteration: usize) -> 
 pub fn load_affinity_net(run: &Path, device: Device) -> Result<AffinityNet> {
     let cfg = AffConfig::load(&run.join("config.toml"))?;
     let ck = Checkpoint::open(run.join(LAST))?;
-    let model = AffinityNet::new(&cfg, device, &mut crate::testing::rng(cfg.seed));
+    let model = AffinityNet::new(&cfg, device, &mut crate::seed::rng(cfg.seed));
     model.load(&ck)?;
     Ok(model)
 }
@@ -289,7 +289,7 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
             label_stats.empty, label_stats.images
         );
     }
-    let model = AffinityNet::new(&cfg, opts.device, &mut crate::testing::rng(cfg.seed));
+    let model = AffinityNet::new(&cfg, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(init), false) = (&cfg.init_from, opts.resume) {
         model.load_init(Path::new(init))?;
     }
@@ -331,7 +331,7 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
         let (epoch, pos) = (it / per_epoch, it % per_epoch);
         if order.as_ref().is_none_or(|o| o.0 != epoch) {
             let mut o = kept.clone();
-            o.shuffle(&mut crate::testing::rng(
+            o.shuffle(&mut crate::seed::rng(
                 cfg.seed ^ 0xAFF1 ^ ((epoch as u64) << 24),
             ));
             order = Some((epoch, o));
@@ -344,9 +344,8 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
             .enumerate()
             .map(|(slot, &i)| {
                 let it_ = &ds.items[i];
-                let mut rng = crate::testing::rng(
-                    cfg.seed ^ ((it as u64) << 20) ^ ((slot as u64) << 8) ^ 0xA5,
-                );
+                let mut rng =
+                    crate::seed::rng(cfg.seed ^ ((it as u64) << 20) ^ ((slot as u64) << 8) ^ 0xA5);
                 sample(
                     &cfg,
                     &it_.image,

@@ -145,12 +145,7 @@ pub fn load_classifier(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.join(crate::cls::train::LAST));
     let ck = Checkpoint::open(&ck_path)?;
-    let model = Classifier::new(
-        &cfg,
-        num_classes,
-        device,
-        &mut crate::testing::rng(cfg.seed),
-    );
+    let model = Classifier::new(&cfg, num_classes, device, &mut crate::seed::rng(cfg.seed));
     model.load(&ck)?;
     Ok((model, cfg))
 }

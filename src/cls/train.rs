@@ -213,7 +213,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
     cfg.save(&cfg_path)?;
 
-    let model = Classifier::new(&cfg, k, opts.device, &mut crate::testing::rng(cfg.seed));
+    let model = Classifier::new(&cfg, k, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
         crate::io::weights::load_vgg16_backbone(Path::new(p), &model.backbone)?;
     }

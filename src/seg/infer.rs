@@ -40,7 +40,7 @@ pub fn predict_probs(
     let l = model.num_labels;
     let mut acc = vec![0f32; l * h * w];
     let mut views = 0;
-    let mut rng = crate::testing::rng(0); // unused: no dropout at inference
+    let mut rng = crate::seed::rng(0); // unused: no dropout at inference
     for &s in scales {
         let (hs, ws) = (
             ((h as f64 * s).round() as usize).max(8),

@@ -61,7 +61,7 @@ pub fn load_segnet(run: &Path, device: Device) -> Result<SegNet> {
     let cfg = SegConfig::load(&run.join("config.toml"))?;
     let ck = Checkpoint::open(run.join(LAST))?;
     let l = ck.meta_usize("num_labels")?;
-    let model = SegNet::new(&cfg, l, device, &mut crate::testing::rng(0));
+    let model = SegNet::new(&cfg, l, device, &mut crate::seed::rng(0));
     model.load(&ck)?;
     Ok(model)
 }
@@ -115,12 +115,7 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     cfg.save(&cfg_path)?;
     let labels = train.class_names.len();
-    let model = SegNet::new(
-        &cfg,
-        labels,
-        opts.device,
-        &mut crate::testing::rng(cfg.seed),
-    );
+    let model = SegNet::new(&cfg, labels, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
         model.load_backbone(Path::new(p))?;
     }
@@ -174,7 +169,7 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
             let y = Tensor::from_vec(batch.labels, [b, c, c], opts.device)?;
             // dropout masks depend on the iteration only, so resume reproduces them
             let mut drop_rng =
-                crate::testing::rng(cfg.seed ^ 0xD80F ^ ((batch.iteration as u64) << 20));
+                crate::seed::rng(cfg.seed ^ 0xD80F ^ ((batch.iteration as u64) << 20));
             let logits = model
                 .forward(&x, true, &mut drop_rng)?
                 .resize_bilinear(c, c)?;
