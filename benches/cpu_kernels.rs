@@ -1,6 +1,6 @@
 //! CPU kernel benchmarks (the cases of `coatt-train bench`). Throughput is reported in FLOP
 //! ("elements" = floating-point operations), so criterion's Gelem/s column reads as GFLOP/s.
-use coatt::bench::Cases;
+use coatt::cli::bench::Cases;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn conv_vs_gemm(c: &mut Criterion) {

@@ -2,7 +2,7 @@
 //! tools/torch_bench.py), timed with CUDA events after criterion's warm-up (iter_custom), so
 //! the numbers are device time. Without a GPU it prints SKIPPED and measures nothing.
 use coatt::backend::cuda;
-use coatt::bench::cuda_cases;
+use coatt::cli::bench::cuda_cases;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 

@@ -7,7 +7,6 @@
 pub mod affinity;
 pub mod autograd;
 pub mod backend;
-pub mod bench;
 pub mod cam;
 pub mod cli;
 pub mod cls;

@@ -40,7 +40,7 @@ enum Cmd {
     /// Score predicted label PNGs against a split's masks: confusion matrix, IoU, mIoU.
     Eval(cli::EvalArgs),
     /// Time the engine's core CPU kernels (conv2d vs a plain GEMM, co-attention) and print GFLOP/s.
-    Bench(coatt::bench::BenchArgs),
+    Bench(coatt::cli::bench::BenchArgs),
 }
 
 fn main() {
@@ -67,7 +67,7 @@ fn main() {
         Some(Cmd::TrainSeg(a)) => cli::train_seg_cmd(&a),
         Some(Cmd::Infer(a)) => cli::infer_cmd(&a),
         Some(Cmd::Pipeline(a)) => cli::pipeline_cmd(&a),
-        Some(Cmd::Bench(a)) => coatt::bench::run(&a),
+        Some(Cmd::Bench(a)) => coatt::cli::bench::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

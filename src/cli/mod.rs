@@ -382,4 +382,6 @@ pub use cam::{cams_cmd, eval_cam_cmd, pseudo_cmd, CamsArgs, EvalCamArgs, PseudoA
 mod seg;
 pub use seg::{infer_cmd, pipeline_cmd, train_seg_cmd, InferArgs, PipelineArgs, TrainSegArgs};
 mod affinity;
+pub mod bench;
+mod values;
 pub use affinity::{refine_cmd, train_affinity_cmd, RefineArgs, TrainAffinityArgs};

@@ -20,7 +20,7 @@ pub struct CrfParams {
 }
 
 /// The two published settings (DESIGN §5) or none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CrfPreset {
     /// The official MCIS setting: gaussian sxy 3 / compat 1, bilateral sxy 80 srgb 4 compat 3,

@@ -8,17 +8,7 @@ use crate::{coattention, Device};
 use rand::Rng;
 
 /// How the co-attention affinity S is computed.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Affinity {
     /// S_ij = (W_P·f_i)·f_j on the raw features: the paper's (the fused co-attention op).

@@ -4,7 +4,7 @@ use crate::nn::ResNetConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SegBackbone {
     /// ResNet-101 LargeFOV (the official MCIS segmentation network).

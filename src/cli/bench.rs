@@ -22,8 +22,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub side: usize,
     /// `cuda` times the GPU cases of tools/torch_bench.py instead (CUDA events, median).
-    #[arg(long, value_enum, default_value_t = crate::cli::DeviceArg::Cpu)]
-    pub device: crate::cli::DeviceArg,
+    #[arg(long, value_enum, default_value_t = super::DeviceArg::Cpu)]
+    pub device: super::DeviceArg,
     /// GPU runs: TF32 off (float32 GEMMs)
     #[arg(long)]
     pub no_tf32: bool,
@@ -333,7 +333,7 @@ pub fn run_cuda(a: &BenchArgs) -> Result<()> {
 pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
     use crate::cls::{Classifier, ClsConfig, Variant};
     let device = match a.device {
-        crate::cli::DeviceArg::Cuda => {
+        super::DeviceArg::Cuda => {
             crate::backend::cuda::init()
                 .map_err(|e| crate::Error::Msg(format!("--device cuda: {e}")))?;
             crate::backend::cuda::set_tf32(!a.no_tf32);
@@ -418,7 +418,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if let Some(p) = &a.train_step {
         return run_train_step(a, p);
     }
-    if a.device == crate::cli::DeviceArg::Cuda {
+    if a.device == super::DeviceArg::Cuda {
         return run_cuda(a);
     }
     println!(
