@@ -100,6 +100,156 @@ fn synth_check_data_train_cls_end_to_end() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    // --resume with a training flag would silently ignore it: refused, naming the flag
+    let out = bin()
+        .args(["train-cls", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .args(["--resume", "--epochs", "4", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("--epochs"), "{e}");
+    // no val split: said so, rather than a val mAP of 0
+    std::fs::remove_file(data.join("ImageSets/Segmentation/val.txt")).unwrap();
+    let out = bin()
+        .args(["train-cls", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(d.path().join("run-noval"))
+        .args([
+            "--preset",
+            "micro",
+            "--epochs",
+            "1",
+            "--max-iters-per-epoch",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{o}{e}");
+    assert!(e.contains("val mAP not evaluated"), "{e}");
+    assert!(!o.contains("val mAP 0.0000"), "{o}");
+    // an output folder that cannot be made (a file is in the way; root ignores permissions,
+    // so this is the fault every user can meet): an error naming the path, nothing trained
+    let blocker = d.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out = bin()
+        .args(["train-cls", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(blocker.join("run"))
+        .args(["--preset", "micro", "--epochs", "1", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("a-file"), "{e}");
+}
+
+#[test]
+fn numeric_options_are_checked_when_the_command_line_is_parsed() {
+    // every case fails before any file is read: the folders do not exist
+    for (args, option) in [
+        (
+            &[
+                "pseudo",
+                "--cams",
+                "c",
+                "--out",
+                "o",
+                "--bg-threshold",
+                "1.5",
+            ][..],
+            "--bg-threshold",
+        ),
+        (
+            &[
+                "pseudo",
+                "--cams",
+                "c",
+                "--out",
+                "o",
+                "--bg-threshold",
+                "nan",
+            ],
+            "--bg-threshold",
+        ),
+        (
+            &["pseudo", "--cams", "c", "--out", "o", "--bg-threshold=-0.5"],
+            "--bg-threshold",
+        ),
+        (
+            &["pseudo", "--cams", "c", "--out", "o", "--min-fg", "2"],
+            "--min-fg",
+        ),
+        (
+            &[
+                "pseudo",
+                "--cams",
+                "c",
+                "--out",
+                "o",
+                "--ignore-margin",
+                "inf",
+            ],
+            "--ignore-margin",
+        ),
+        (
+            &["eval-cam", "--cams", "c", "--data", "d", "--t-max", "nan"],
+            "--t-max",
+        ),
+        (
+            &["train-cls", "--data", "d", "--out", "o", "--lr", "nan"],
+            "--lr",
+        ),
+        (
+            &["train-cls", "--data", "d", "--out", "o", "--lr", "inf"],
+            "--lr",
+        ),
+        (
+            &["train-cls", "--data", "d", "--out", "o", "--lr=-1"],
+            "--lr",
+        ),
+        (
+            &[
+                "train-seg",
+                "--data",
+                "d",
+                "--labels",
+                "l",
+                "--out",
+                "o",
+                "--lr",
+                "0",
+            ],
+            "--lr",
+        ),
+        (
+            &[
+                "cams", "--run", "r", "--data", "d", "--out", "o", "--scales", "1,-2",
+            ],
+            "--scales",
+        ),
+        (
+            &["synth", "--out", "o", "--label-noise", "1.5"],
+            "--label-noise",
+        ),
+    ] {
+        let out = bin().args(args).output().unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {e}");
+        assert!(
+            e.contains(option) && e.contains("expected"),
+            "{args:?}: {e}"
+        );
+    }
 }
 
 #[test]

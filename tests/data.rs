@@ -38,7 +38,8 @@ fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let mut names: Vec<_> = std::fs::read_dir(dir.join(sub))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
+            // the folder's lock file is bookkeeping (it holds the writer's pid), not data
+            .filter(|p| p.is_file() && !p.ends_with(coatt::io::lock::LOCK_FILE))
             .collect();
         names.sort();
         for p in names {

@@ -23,7 +23,7 @@ pub struct TrainAffinityArgs {
     pub init_from: Option<PathBuf>,
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::positive)]
     pub lr: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
@@ -118,7 +118,7 @@ pub struct RefineArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Affinity power β of the transition matrix.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 8.0, value_parser = super::values::positive)]
     pub beta: f64,
     /// 2^logt random-walk steps.
     #[arg(long, default_value_t = 8)]

@@ -24,7 +24,7 @@ pub struct CamsArgs {
     #[arg(long, default_value_t = 3)]
     pub related: usize,
     /// Input scales to average, relative to the training size, e.g. 0.5,1,1.5.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = super::values::positive)]
     pub scales: Vec<f64>,
     /// Also average the horizontally flipped image.
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct CamsArgs {
     #[arg(long, value_enum)]
     pub affinity: Option<cam::Affinity>,
     /// τ of the co-attention at inference (S/τ): overrides the one the classifier has.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::positive)]
     pub temperature: Option<f64>,
     /// Diagnostics of what the co-attention maps are made of: `identity-wp` replaces the
     /// trained W_P by the identity (attention by feature similarity alone), `single-scorer`
@@ -96,16 +96,16 @@ pub struct PseudoArgs {
     /// Background score t in [0, 1], or `auto`: maps refined by the random walk carry their
     /// own background (argmax, no threshold); other maps get t by Otsu's rule on the maps
     /// alone (no masks). A number forces that constant t (`eval-cam` shows the mIoU of each t).
-    #[arg(long, default_value = "auto", conflicts_with = "saliency")]
+    #[arg(long, default_value = "auto", conflicts_with = "saliency", value_parser = super::values::bg_threshold)]
     pub bg_threshold: String,
     /// Threshold mode: pixels whose two best scores differ by less than this become 255.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::values::fraction)]
     pub ignore_margin: f32,
     /// Saliency maps (<id>.png, greyscale, image size): the official MCIS rules.
     #[arg(long)]
     pub saliency: Option<PathBuf>,
     /// Images whose foreground covers less than this share become all 255 (official 0.01).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = super::values::fraction64)]
     pub min_fg: f64,
     /// The dataset, for the class names and count (default: K from the maps, no names).
     #[arg(long)]
@@ -177,7 +177,7 @@ pub struct EvalCamArgs {
     #[arg(long, default_value = "train")]
     pub split: String,
     /// Largest background threshold of the sweep (steps of 0.01 from 0).
-    #[arg(long, default_value_t = 0.60)]
+    #[arg(long, default_value_t = 0.60, value_parser = super::values::fraction)]
     pub t_max: f32,
     /// Where to write eval-cam.{json,md,png} (default: the maps folder).
     #[arg(long)]

@@ -66,7 +66,7 @@ pub struct SynthArgs {
     #[arg(long, value_enum, default_value_t = SynthKind::Target)]
     pub kind: SynthKind,
     /// Share of web images whose label is wrong (--kind web).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = values::fraction64)]
     pub label_noise: f64,
     /// Write into a folder that holds other files (they may be overwritten).
     #[arg(long)]
@@ -210,7 +210,7 @@ pub struct TrainClsArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub batch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = values::positive)]
     pub lr: Option<f64>,
     #[arg(long)]
     pub input_size: Option<usize>,

@@ -33,7 +33,7 @@ pub struct TrainSegArgs {
     pub batch: Option<usize>,
     #[arg(long)]
     pub crop: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::positive)]
     pub lr: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
@@ -115,7 +115,7 @@ pub struct InferArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Scales to average (official: 0.5,0.75,1,1.25,1.5).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = super::values::positive)]
     pub scales: Vec<f64>,
     #[arg(long)]
     pub flip: bool,

@@ -118,3 +118,34 @@ value_enum!(
         ),
     ]
 );
+
+/// A fraction in [0, 1] (NaN refused), checked when the command line is parsed.
+pub fn fraction(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number in [0, 1], got '{s}'")),
+    }
+}
+
+/// `auto`, or a background threshold in [0, 1].
+pub fn bg_threshold(s: &str) -> Result<String, String> {
+    if s == "auto" {
+        return Ok(s.into());
+    }
+    fraction(s)
+        .map(|_| s.into())
+        .map_err(|_| format!("expected `auto` or a number in [0, 1], got '{s}'"))
+}
+
+/// A finite, positive number (learning rates, temperatures).
+pub fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a finite number > 0, got '{s}'")),
+    }
+}
+
+/// [`fraction`] for the options held as f64.
+pub fn fraction64(s: &str) -> Result<f64, String> {
+    fraction(s).map(f64::from)
+}
