@@ -4,7 +4,7 @@
 //! classifier's own affinity and temperature. `coatt-train cams` writes the same statistics for
 //! the related pairs it uses (OUT/attention.json).
 //! Usage: cargo run --release --example attention_stats -- RUN DATA [pairs]
-use coatt::cam::infer::load_classifier;
+use coatt::cls::load_classifier;
 use coatt::data::augment::prepare;
 use coatt::data::voc::{load_rgb, VocDataset};
 use coatt::nn::AttentionStats;

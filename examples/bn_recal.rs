@@ -1,8 +1,8 @@
 //! Does the BN running statistics' mix of scales hurt the val mAP? Evaluates a run, then
 //! re-estimates the running statistics on training images at the input size only and
 //! evaluates again.  `cargo run --release --example bn_recal -- RUN DATA [BATCHES]`
-use coatt::cam::infer::load_classifier;
 use coatt::cls::eval::mean_average_precision;
+use coatt::cls::load_classifier;
 use coatt::cls::train::predict_scores;
 use coatt::data::augment::prepare;
 use coatt::data::voc::{load_rgb, VocDataset};

@@ -1,7 +1,8 @@
 //! Extra training data (paper §3.2): the domain → W_P rule, pairing across sets, the grouped
 //! loss, checkpoints with three W_P, and the paths a real web folder takes through the reader
 //! (greyscale, CMYK, mixed sizes, error pages, truncated and missing files, noisy labels).
-use coatt::cam::infer::{load_classifier, run_cams, CamMode, CamOptions};
+use coatt::cam::infer::{run_cams, CamMode, CamOptions};
+use coatt::cls::load_classifier;
 use coatt::cls::{train_cls, Classifier, ClsConfig, TrainClsOptions, Variant};
 use coatt::data::extra::{open_extra, training_set};
 use coatt::data::loader::{wp_runs, LoaderConfig, PairLoader, WpRun};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device-machine call (see ../shared/tools/gpu-pack): the CUDA tests with
+# One device-machine call after tools/gpu_pack.sh: the CUDA tests with
 # COATT_REQUIRE_CUDA=1 (parity suite printing its table), the CUDA bench of
 # `coatt-train bench --device cuda`, then PyTorch's bench of the same shapes. Logs go to $OUT.
 set -u

@@ -7,7 +7,7 @@
 //! grid and then resized to the image. Several scales and the flip are averaged on top.
 use super::aggregate::aggregate;
 use super::store::{cam_path, overlay, write_cam, CamFile};
-use crate::cls::{Classifier, ClsConfig};
+use crate::cls::{load_classifier, Classifier, ClsConfig};
 use crate::data::augment::prepare;
 use crate::data::voc::load_rgb;
 use crate::data::VocDataset;
@@ -128,23 +128,6 @@ pub struct CamSummary {
 
 /// One image's maps on the feature grid: (h, w, one map per positive class).
 type GridMaps = (usize, usize, Vec<Vec<f32>>);
-
-/// A trained classifier from a run folder: its config.toml and a checkpoint.
-pub fn load_classifier(
-    run: &Path,
-    checkpoint: Option<&Path>,
-    num_classes: usize,
-    device: Device,
-) -> Result<(Classifier, ClsConfig)> {
-    let cfg = ClsConfig::load(&run.join("config.toml"))?;
-    let ck_path = checkpoint
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| run.join(crate::cls::train::LAST));
-    let ck = Checkpoint::open(&ck_path)?;
-    let model = Classifier::new(&cfg, num_classes, device, &mut crate::seed::rng(cfg.seed));
-    model.load(&ck)?;
-    Ok((model, cfg))
-}
 
 /// Raw logit maps (B,K,h,w) → host vectors, one per image and class.
 fn host_maps(t: &Tensor) -> Vec<Vec<Vec<f32>>> {

@@ -5,5 +5,5 @@ pub mod model;
 pub mod train;
 
 pub use config::{ClsConfig, Variant};
-pub use model::Classifier;
+pub use model::{load_classifier, Classifier};
 pub use train::{train_cls, TrainClsOptions, TrainSummary};

@@ -9,6 +9,7 @@ use crate::optim::ParamGroup;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
 use rand::Rng;
+use std::path::Path;
 
 #[derive(Clone, Debug)]
 pub struct Classifier {
@@ -264,4 +265,21 @@ impl Classifier {
             total,
         })
     }
+}
+
+/// A trained classifier from a run folder: its config.toml and a checkpoint.
+pub fn load_classifier(
+    run: &Path,
+    checkpoint: Option<&Path>,
+    num_classes: usize,
+    device: Device,
+) -> Result<(Classifier, ClsConfig)> {
+    let cfg = ClsConfig::load(&run.join("config.toml"))?;
+    let ck_path = checkpoint
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run.join(super::train::LAST));
+    let ck = Checkpoint::open(&ck_path)?;
+    let model = Classifier::new(&cfg, num_classes, device, &mut crate::seed::rng(cfg.seed));
+    model.load(&ck)?;
+    Ok((model, cfg))
 }

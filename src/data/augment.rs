@@ -38,9 +38,15 @@ pub fn to_chw(img: &image::RgbImage) -> Vec<f32> {
     out
 }
 
+/// Bilinear resize of a 3-channel CHW image to oh×ow (half-pixel centres, as PyTorch's
+/// `align_corners=False`): the one place where image code calls the engine's resize kernel.
+pub fn resize_rgb(chw: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    resize::forward(chw, 3, h, w, oh, ow)
+}
+
 /// Bilinear warp of a CHW image to size×size (aspect ratio not kept, as the official code).
 pub fn warp(chw: &[f32], h: usize, w: usize, size: usize) -> Vec<f32> {
-    resize::forward(chw, 3, h, w, size, size)
+    resize_rgb(chw, h, w, size, size)
 }
 
 fn grey(r: f32, g: f32, b: f32) -> f32 {

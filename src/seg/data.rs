@@ -1,8 +1,7 @@
 //! Segmentation training samples (DeepLab recipe): random scale, pad with the mean (label
 //! 255), random crop, mirror. Batches are built ahead on a loader thread; every sample's
 //! randomness is seeded by (seed, global sample index), so a resumed run sees the same data.
-use crate::backend::cpu::resize;
-use crate::data::augment::{normalize, to_chw};
+use crate::data::augment::{normalize, resize_rgb, to_chw};
 use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::eval::IGNORE;
@@ -95,7 +94,7 @@ pub fn augment(
         ((h as f64 * s).round() as usize).max(1),
         ((w as f64 * s).round() as usize).max(1),
     );
-    let mut x = resize::forward(&to_chw(img), 3, h, w, hs, ws);
+    let mut x = resize_rgb(&to_chw(img), h, w, hs, ws);
     normalize(&mut x, hs * ws);
     let l = resize_nearest(label, h, w, hs, ws);
     // pad to at least crop×crop: 0 after normalisation is the mean colour; labels 255

@@ -3,9 +3,8 @@
 //! own parallelism; the CRF of a chunk of images runs in parallel with rayon.
 use super::model::SegNet;
 use crate::autograd::no_grad;
-use crate::backend::cpu::resize;
 use crate::crf::{argmax_planar, dense_crf, CrfParams, Filter};
-use crate::data::augment::{normalize, to_chw};
+use crate::data::augment::{normalize, resize_rgb, to_chw};
 use crate::data::voc::load_rgb;
 use crate::error::{Error, Result};
 use crate::io::{write_label_png, LabelMap};
@@ -46,7 +45,7 @@ pub fn predict_probs(
             ((h as f64 * s).round() as usize).max(8),
             ((w as f64 * s).round() as usize).max(8),
         );
-        let mut x = resize::forward(&chw, 3, h, w, hs, ws);
+        let mut x = resize_rgb(&chw, h, w, hs, ws);
         normalize(&mut x, hs * ws);
         let x = Tensor::from_vec(x, [1, 3, hs, ws], device)?;
         let inputs = if flip {
