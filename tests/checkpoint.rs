@@ -92,3 +92,29 @@ fn truncated_corrupt_and_missing_are_errors_naming_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn the_same_tensors_and_metadata_give_the_same_bytes() {
+    // the metadata map's iteration order differs between HashMaps (and processes); the file
+    // must not, so that identical runs write identical checkpoints
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<(String, String)> = (0..16)
+        .map(|i| (format!("key{i}"), format!("value{i}")))
+        .collect();
+    let forward: HashMap<String, String> = keys.iter().cloned().collect();
+    let backward: HashMap<String, String> = keys.iter().rev().cloned().collect();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    save_checkpoint(&a, &sample(), &forward).unwrap();
+    save_checkpoint(&b, &sample(), &backward).unwrap();
+    let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(ba, bb);
+    // still a valid safetensors file: 8-byte aligned header, every tensor and key readable
+    let n = u64::from_le_bytes(ba[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0);
+    let ck = Checkpoint::open(&a).unwrap();
+    assert_eq!(ck.metadata(), forward);
+    for (name, t) in sample() {
+        let back = ck.get(&name, t.dtype(), Device::Cpu).unwrap();
+        assert_eq!(back.to_vec_f64(), t.to_vec_f64(), "{name}");
+    }
+}

@@ -8,15 +8,12 @@ use super::labels::{affinity_labels, affinity_loss, grid_labels, PairTargets};
 use super::model::AffinityNet;
 use crate::autograd::backward;
 use crate::cam::{read_cam, CamFile};
-use crate::cls::train::write_loss_plot;
 use crate::data::augment::{color_jitter, normalize, to_chw, warp};
 use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::eval::IGNORE;
-use crate::io::metrics::{retain_jsonl, MetricsWriter};
-use crate::io::{
-    read_label_png, run_config, save_checkpoint, write_label_png, Checkpoint, LabelMap,
-};
+use crate::io::run::{before_iteration, TrainingRun};
+use crate::io::{read_label_png, save_checkpoint, write_label_png, Checkpoint, LabelMap};
 use crate::optim::{LrSchedule, Sgd};
 use crate::tensor::Tensor;
 use crate::Device;
@@ -68,7 +65,7 @@ pub struct AffSummary {
     pub checkpoint: PathBuf,
 }
 
-pub const LAST: &str = "last.safetensors";
+pub use crate::io::run::LAST;
 
 /// The map file of a labelled image, checked against the image's size.
 pub fn map_for(cams: &Path, id: &str, h: usize, w: usize) -> Result<CamFile> {
@@ -250,10 +247,8 @@ pub fn load_affinity_net(run: &Path, device: Device) -> Result<AffinityNet> {
 }
 
 pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
-    let run = &opts.out;
-    let _lock = crate::io::lock::lock_dir(run)?;
-    let last = run.join(LAST);
-    let cfg = run_config(run, &last, opts.resume, &opts.config, AffConfig::load)?;
+    let outline = TrainingRun::open(&opts.out, opts.resume, &opts.config, AffConfig::load)?;
+    let (run, cfg, last) = (&outline.dir, outline.config.clone(), outline.last());
     cfg.validate()?;
     // the maps and data this run learns from; a resume with other maps is an error
     let cams_record = std::fs::read_to_string(opts.cams.join("cams.json"))
@@ -268,7 +263,7 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
             "data": opts.data.display().to_string(),
         }),
     )?;
-    cfg.save(&run.join("config.toml"))?;
+    outline.create(AffConfig::save)?;
     let ds = VocDataset::open(&opts.data, "train")?;
     let (kept, label_stats) = make_labels(&cfg, &ds, &opts.cams, &run.join("labels"), opts.quiet)?;
     crate::io::write_atomic(
@@ -297,23 +292,12 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
     let per_epoch = kept.len().div_ceil(cfg.batch);
     let total = per_epoch * cfg.epochs;
     let mut start = 0;
-    if opts.resume {
-        let ck = Checkpoint::open(&last)?;
+    if let Some(ck) = outline.checkpoint()? {
         model.load(&ck)?;
         opt.load_checkpoint(&ck, opts.device)?;
         start = ck.meta_usize("iteration")?;
-        retain_jsonl(&run.join("metrics.jsonl"), |v| {
-            v.get("iteration")
-                .and_then(|i| i.as_u64())
-                .is_none_or(|i| (i as usize) < start)
-        })?;
     }
-    let mut metrics = if opts.resume {
-        MetricsWriter::append(&run.join("metrics.jsonl"))?
-    } else {
-        // a fresh run (no checkpoint here: a run killed before its first one left only rows)
-        MetricsWriter::create(&run.join("metrics.jsonl"))?
-    };
+    let mut metrics = outline.metrics(|v| before_iteration(v, start))?;
     let schedule = LrSchedule::Poly {
         max: total,
         power: cfg.poly_power,
@@ -419,7 +403,7 @@ pub fn train_affinity(opts: &TrainAffOptions) -> Result<AffSummary> {
     if start >= total {
         save_state(&last, &model, &opt, total)?;
     }
-    write_loss_plot(run)?;
+    outline.finish()?;
     Ok(AffSummary {
         iterations: total,
         skipped_steps: skipped,

@@ -8,9 +8,9 @@ use crate::data::loader::{multi_hot, LoaderConfig, PairLoader};
 use crate::data::sampler::epoch_pairs;
 use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
-use crate::io::metrics::{read_jsonl, retain_jsonl, MetricsWriter};
-use crate::io::plot::{smooth, write_line_plot, Series};
-use crate::io::{run_config, save_checkpoint, Checkpoint};
+use crate::io::metrics::read_jsonl;
+use crate::io::run::{before_iteration, TrainingRun};
+use crate::io::save_checkpoint;
 use crate::optim::{LrSchedule, Sgd};
 use crate::tensor::Tensor;
 use crate::Device;
@@ -42,7 +42,7 @@ pub struct TrainSummary {
     pub final_checkpoint: PathBuf,
 }
 
-pub const LAST: &str = "last.safetensors";
+pub use crate::io::run::LAST;
 
 pub fn epoch_checkpoint(run: &Path, epoch: usize) -> PathBuf {
     run.join("checkpoints")
@@ -155,34 +155,9 @@ pub fn warmup_factor(n: usize, iteration: usize) -> f64 {
     }
 }
 
-pub fn write_loss_plot(run: &Path) -> Result<()> {
-    let rows = read_jsonl(&run.join("metrics.jsonl"))?;
-    let pts: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| Some((r.get("iteration")?.as_f64()?, r.get("loss")?.as_f64()?)))
-        .collect();
-    let sm = smooth(&pts, 25);
-    write_line_plot(
-        &run.join("loss.png"),
-        &[
-            Series {
-                points: &pts,
-                color: [190, 200, 235],
-            },
-            Series {
-                points: &sm,
-                color: [20, 60, 200],
-            },
-        ],
-    )
-}
-
 pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
-    let run = &opts.out;
-    let _lock = crate::io::lock::lock_dir(run)?;
-    let last = run.join(LAST);
-    let cfg_path = run.join("config.toml");
-    let cfg = run_config(run, &last, opts.resume, &opts.config, ClsConfig::load)?;
+    let outline = TrainingRun::open(&opts.out, opts.resume, &opts.config, ClsConfig::load)?;
+    let (run, cfg, last) = (&outline.dir, outline.config.clone(), outline.last());
     let (train, extra) =
         crate::data::extra::training_set(VocDataset::open(&opts.data, "train")?, &cfg.extra)?;
     for rep in &extra {
@@ -210,8 +185,8 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         );
     }
     let k = train.num_classes();
+    outline.create(ClsConfig::save)?;
     std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
-    cfg.save(&cfg_path)?;
 
     let model = Classifier::new(&cfg, k, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
@@ -223,8 +198,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         batch: 0,
         iteration: 0,
     };
-    if opts.resume {
-        let ck = Checkpoint::open(&last)?;
+    if let Some(ck) = outline.checkpoint()? {
         model.load(&ck)?;
         opt.load_checkpoint(&ck, opts.device)?;
         pos = Position {
@@ -232,33 +206,25 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             batch: ck.meta_usize("batch")?,
             iteration: ck.meta_usize("iteration")?,
         };
-        // drop metrics logged after this checkpoint by the interrupted run; the end-of-epoch
-        // rows (1-based) of the epochs it completed stay
-        retain_jsonl(&run.join("metrics.jsonl"), |v| {
-            v.get("iteration")
-                .and_then(|i| i.as_u64())
-                .is_none_or(|i| (i as usize) < pos.iteration)
-                && v.get("epoch_end")
-                    .and_then(|e| e.as_u64())
-                    .is_none_or(|e| (e as usize) <= pos.epoch)
-        })?;
     }
+    // on resume: drop metrics logged after the checkpoint by the interrupted run; the
+    // end-of-epoch rows (1-based) of the epochs it completed stay
+    let mut metrics = outline.metrics(|v| {
+        before_iteration(v, pos.iteration)
+            && v.get("epoch_end")
+                .and_then(|e| e.as_u64())
+                .is_none_or(|e| (e as usize) <= pos.epoch)
+    })?;
     // the val mAP of the epochs already completed (a resumed run that is already complete
     // still reports its result)
     let mut val_map: Vec<f64> = if opts.resume {
-        read_jsonl(&run.join("metrics.jsonl"))?
+        read_jsonl(&outline.metrics_path())?
             .iter()
             .filter(|v| v.get("epoch_end").is_some())
             .filter_map(|v| v.get("val_map").and_then(|m| m.as_f64()))
             .collect()
     } else {
         Vec::new()
-    };
-    let mut metrics = if opts.resume {
-        MetricsWriter::append(&run.join("metrics.jsonl"))?
-    } else {
-        // a fresh run (no checkpoint here: a run killed before its first one left only rows)
-        MetricsWriter::create(&run.join("metrics.jsonl"))?
     };
     let schedule = LrSchedule::Step {
         milestones: cfg.lr_steps.clone(),
@@ -372,6 +338,6 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         save_state(&epoch_checkpoint(run, epoch + 1), &model, &opt, pos, &cfg)?;
         save_state(&last, &model, &opt, pos, &cfg)?;
     }
-    write_loss_plot(run)?;
+    outline.finish()?;
     Ok(summary(pos, val_map, images, train_secs, last))
 }

@@ -202,7 +202,25 @@ pub fn save_raw(
     }
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
     let buf = safetensors::serialize(views, &meta).map_err(|e| Error::file(path, e))?;
-    write_atomic(path, &buf)
+    write_atomic(path, &sorted_header(buf).map_err(|e| Error::file(path, e))?)
+}
+
+/// The same safetensors file with its JSON header's keys sorted: the crate writes the
+/// metadata map in hash order, which differs between processes, so two identical runs would
+/// write different bytes. Offsets are relative to the data block, so they stay valid; the
+/// header is padded with spaces to a multiple of 8 bytes, as the format's writers do.
+fn sorted_header(buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")) as usize;
+    // serde_json's map is ordered by key (no `preserve_order` feature)
+    let header: serde_json::Value =
+        serde_json::from_slice(&buf[8..8 + n]).map_err(|e| e.to_string())?;
+    let mut h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + h.len() + buf.len() - 8 - n);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&buf[8 + n..]);
+    Ok(out)
 }
 
 /// A checkpoint opened for reading; tensors are copied out on request.

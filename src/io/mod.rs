@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod plot;
 pub mod png;
 pub mod record;
+pub mod run;
 pub mod torch;
 pub mod weights;
 pub use checkpoint::{

@@ -6,12 +6,11 @@ use super::data::{training_items, LabelSource, SegLoader, SegLoaderConfig};
 use super::infer::{labels_of, predict_probs};
 use super::model::SegNet;
 use crate::autograd::backward;
-use crate::cls::train::write_loss_plot;
 use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::eval::Confusion;
-use crate::io::metrics::{retain_jsonl, MetricsWriter};
-use crate::io::{read_label_png, run_config, save_checkpoint, Checkpoint};
+use crate::io::run::{before_iteration, TrainingRun};
+use crate::io::{read_label_png, save_checkpoint, Checkpoint};
 use crate::optim::{LrSchedule, Sgd};
 use crate::tensor::Tensor;
 use crate::Device;
@@ -43,7 +42,7 @@ pub struct SegSummary {
     pub checkpoint: PathBuf,
 }
 
-pub const LAST: &str = "last.safetensors";
+pub use crate::io::run::LAST;
 
 fn save_state(path: &Path, model: &SegNet, opt: &Sgd, iteration: usize) -> Result<()> {
     let mut t = model.state_tensors();
@@ -87,11 +86,8 @@ pub fn evaluate_split(
 }
 
 pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
-    let run = &opts.out;
-    let _lock = crate::io::lock::lock_dir(run)?;
-    let last = run.join(LAST);
-    let cfg_path = run.join("config.toml");
-    let cfg = run_config(run, &last, opts.resume, &opts.config, SegConfig::load)?;
+    let outline = TrainingRun::open(&opts.out, opts.resume, &opts.config, SegConfig::load)?;
+    let (cfg, last) = (outline.config.clone(), outline.last());
     cfg.validate()?;
     let train = VocDataset::open(&opts.data, "train")?;
     let items = Arc::new(training_items(&train, &opts.labels)?);
@@ -112,8 +108,7 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
             .collect();
         super::data::check_label_maps(&masks, num_labels)?;
     }
-    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    cfg.save(&cfg_path)?;
+    outline.create(SegConfig::save)?;
     let labels = train.class_names.len();
     let model = SegNet::new(&cfg, labels, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
@@ -121,24 +116,13 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     }
     let mut opt = Sgd::new(model.param_groups(), cfg.momentum, false)?;
     let mut start = 0;
-    if opts.resume {
-        let ck = Checkpoint::open(&last)?;
+    if let Some(ck) = outline.checkpoint()? {
         model.load(&ck)?;
         opt.load_checkpoint(&ck, opts.device)?;
         start = ck.meta_usize("iteration")?;
-        retain_jsonl(&run.join("metrics.jsonl"), |v| {
-            v.get("iteration")
-                .and_then(|i| i.as_u64())
-                .is_none_or(|i| (i as usize) < start)
-                && v.get("val_miou").is_none()
-        })?;
     }
-    let mut metrics = if opts.resume {
-        MetricsWriter::append(&run.join("metrics.jsonl"))?
-    } else {
-        // a fresh run (no checkpoint here: a run killed before its first one left only rows)
-        MetricsWriter::create(&run.join("metrics.jsonl"))?
-    };
+    let mut metrics =
+        outline.metrics(|v| before_iteration(v, start) && v.get("val_miou").is_none())?;
     let schedule = LrSchedule::Poly {
         max: cfg.iterations,
         power: cfg.poly_power,
@@ -216,7 +200,7 @@ pub fn train_seg(opts: &TrainSegOptions) -> Result<SegSummary> {
     if start >= cfg.iterations {
         save_state(&last, &model, &opt, it.max(start))?;
     }
-    write_loss_plot(run)?;
+    outline.finish()?;
     let val_miou = match VocDataset::open(&opts.data, "val") {
         Ok(v) if v.items.iter().any(|i| i.mask.is_some()) => {
             let conf = evaluate_split(&model, &v, &[1.0], false, None, opts.device)?;

@@ -1,0 +1,120 @@
+//! The outline every trainer shares (train-cls, train-seg, train-affinity): the run folder's
+//! lock, its config (the given one for a fresh run, the run's own config.toml on `--resume`),
+//! the checkpoint to continue from, metrics.jsonl trimmed to that checkpoint, and the loss plot
+//! at the end. What differs between trainers (the model, the loop, the checkpoint's position
+//! fields) stays with them.
+use super::lock::{lock_dir, DirLock};
+use super::metrics::{read_jsonl, retain_jsonl, MetricsWriter};
+use super::plot::{smooth, write_line_plot, Series};
+use super::{run_config, Checkpoint};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The newest checkpoint of a run (written atomically at every checkpoint).
+pub const LAST: &str = "last.safetensors";
+
+/// A training run's folder, locked for this process while the value lives.
+#[derive(Debug)]
+pub struct TrainingRun<C> {
+    pub dir: PathBuf,
+    pub config: C,
+    pub resume: bool,
+    _lock: DirLock,
+}
+
+impl<C> TrainingRun<C> {
+    /// Locks `dir` and settles the config: `fresh` for a new run (refused if the folder already
+    /// holds one), the folder's config.toml (read by `load`) on resume (refused if there is no
+    /// checkpoint). Nothing is written but the lock file.
+    pub fn open(
+        dir: &Path,
+        resume: bool,
+        fresh: &C,
+        load: impl FnOnce(&Path) -> Result<C>,
+    ) -> Result<Self>
+    where
+        C: Clone,
+    {
+        let lock = lock_dir(dir)?;
+        let config = run_config(dir, &dir.join(LAST), resume, fresh, load)?;
+        Ok(TrainingRun {
+            dir: dir.to_path_buf(),
+            config,
+            resume,
+            _lock: lock,
+        })
+    }
+
+    pub fn last(&self) -> PathBuf {
+        self.dir.join(LAST)
+    }
+
+    /// Writes config.toml with `save`: call it once the config and the inputs are checked, so
+    /// a refused run leaves nothing behind but the lock file.
+    pub fn create(&self, save: impl FnOnce(&C, &Path) -> Result<()>) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        save(&self.config, &self.dir.join("config.toml"))
+    }
+
+    /// The checkpoint to continue from: Some on resume.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        if self.resume {
+            Checkpoint::open(self.last()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// metrics.jsonl for writing. On resume, the rows for which `keep` is false (those the
+    /// interrupted run logged after its checkpoint, and a torn last row) are dropped and new
+    /// rows appended; a fresh run starts a new file (a run killed before its first checkpoint
+    /// left rows that belong to no checkpoint).
+    pub fn metrics(&self, keep: impl Fn(&serde_json::Value) -> bool) -> Result<MetricsWriter> {
+        let path = self.metrics_path();
+        if self.resume {
+            retain_jsonl(&path, keep)?;
+            MetricsWriter::append(&path)
+        } else {
+            MetricsWriter::create(&path)
+        }
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+
+    /// Ends the run: the loss plot from metrics.jsonl.
+    pub fn finish(&self) -> Result<()> {
+        write_loss_plot(&self.dir)
+    }
+}
+
+/// `metrics.jsonl` rows whose `iteration` is below `n` (the checkpoint's position) are kept.
+pub fn before_iteration(v: &serde_json::Value, n: usize) -> bool {
+    v.get("iteration")
+        .and_then(|i| i.as_u64())
+        .is_none_or(|i| (i as usize) < n)
+}
+
+/// `loss.png` of a run folder: every iteration's loss and its running mean over 25.
+pub fn write_loss_plot(run: &Path) -> Result<()> {
+    let rows = read_jsonl(&run.join("metrics.jsonl"))?;
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.get("iteration")?.as_f64()?, r.get("loss")?.as_f64()?)))
+        .collect();
+    let sm = smooth(&pts, 25);
+    write_line_plot(
+        &run.join("loss.png"),
+        &[
+            Series {
+                points: &pts,
+                color: [190, 200, 235],
+            },
+            Series {
+                points: &sm,
+                color: [20, 60, 200],
+            },
+        ],
+    )
+}
