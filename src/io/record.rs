@@ -57,10 +57,15 @@ pub fn check_or_write(dir: &Path, name: &str, record: &Value) -> Result<()> {
 /// checkpoint: the same path with other weights is another input.
 pub fn file_fingerprint(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(fingerprint(&bytes))
+}
+
+/// Length and 64-bit FNV-1a hash of some bytes (the same on every machine and run).
+pub fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in &bytes {
+    for b in bytes {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    Ok(format!("{}:{h:016x}", bytes.len()))
+    format!("{}:{h:016x}", bytes.len())
 }

@@ -4,8 +4,13 @@
 //! with an error naming what differs, unless `force` is set, which reruns that stage and
 //! every stage after it (their outputs removed first). A stage without a record (never run,
 //! or killed half way) runs, resuming from what it left.
+//!
+//! Each record also holds `after`, a hash chained over the names and options of every stage
+//! before it in this run: a record left by an earlier invocation whose earlier stages have
+//! since been redone with other options (a forced rerun killed half way) no longer matches,
+//! so it is redone (with `force`) or reported, never taken as complete.
 use crate::error::{Error, Result};
-use crate::io::record::differences;
+use crate::io::record::{differences, fingerprint};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +23,8 @@ pub struct Stages {
     pub force: bool,
     /// Set once a stage reran over a different record: every later stage reruns too.
     invalidated: bool,
+    /// The hash chain over the names and options of the stages run or skipped so far.
+    chain: String,
 }
 
 impl Stages {
@@ -30,6 +37,7 @@ impl Stages {
             quiet,
             force,
             invalidated: false,
+            chain: String::new(),
         })
     }
 
@@ -49,12 +57,21 @@ impl Stages {
         f: impl FnOnce() -> Result<Value>,
     ) -> Result<Value> {
         let marker = self.dir.join(format!("{name}.json"));
+        let after = self.chain.clone();
+        self.chain = fingerprint(format!("{after}|{name}|{options}").as_bytes());
         if marker.exists() {
             let s = std::fs::read_to_string(&marker).map_err(|e| Error::io(&marker, e))?;
             let rec: Value = serde_json::from_str(&s)
                 .map_err(|e| Error::file(&marker, format!("corrupt stage record ({e})")))?;
             let old = rec.get("options").cloned().unwrap_or(Value::Null);
-            let diff = differences(&old, &options);
+            let mut diff = differences(&old, &options);
+            // records written before the chain existed carry no `after` and are not checked
+            if rec
+                .get("after")
+                .is_some_and(|a| a.as_str() != Some(after.as_str()))
+            {
+                diff.push("an earlier stage was redone with other options since".into());
+            }
             if diff.is_empty() && !self.invalidated {
                 self.skipped.push(name.to_string());
                 self.say(&format!("{name}: already complete, skipped"));
@@ -90,7 +107,7 @@ impl Stages {
         let t0 = Instant::now();
         let result = f()?;
         let dt = t0.elapsed().as_secs_f64();
-        let rec = json!({"options": options, "result": result, "secs": dt});
+        let rec = json!({"options": options, "after": after, "result": result, "secs": dt});
         let s = serde_json::to_string_pretty(&rec).map_err(|e| Error::Msg(e.to_string()))?;
         crate::io::write_atomic(&marker, s.as_bytes())?;
         self.ran.push(name.to_string());
@@ -105,5 +122,56 @@ impl Stages {
             .ok()?
             .get("secs")?
             .as_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs stages a, b, c; `b_fails` stands for a kill during b. Returns which closures ran.
+    fn run_abc(dir: &Path, a: u32, force: bool, b_fails: bool) -> Result<Vec<&'static str>> {
+        let mut st = Stages::new(dir, true, force)?;
+        let mut ran = Vec::new();
+        st.run("a", json!({ "x": a }), &[], || {
+            ran.push("a");
+            Ok(json!(a))
+        })?;
+        st.run("b", json!({}), &[], || {
+            ran.push("b");
+            if b_fails {
+                Err(Error::Msg("killed".into()))
+            } else {
+                Ok(json!(null))
+            }
+        })?;
+        st.run("c", json!({}), &[], || {
+            ran.push("c");
+            Ok(json!(null))
+        })?;
+        Ok(ran)
+    }
+
+    #[test]
+    fn a_forced_rerun_killed_half_way_does_not_leave_later_stages_looking_complete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert_eq!(run_abc(dir, 1, false, false).unwrap(), ["a", "b", "c"]);
+        assert!(
+            run_abc(dir, 1, false, false).unwrap().is_empty(),
+            "all complete"
+        );
+        // a changes: refused without --force, names the option
+        let e = run_abc(dir, 2, false, false).unwrap_err().to_string();
+        assert!(e.contains("stage a") && e.contains('x'), "{e}");
+        // --force redoes a, and is killed during b (b's record was removed, c's is still there)
+        assert!(run_abc(dir, 2, true, true).is_err());
+        // the next plain rerun: a is complete, b resumes, and c's record, made after the old
+        // a, is not taken as complete
+        let e = run_abc(dir, 2, false, false).unwrap_err().to_string();
+        assert!(e.contains("stage c") && e.contains("earlier stage"), "{e}");
+        // --force redoes c only
+        assert_eq!(run_abc(dir, 2, true, false).unwrap(), ["c"]);
+        assert!(run_abc(dir, 2, false, false).unwrap().is_empty());
     }
 }
