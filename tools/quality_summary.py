@@ -23,6 +23,8 @@ def ms(v):
     return f'{100*m:.1f} ± {100*s:.1f}' if len(v)>1 else f'{100*m:.1f}'
 for kind in ['scenes','target']:
     seeds=[s for s in [1,2,3] if os.path.exists(f'{root}/cams/{kind}-s{s}/full-coatt1/eval-cam.json')]
+    if not seeds:
+        continue
     print(f'\n### {kind}: seeds {seeds} (mean ± half range)\n')
     print('| classifier | val mAP | maps | mIoU at the oracle t ≤ 0.95 | oracle t | refined by the CRF (argmax, no mask) | attention entropy / top-1 mass |')
     print('|---|---:|---|---:|---:|---:|---:|')
@@ -38,3 +40,9 @@ for kind in ['scenes','target']:
             ts=', '.join(f'{x[1]:.2f}' for x in o)
             print(f'| {v} | {vm} | {label} | {ms([x[0] for x in o])} | {ts} | {ms(crf)} | {ats} |')
             vm=''
+    # the targets, seed by seed: full co-attention (R = 3) and full single-image maps
+    # against the basic classifier's CAMs, in mIoU points at each one's oracle t
+    for a, b in [('full-coatt3', 'basic-single'), ('full-single', 'basic-single'), ('full-dot-coatt3', 'basic-single')]:
+        d = [100 * (oracle(f'{root}/cams/{kind}-s{s}/{a}')[0] - oracle(f'{root}/cams/{kind}-s{s}/{b}')[0]) for s in seeds]
+        print(f'\n{a} − {b}: ' + ', '.join(f'{x:+.1f}' for x in d) + f' (mean {statistics.mean(d):+.1f})', end='')
+    print()

@@ -9,6 +9,17 @@ use crate::tensor::{DType, Float, Shape};
 pub use cpu::CpuStorage;
 pub use cuda::CudaStorage;
 
+/// Hyper-parameters of one SGD update (one parameter group at one step), as the backends'
+/// update kernels take them (`optim` builds them).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdHyper {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
 /// What a backend keeps from the co-attention forward for its backward (opaque).
 pub struct CoattSaved(cuda::CoattKept);
 
@@ -808,13 +819,7 @@ impl Storage {
         })
     }
     /// In-place SGD step on self (the parameter).
-    pub fn sgd_step(
-        &mut self,
-        grad: &Storage,
-        buf: &mut Storage,
-        h: &crate::optim::SgdHyper,
-        first: bool,
-    ) {
+    pub fn sgd_step(&mut self, grad: &Storage, buf: &mut Storage, h: &SgdHyper, first: bool) {
         if let Storage::Cuda(_) = self {
             let g = grad.cu();
             let b = buf.cu_mut();

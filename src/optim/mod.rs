@@ -7,15 +7,8 @@ use crate::backend::Storage;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
 
-/// Hyper-parameters of one update (one parameter group at one step).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SgdHyper {
-    pub lr: f64,
-    pub momentum: f64,
-    pub dampening: f64,
-    pub weight_decay: f64,
-    pub nesterov: bool,
-}
+/// Defined in `backend`, whose update kernels take it (a lower layer imports nothing above).
+pub use crate::backend::SgdHyper;
 
 /// Parameters sharing a base learning rate and weight decay.
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
 //! In-place SGD update with PyTorch's semantics (momentum buffer starts as the first gradient).
-use crate::optim::SgdHyper;
+use crate::backend::SgdHyper;
 use crate::tensor::Float;
 use rayon::prelude::*;
 

@@ -4,8 +4,8 @@
 use super::alloc::DeviceBuffer;
 use super::gemm::{gemm, gm};
 use super::runtime::{arg, rt};
+use crate::backend::SgdHyper;
 use crate::backend::{BinaryOp, Pool2dGeom, UnaryOp};
-use crate::optim::SgdHyper;
 use crate::tensor::Shape;
 use cudarc::driver::result;
 
