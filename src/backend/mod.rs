@@ -20,8 +20,10 @@ pub struct SgdHyper {
     pub nesterov: bool,
 }
 
-/// What a backend keeps from the co-attention forward for its backward (opaque).
-pub struct CoattSaved(cuda::CoattKept);
+/// What a backend keeps from the co-attention forward for its backward: opaque to the layers
+/// above, and only the backend that made it knows its type (the CUDA backend keeps its
+/// softmax rows; the CPU one keeps nothing).
+pub struct CoattSaved(Box<dyn std::any::Any>);
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -775,7 +777,8 @@ impl Storage {
     ) -> (Storage, Storage, Option<CoattSaved>) {
         if let Storage::Cuda(s) = self {
             let (a, b2, saved) = cuda::coattention_forward(s, fnn.cu(), w.cu(), b, c, n, m, keep);
-            return (Storage::Cuda(a), Storage::Cuda(b2), saved.map(CoattSaved));
+            let saved = saved.map(|k| CoattSaved(Box::new(k)));
+            return (Storage::Cuda(a), Storage::Cuda(b2), saved);
         }
         with_dtype!(self.dtype(), {
             let s = sl::<T>;
@@ -807,7 +810,7 @@ impl Storage {
                 c,
                 n,
                 m,
-                saved.map(|x| &x.0),
+                saved.and_then(|x| x.0.downcast_ref::<cuda::CoattKept>()),
             );
             return (Storage::Cuda(a), Storage::Cuda(b2), Storage::Cuda(c2));
         }
