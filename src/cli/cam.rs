@@ -32,7 +32,7 @@ pub struct CamsArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Co-attention affinity: dot (the paper's) or cosine (unit-length features; see
-    /// docs/results.md). Default: the one the classifier was trained with.
+    /// docs/quality.md). Default: the one the classifier was trained with.
     #[arg(long, value_enum)]
     pub affinity: Option<cam::Affinity>,
     /// τ of the co-attention at inference (S/τ): overrides the one the classifier has.

@@ -145,7 +145,7 @@ impl ClsConfig {
         // features the attention is near uniform, so F∩ mixes all of image m's classes while its
         // target keeps only the common ones, which fights the single-image loss; the official
         // code never meets this because it starts from ImageNet features. Measured in
-        // docs/results.md.
+        // docs/history.md.
         let scratch = ClsConfig {
             lr: 2e-3,
             jitter: Some(Jitter {
@@ -171,7 +171,7 @@ impl ClsConfig {
             // of this from-scratch net the paper's dot product attends to one "hub" position of
             // the other image, and the co-attention terms then kept classes the head had not
             // learned stuck (seeds 2 and 3 ended at 0.83-0.86); with the cosine affinity they
-            // do not (docs/results.md, "Classifier on the synthetic set")
+            // do not (docs/results.md, "Classifier: the `tiny` preset over three seeds")
             "tiny" => Ok(ClsConfig {
                 input_size: 64,
                 backbone: VggConfig::narrow(8),

@@ -1,5 +1,5 @@
 //! How peaked a co-attention is: the diagnostics behind the "hub" and "uniform" failure modes
-//! (docs/results.md). Accumulated over the rows of softmax_j(S) of many pairs.
+//! (docs/results.md, docs/quality.md). Accumulated over the rows of softmax_j(S) of many pairs.
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 

@@ -17,7 +17,7 @@ pub enum Affinity {
     /// The same on unit-length features, S_ij = (W_P·f̂_i)·f̂_j; the summaries still mix the
     /// raw features. Not in the paper: with unnormalised ReLU features of small networks, a
     /// few high-norm positions of one image win the softmax for every position of the other
-    /// (docs/results.md), which flattens φ·F∩.
+    /// (docs/results.md, docs/history.md), which flattens φ·F∩.
     Cosine,
 }
 

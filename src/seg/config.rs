@@ -79,7 +79,7 @@ impl SegConfig {
         };
         // From scratch on the CPU: BN trained with batch statistics, one lr for all layers,
         // a dilation that fits a 96-px crop's 12×12 output. On the 128-px synthetic set, 2000
-        // iterations on the ground truth reach ~70% val mIoU in ~2 minutes (docs/results.md).
+        // iterations on the ground truth reach ~70% val mIoU in ~2 minutes (docs/history.md).
         let scratch = SegConfig {
             crop: 96,
             batch: 8,
