@@ -1,6 +1,6 @@
 //! Launchers of kernels/affinity.cu: AffinityNet's local affinity and the random walk.
-use super::ops::CudaStorage;
 use super::runtime::{arg, rt};
+use super::storage::CudaStorage;
 use crate::backend::cpu::affinity::half_disc_offsets;
 use crate::backend::AffinityGeom;
 

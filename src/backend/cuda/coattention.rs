@@ -11,8 +11,10 @@
 //! flash-style on float32 FMAs. It is slower than cuBLAS's TF32 tensor cores, so `Auto` takes
 //! it only when the unfused path's matrices would not fit in half the free device memory.
 use super::gemm::{gemm, gm};
-use super::ops::{softmax_rows, swap_last2, CudaStorage};
+use super::layout::swap_last2;
 use super::runtime::{arg, rt};
+use super::softmax::softmax_rows;
+use super::storage::CudaStorage;
 use crate::backend::BinaryOp;
 use crate::tensor::Shape;
 use std::sync::atomic::{AtomicU8, Ordering};

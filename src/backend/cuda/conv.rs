@@ -3,8 +3,9 @@
 //! other shape; a pointwise conv is one GEMM on the NCHW input.
 use super::alloc::DeviceBuffer;
 use super::gemm::{gemm, gm};
-use super::ops::{strided_copy, CudaStorage};
+use super::layout::strided_copy;
 use super::runtime::{arg, rt};
+use super::storage::CudaStorage;
 use crate::backend::Conv2dGeom;
 use std::sync::atomic::{AtomicU8, Ordering};
 

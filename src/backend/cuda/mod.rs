@@ -3,23 +3,33 @@
 //! cudarc loads libcuda / libnvrtc at run time (dynamic loading), so the crate builds on any
 //! machine; it panics when a library is missing, so every entry point probes first.
 //! `runtime` holds the context, stream, cuBLAS handle and kernel modules; `alloc` the caching
-//! allocator; `ops` the ops of the backend interface, with `gemm` (cuBLAS), `conv` and
-//! `coattention` in files of their own.
+//! allocator; `storage` the device buffer; one file per op family holds its ops, lined up with
+//! `kernels/<family>.cu` and `backend/cpu/<family>.rs` (`gemm` wraps cuBLAS).
 mod affinity;
 mod alloc;
 mod coattention;
 mod conv;
+mod elementwise;
 mod gemm;
-mod ops;
+mod layout;
+mod loss;
+mod matmul;
+mod norm;
+mod pool;
+mod reduce;
+mod resize;
 mod runtime;
+mod sgd;
+mod softmax;
+mod storage;
 
 pub use alloc::{memory_stats, MemoryStats};
 pub use coattention::Fwd as CoattKept;
 pub(crate) use coattention::{backward as coattention_backward, forward as coattention_forward};
 pub use coattention::{coattention_impl, set_coattention_impl, CoattImpl};
 pub use conv::{conv_algo, set_conv_algo, ConvAlgo};
-pub use ops::CudaStorage;
 pub use runtime::{device_name, init, profile_report, set_tf32, synchronize, tf32, time_ms};
+pub use storage::CudaStorage;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

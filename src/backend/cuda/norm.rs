@@ -1,0 +1,113 @@
+//! Batch norm in training mode, forward and backward (kernels/norm.cu).
+use super::runtime::{arg, rt};
+use super::storage::CudaStorage;
+
+impl CudaStorage {
+    pub(crate) fn batch_norm_train(
+        &self,
+        gamma: &CudaStorage,
+        beta: &CudaStorage,
+        n: usize,
+        c: usize,
+        hw: usize,
+        eps: f64,
+    ) -> (Self, Self, Self, Self) {
+        let (mean, invstd, var) = (Self::uninit(c), Self::uninit(c), Self::uninit(c));
+        let (x, mp, ip, vp) = (self.ptr(), mean.ptr(), invstd.ptr(), var.ptr());
+        let (n64, c64, hw64) = (n as i64, c as i64, hw as i64);
+        let r = rt();
+        r.launch(
+            "norm.cu",
+            "bn_stats",
+            (c as u32, 1, 1),
+            256,
+            0,
+            &[
+                arg(&x),
+                arg(&mp),
+                arg(&ip),
+                arg(&vp),
+                arg(&n64),
+                arg(&c64),
+                arg(&hw64),
+                arg(&eps),
+            ],
+        );
+        let y = Self::uninit(self.len());
+        let (gp, bp, yp, total) = (gamma.ptr(), beta.ptr(), y.ptr(), self.len() as i64);
+        r.launch_n(
+            "norm.cu",
+            "bn_apply",
+            self.len(),
+            &[
+                arg(&x),
+                arg(&mp),
+                arg(&ip),
+                arg(&gp),
+                arg(&bp),
+                arg(&yp),
+                arg(&c64),
+                arg(&hw64),
+                arg(&total),
+            ],
+        );
+        (y, mean, invstd, var)
+    }
+    /// self = x; returns (dx, dγ, dβ)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn batch_norm_backward(
+        &self,
+        dy: &CudaStorage,
+        gamma: &CudaStorage,
+        mean: &CudaStorage,
+        invstd: &CudaStorage,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> (Self, Self, Self) {
+        let (dg, db, dx) = (Self::uninit(c), Self::uninit(c), Self::uninit(self.len()));
+        let (x, g, m, i) = (self.ptr(), dy.ptr(), mean.ptr(), invstd.ptr());
+        let (dgp, dbp, dxp, gam) = (dg.ptr(), db.ptr(), dx.ptr(), gamma.ptr());
+        let (n64, c64, hw64, total) = (n as i64, c as i64, hw as i64, self.len() as i64);
+        let cnt = (n * hw) as f64;
+        let r = rt();
+        r.launch(
+            "norm.cu",
+            "bn_bwd_sums",
+            (c as u32, 1, 1),
+            256,
+            0,
+            &[
+                arg(&x),
+                arg(&g),
+                arg(&m),
+                arg(&i),
+                arg(&dgp),
+                arg(&dbp),
+                arg(&n64),
+                arg(&c64),
+                arg(&hw64),
+            ],
+        );
+        r.launch_n(
+            "norm.cu",
+            "bn_bwd_dx",
+            self.len(),
+            &[
+                arg(&x),
+                arg(&g),
+                arg(&m),
+                arg(&i),
+                arg(&gam),
+                arg(&dgp),
+                arg(&dbp),
+                arg(&dxp),
+                arg(&c64),
+                arg(&hw64),
+                arg(&total),
+                arg(&cnt),
+            ],
+        );
+        (dx, dg, db)
+    }
+}
