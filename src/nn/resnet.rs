@@ -2,7 +2,7 @@
 //! res5 (layer4) dilation 4, strides moved out of the dilated stages. Parameter names follow
 //! torchvision (`conv1`, `bn1`, `layer<i>.<j>.conv1`, `.downsample.0/1`), so
 //! `resnet101-*.pth` loads by name.
-use super::{Conv, Init};
+use super::{BatchNorm, Conv, Init};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{Conv2dParams, Device, Pool2dParams};
@@ -29,41 +29,6 @@ impl ResNetConfig {
     }
     pub fn out_channels(&self) -> usize {
         self.base * 8 * 4
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct BatchNorm {
-    pub gamma: Tensor,
-    pub beta: Tensor,
-    pub mean: Tensor,
-    pub var: Tensor,
-}
-
-impl BatchNorm {
-    pub(crate) fn new(c: usize, trainable: bool, device: Device) -> Self {
-        let p = |t: Tensor| if trainable { t.into_param() } else { t };
-        BatchNorm {
-            gamma: p(Tensor::ones([c], DType::F32, device)),
-            beta: p(Tensor::zeros([c], DType::F32, device)),
-            mean: Tensor::zeros([c], DType::F32, device),
-            var: Tensor::ones([c], DType::F32, device),
-        }
-    }
-    pub(crate) fn forward(&self, x: &Tensor, batch_stats: bool) -> Result<Tensor> {
-        if batch_stats {
-            x.batch_norm_train(&self.gamma, &self.beta, &self.mean, &self.var, 0.1, 1e-5)
-        } else {
-            x.batch_norm_frozen(&self.gamma, &self.beta, &self.mean, &self.var, 1e-5)
-        }
-    }
-    pub(crate) fn tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        vec![
-            (format!("{prefix}.weight"), self.gamma.clone()),
-            (format!("{prefix}.bias"), self.beta.clone()),
-            (format!("{prefix}.running_mean"), self.mean.clone()),
-            (format!("{prefix}.running_var"), self.var.clone()),
-        ]
     }
 }
 
@@ -97,7 +62,7 @@ impl ResNet {
                 rng,
             )
         };
-        let bn = |c| BatchNorm::new(c, train_bn, device);
+        let bn = |c| BatchNorm::new(c, train_bn, DType::F32, device);
         let stem = (
             conv(
                 3,

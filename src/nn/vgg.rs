@@ -1,8 +1,11 @@
-//! VGG16 "D1" of the official MCIS code: torchvision's VGG16 convolutions without BN, pool1-3
-//! 2×2/2, pool4 3×3 stride 1 pad 1, no pool5, conv5_x dilation 2 (output stride 8), then
-//! three 3×3 convs with bias + ReLU. Parameter names follow torchvision (`features.<i>`) so
-//! ImageNet weights load by name; the extra convs are `extra_convs.<i>`.
-use super::{Conv, Init};
+//! VGG16 at output stride 8, in the two layouts the project uses: "D1" of the official MCIS
+//! code (the classifier and AffinityNet: pool1-3 2×2/2, pool4 3×3 stride 1 pad 1, no pool5,
+//! conv5_x dilation 2, then three 3×3 extra convs with bias + ReLU) and DeepLab v1's (the
+//! segmentation network: pool1-3 3×3/2 pad 1, pool4 and pool5 3×3/1, conv5_x dilation 2, no
+//! extra convs). Optional batch norm after each conv (torchvision's vgg16_bn layout).
+//! Parameter names follow torchvision (`features.<i>`) so ImageNet weights load by name; the
+//! extra convs are `extra_convs.<i>`.
+use super::{BatchNorm, Conv, Init};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{Conv2dParams, Device, Pool2dParams};
@@ -22,6 +25,27 @@ pub struct VggConfig {
     /// plain 16-layer ReLU stack stays on the class-prior plateau for too long.
     #[serde(default)]
     pub batch_norm: bool,
+    /// Where the pools sit (and whether the three extra convs follow): D1 for the classifier.
+    /// Not written when D1, so configs and records made before the field existed still match.
+    #[serde(default, skip_serializing_if = "VggLayout::is_d1")]
+    pub layout: VggLayout,
+}
+
+impl VggLayout {
+    fn is_d1(&self) -> bool {
+        *self == VggLayout::D1
+    }
+}
+
+/// The two VGG16 layouts at output stride 8.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VggLayout {
+    /// The official MCIS classifier's: pool1-3 2×2/2, pool4 3×3/1, no pool5, three extra convs.
+    #[default]
+    D1,
+    /// DeepLab v1's: pool1-3 3×3/2 pad 1, pool4 and pool5 3×3/1, no extra convs.
+    Deeplab,
 }
 
 impl VggConfig {
@@ -32,6 +56,7 @@ impl VggConfig {
             ],
             extra: 512,
             batch_norm: false,
+            layout: VggLayout::D1,
         }
     }
     /// Same structure, every width divided by `div`, with batch norm (for training from scratch).
@@ -41,27 +66,16 @@ impl VggConfig {
             widths: f.widths.iter().map(|w| (w / div).max(4)).collect(),
             extra: (f.extra / div).max(4),
             batch_norm: true,
+            layout: VggLayout::D1,
         }
     }
 }
-
-/// Batch norm of one conv: affine parameters and running statistics.
-#[derive(Clone, Debug)]
-pub struct Bn {
-    pub gamma: Tensor,
-    pub beta: Tensor,
-    pub mean: Tensor,
-    pub var: Tensor,
-}
-
-const BN_MOMENTUM: f64 = 0.1;
-const BN_EPS: f64 = 1e-5;
 
 #[derive(Clone, Debug)]
 pub struct Vgg {
     pub config: VggConfig,
     pub features: Vec<Conv>,
-    pub bn: Vec<Bn>,
+    pub bn: Vec<BatchNorm>,
     pub extra: Vec<Conv>,
 }
 
@@ -85,16 +99,15 @@ impl Vgg {
             };
             features.push(Conv::new(cin, w, 3, p, true, init, dtype, device, rng));
             if config.batch_norm {
-                bn.push(Bn {
-                    gamma: Tensor::ones([w], dtype, device).into_param(),
-                    beta: Tensor::zeros([w], dtype, device).into_param(),
-                    mean: Tensor::zeros([w], dtype, device),
-                    var: Tensor::ones([w], dtype, device),
-                });
+                bn.push(BatchNorm::new(w, true, dtype, device));
             }
             cin = w;
         }
-        let extra = (0..3)
+        let n_extra = match config.layout {
+            VggLayout::D1 => 3,
+            VggLayout::Deeplab => 0,
+        };
+        let extra = (0..n_extra)
             .map(|_| {
                 let c = Conv::new(
                     cin,
@@ -137,23 +150,17 @@ impl Vgg {
         for (i, conv) in self.features.iter().enumerate() {
             h = match self.bn.get(i) {
                 // conv, BN, ReLU
-                Some(b) => {
-                    let y = conv.forward(&h)?;
-                    if train {
-                        y.batch_norm_train(&b.gamma, &b.beta, &b.mean, &b.var, BN_MOMENTUM, BN_EPS)?
-                    } else {
-                        y.batch_norm_frozen(&b.gamma, &b.beta, &b.mean, &b.var, BN_EPS)?
-                    }
-                    .relu()
-                }
+                Some(b) => b.forward(&conv.forward(&h)?, train)?.relu(),
                 None => conv.forward_relu(&h)?,
             };
             if i == 6 {
                 levels.push(h.clone());
             }
-            h = match i {
-                1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(2, 2, 0))?,
-                9 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
+            h = match (self.config.layout, i) {
+                (VggLayout::D1, 1 | 3 | 6) => h.max_pool2d(Pool2dParams::new(2, 2, 0))?,
+                (VggLayout::D1, 9) => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
+                (VggLayout::Deeplab, 1 | 3 | 6) => h.max_pool2d(Pool2dParams::new(3, 2, 1))?,
+                (VggLayout::Deeplab, 9 | 12) => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
                 _ => h,
             };
             if matches!(i, 9 | 12) {
@@ -165,6 +172,14 @@ impl Vgg {
         }
         levels.push(h);
         Ok(levels)
+    }
+
+    /// Channels of the output of [`Self::forward`].
+    pub fn out_channels(&self) -> usize {
+        match self.config.layout {
+            VggLayout::D1 => self.config.extra,
+            VggLayout::Deeplab => self.config.widths[12],
+        }
     }
 
     /// Channels of the four levels of [`Self::forward_levels`].

@@ -5,20 +5,16 @@
 use super::config::{SegBackbone, SegConfig};
 use crate::error::Result;
 use crate::io::Checkpoint;
-use crate::nn::resnet::BatchNorm;
-use crate::nn::{Conv, Init, ResNet};
+use crate::nn::{Conv, Init, ResNet, Vgg, VggConfig, VggLayout};
 use crate::optim::ParamGroup;
 use crate::tensor::{DType, Tensor};
-use crate::{Conv2dParams, Device, Pool2dParams};
+use crate::{Conv2dParams, Device};
 use rand::Rng;
 
 #[derive(Clone, Debug)]
 enum Body {
     Resnet(ResNet),
-    Vgg {
-        convs: Vec<Conv>,
-        bns: Vec<BatchNorm>,
-    },
+    Vgg(Vgg),
 }
 
 #[derive(Clone, Debug)]
@@ -29,8 +25,6 @@ pub struct SegNet {
     pub num_labels: usize,
 }
 
-const VGG_INDICES: [usize; 13] = crate::nn::vgg::FEATURE_INDICES;
-
 impl SegNet {
     /// `num_labels` = K + 1 (background included).
     pub fn new(cfg: &SegConfig, num_labels: usize, device: Device, rng: &mut impl Rng) -> SegNet {
@@ -40,31 +34,22 @@ impl SegNet {
                 cfg.resnet.out_channels(),
             ),
             SegBackbone::Vgg16 => {
-                let mut cin = 3;
-                let (mut convs, mut bns) = (Vec::new(), Vec::new());
-                for (i, &w) in cfg.vgg_widths.iter().enumerate() {
-                    let p = if i >= 10 {
-                        Conv2dParams::same(2, 2)
-                    } else {
-                        Conv2dParams::same(1, 1)
-                    };
-                    convs.push(Conv::new(
-                        cin,
-                        w,
-                        3,
-                        p,
-                        true,
-                        Init::KaimingNormal,
-                        DType::F32,
-                        device,
-                        rng,
-                    ));
-                    if cfg.vgg_batch_norm {
-                        bns.push(BatchNorm::new(w, true, device));
-                    }
-                    cin = w;
-                }
-                (Body::Vgg { convs, bns }, cin)
+                let config = VggConfig {
+                    widths: cfg.vgg_widths.clone(),
+                    extra: 0,
+                    batch_norm: cfg.vgg_batch_norm,
+                    layout: VggLayout::Deeplab,
+                };
+                let vgg = Vgg::new(
+                    config,
+                    Init::KaimingNormal,
+                    Init::KaimingNormal,
+                    DType::F32,
+                    device,
+                    rng,
+                );
+                let c = vgg.out_channels();
+                (Body::Vgg(vgg), c)
             }
         };
         let hc = cfg.head_channels;
@@ -115,21 +100,7 @@ impl SegNet {
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut impl Rng) -> Result<Tensor> {
         let mut h = match &self.body {
             Body::Resnet(r) => r.forward(x, train)?,
-            Body::Vgg { convs, bns } => {
-                let mut h = x.clone();
-                for (i, c) in convs.iter().enumerate() {
-                    h = match bns.get(i) {
-                        Some(b) => b.forward(&c.forward(&h)?, train)?.relu(),
-                        None => c.forward_relu(&h)?,
-                    };
-                    h = match i {
-                        1 | 3 | 6 => h.max_pool2d(Pool2dParams::new(3, 2, 1))?,
-                        9 | 12 => h.max_pool2d(Pool2dParams::new(3, 1, 1))?,
-                        _ => h,
-                    };
-                }
-                h
-            }
+            Body::Vgg(v) => v.forward(x, train)?,
         };
         for (i, c) in self.head.iter().enumerate() {
             if i < 2 {
@@ -154,20 +125,17 @@ impl SegNet {
                     .into_iter()
                     .map(|(n, t, tr)| (n, t, tr, false)),
             ),
-            Body::Vgg { convs, bns } => {
-                for (i, c) in convs.iter().enumerate() {
-                    let p = format!("features.{}", VGG_INDICES[i]);
-                    v.extend(
-                        c.named_params(&p)
-                            .into_iter()
-                            .map(|(n, t)| (n, t, true, false)),
-                    );
-                    if let Some(b) = bns.get(i) {
-                        for (j, (n, t)) in b.tensors(&format!("{p}.bn")).into_iter().enumerate() {
-                            v.push((n, t, j < 2, false));
-                        }
-                    }
-                }
+            Body::Vgg(vgg) => {
+                v.extend(
+                    vgg.named_params()
+                        .into_iter()
+                        .map(|(n, t)| (n, t, true, false)),
+                );
+                v.extend(
+                    vgg.named_buffers()
+                        .into_iter()
+                        .map(|(n, t)| (n, t, false, false)),
+                );
             }
         }
         for (i, c) in self.head.iter().enumerate() {
