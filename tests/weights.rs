@@ -1,8 +1,8 @@
 //! Weight import: PyTorch state dicts in both torch.save formats (fixtures re-created byte for
 //! byte by tools/make_torch_fixtures.py), and loading the VGG backbone by name.
 use coatt::io::torch::read_state_dict;
-use coatt::io::weights::load_vgg16_backbone;
 use coatt::io::{save_checkpoint, Checkpoint};
+use coatt::nn::Backbone;
 use coatt::nn::{Init, Vgg, VggConfig};
 use coatt::{DType, Device};
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
     assert_eq!(tensors[0].0, "features.0.weight");
     assert_eq!(tensors[25].0, "features.28.bias");
     save_checkpoint(&path, &tensors, &HashMap::new()).unwrap();
-    assert_eq!(load_vgg16_backbone(&path, &dst).unwrap(), 26);
+    assert_eq!(dst.load_pretrained(&path).unwrap(), 26);
     for ((n, a), (_, b)) in src
         .named_params()
         .iter()
@@ -128,7 +128,7 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
         Device::Cpu,
         &mut coatt::testing::rng(4),
     );
-    assert_eq!(load_vgg16_backbone(&path, &bn).unwrap(), 26);
+    assert_eq!(bn.load_pretrained(&path).unwrap(), 26);
     // a file for a narrow model does not fit a wider one: clear error
     let wide = Vgg::new(
         VggConfig::narrow(8),
@@ -138,7 +138,7 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
         Device::Cpu,
         &mut coatt::testing::rng(3),
     );
-    let e = load_vgg16_backbone(&path, &wide).unwrap_err().to_string();
+    let e = wide.load_pretrained(&path).unwrap_err().to_string();
     assert!(e.contains("vgg.safetensors") && e.contains("shape"), "{e}");
     assert!(Checkpoint::open(&path).is_ok());
 }

@@ -4,22 +4,17 @@
 use super::config::{AffBackbone, AffConfig};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
-use crate::nn::{Conv, Init, ResNet, Vgg};
+use crate::nn::{Backbone, Conv, Init, ResNet, Vgg};
 use crate::optim::ParamGroup;
 use crate::tensor::{DType, Tensor};
 use crate::{Conv2dParams, Device};
 use rand::Rng;
-
-#[derive(Clone, Debug)]
-pub enum Backbone {
-    Vgg(Vgg),
-    Resnet(ResNet),
-}
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct AffinityNet {
     pub config: AffConfig,
-    pub backbone: Backbone,
+    pub backbone: Arc<dyn Backbone>,
     pub reduce: Vec<Conv>,
     pub fuse: Conv,
 }
@@ -32,25 +27,18 @@ fn elu(x: &Tensor) -> Result<Tensor> {
 
 impl AffinityNet {
     pub fn new(cfg: &AffConfig, device: Device, rng: &mut impl Rng) -> AffinityNet {
-        let (backbone, ch) = match &cfg.backbone {
-            AffBackbone::Vgg(v) => {
-                let b = Vgg::new(
-                    v.clone(),
-                    Init::KaimingNormal,
-                    Init::KaimingNormal,
-                    DType::F32,
-                    device,
-                    rng,
-                );
-                let ch = b.level_channels();
-                (Backbone::Vgg(b), ch)
-            }
-            AffBackbone::Resnet(r) => {
-                let b = ResNet::new(r.clone(), device, rng);
-                let ch = b.level_channels();
-                (Backbone::Resnet(b), ch)
-            }
+        let backbone: Arc<dyn Backbone> = match &cfg.backbone {
+            AffBackbone::Vgg(v) => Arc::new(Vgg::new(
+                v.clone(),
+                Init::KaimingNormal,
+                Init::KaimingNormal,
+                DType::F32,
+                device,
+                rng,
+            )),
+            AffBackbone::Resnet(r) => Arc::new(ResNet::new(r.clone(), device, rng)),
         };
+        let ch = backbone.level_channels();
         let reduce: Vec<Conv> = cfg
             .levels
             .iter()
@@ -93,10 +81,7 @@ impl AffinityNet {
     /// levels are upsampled bilinearly to the finest one. The backbone's BN uses its running
     /// statistics (the classifier's or ImageNet's), as PSA keeps BN frozen.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        let levels = match &self.backbone {
-            Backbone::Vgg(v) => v.forward_levels(x, false)?,
-            Backbone::Resnet(r) => r.forward_levels(x, false)?,
-        };
+        let levels = self.backbone.forward_levels(x, false)?;
         let (gh, gw) = self
             .config
             .levels
@@ -129,15 +114,7 @@ impl AffinityNet {
     }
 
     fn backbone_params(&self) -> Vec<(String, Tensor)> {
-        match &self.backbone {
-            Backbone::Vgg(v) => v.named_params(),
-            Backbone::Resnet(r) => r
-                .named_tensors()
-                .into_iter()
-                .filter(|t| t.2)
-                .map(|(n, t, _)| (n, t))
-                .collect(),
-        }
+        self.backbone.named_params()
     }
 
     fn new_params(&self) -> Vec<(String, Tensor)> {
@@ -157,23 +134,14 @@ impl AffinityNet {
 
     /// Parameters and buffers (BN running statistics): what a checkpoint holds.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        match &self.backbone {
-            Backbone::Vgg(v) => {
-                let mut s = v.named_params();
-                s.extend(v.named_buffers());
-                s.extend(self.new_params());
-                s
-            }
-            Backbone::Resnet(r) => {
-                let mut s: Vec<(String, Tensor)> = r
-                    .named_tensors()
-                    .into_iter()
-                    .map(|(n, t, _)| (n, t))
-                    .collect();
-                s.extend(self.new_params());
-                s
-            }
-        }
+        let mut s: Vec<(String, Tensor)> = self
+            .backbone
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t, _)| (n, t))
+            .collect();
+        s.extend(self.new_params());
+        s
     }
 
     /// Backbone ×1 and new layers ×`new_lr_mult`, both with weight decay.
@@ -203,16 +171,20 @@ impl AffinityNet {
     /// (VGG: the tensors named `features.*` / `extra_convs.*`, BN statistics included), or
     /// torchvision ImageNet weights (ResNet). Returns the number of tensors loaded.
     pub fn load_init(&self, path: &std::path::Path) -> Result<usize> {
-        match &self.backbone {
-            Backbone::Vgg(v) => {
+        match &self.config.backbone {
+            AffBackbone::Vgg(_) => {
                 let file = if path.is_dir() {
                     path.join(crate::cls::train::LAST)
                 } else {
                     path.to_path_buf()
                 };
                 let ck = Checkpoint::open(&file)?;
-                let mut want = v.named_params();
-                want.extend(v.named_buffers());
+                let want: Vec<(String, Tensor)> = self
+                    .backbone
+                    .named_tensors()
+                    .into_iter()
+                    .map(|(n, t, _)| (n, t))
+                    .collect();
                 ck.load_into(&want).map_err(|e| {
                     Error::file(
                         &file,
@@ -221,14 +193,7 @@ impl AffinityNet {
                 })?;
                 Ok(want.len())
             }
-            Backbone::Resnet(r) => {
-                let params: Vec<(String, Tensor)> = r
-                    .named_tensors()
-                    .into_iter()
-                    .map(|(n, t, _)| (n, t))
-                    .collect();
-                crate::io::weights::load_named_into(path, &params)
-            }
+            AffBackbone::Resnet(_) => self.backbone.load_pretrained(path),
         }
     }
 }

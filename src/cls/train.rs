@@ -190,7 +190,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
 
     let model = Classifier::new(&cfg, k, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
-        crate::io::weights::load_vgg16_backbone(Path::new(p), &model.backbone)?;
+        crate::nn::Backbone::load_pretrained(&model.backbone, Path::new(p))?;
     }
     let mut opt = Sgd::new(model.param_groups(&cfg), cfg.momentum, cfg.nesterov)?;
     let mut pos = Position {

@@ -2,7 +2,6 @@
 //! zip holding a pickled state dict and raw storages), or the same tensors in safetensors.
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
-use crate::nn::Vgg;
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -46,17 +45,4 @@ pub fn load_named_into(path: &Path, params: &[(String, Tensor)]) -> Result<usize
         dst.assign(src)?;
     }
     Ok(loaded.len())
-}
-
-/// Copies the 13 VGG convs' weights and biases (`features.<i>.weight|bias`, torchvision's
-/// names) into the backbone; each must be present with the model's shape (so a full-width
-/// model only, unless the file matches a narrow one). BN parameters of a scratch backbone, if
-/// any, are left as they are: torchvision's plain VGG16 has none.
-pub fn load_vgg16_backbone(path: &Path, vgg: &Vgg) -> Result<usize> {
-    let params: Vec<(String, Tensor)> = vgg
-        .named_params()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("features.") && !n.contains(".bn."))
-        .collect();
-    load_named_into(path, &params)
 }

@@ -1,11 +1,13 @@
 //! Layers and models: conv layer, VGG16-D1 backbone, the MCIS co-attention head.
 pub mod attention_stats;
+pub mod backbone;
 pub mod coatt_head;
 pub mod norm;
 pub mod resnet;
 pub mod vgg;
 
 pub use attention_stats::AttentionStats;
+pub use backbone::Backbone;
 pub use coatt_head::{Affinity, CoattHead, PairLogits, Temperature, WpInit};
 pub use norm::BatchNorm;
 pub use resnet::{ResNet, ResNetConfig};

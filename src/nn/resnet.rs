@@ -199,3 +199,29 @@ impl ResNet {
         v
     }
 }
+
+impl super::Backbone for ResNet {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        ResNet::forward(self, x, train)
+    }
+    fn forward_levels(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        ResNet::forward_levels(self, x, train)
+    }
+    fn out_channels(&self) -> usize {
+        self.config.out_channels()
+    }
+    fn level_channels(&self) -> [usize; 4] {
+        ResNet::level_channels(self)
+    }
+    fn named_tensors(&self) -> Vec<(String, Tensor, bool)> {
+        ResNet::named_tensors(self)
+    }
+    /// Every tensor by torchvision name: convs and BN with its running statistics.
+    fn load_pretrained(&self, path: &std::path::Path) -> Result<usize> {
+        let params: Vec<(String, Tensor)> = ResNet::named_tensors(self)
+            .into_iter()
+            .map(|(n, t, _)| (n, t))
+            .collect();
+        crate::io::weights::load_named_into(path, &params)
+    }
+}

@@ -214,3 +214,37 @@ impl Vgg {
         v
     }
 }
+
+impl super::Backbone for Vgg {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Vgg::forward(self, x, train)
+    }
+    fn forward_levels(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        Vgg::forward_levels(self, x, train)
+    }
+    fn out_channels(&self) -> usize {
+        Vgg::out_channels(self)
+    }
+    fn level_channels(&self) -> [usize; 4] {
+        Vgg::level_channels(self)
+    }
+    fn named_tensors(&self) -> Vec<(String, Tensor, bool)> {
+        let mut v: Vec<_> = Vgg::named_params(self)
+            .into_iter()
+            .map(|(n, t)| (n, t, true))
+            .collect();
+        v.extend(self.named_buffers().into_iter().map(|(n, t)| (n, t, false)));
+        v
+    }
+    /// The 13 convs' weights and biases (`features.<i>.weight|bias`); each must be present with
+    /// the model's shape (so a full-width model only, unless the file matches a narrow one).
+    /// BN parameters of a scratch backbone, if any, are left as they are: torchvision's plain
+    /// VGG16 has none.
+    fn load_pretrained(&self, path: &std::path::Path) -> Result<usize> {
+        let params: Vec<(String, Tensor)> = Vgg::named_params(self)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("features.") && !n.contains(".bn."))
+            .collect();
+        crate::io::weights::load_named_into(path, &params)
+    }
+}

@@ -5,22 +5,17 @@
 use super::config::{SegBackbone, SegConfig};
 use crate::error::Result;
 use crate::io::Checkpoint;
-use crate::nn::{Conv, Init, ResNet, Vgg, VggConfig, VggLayout};
+use crate::nn::{Backbone, Conv, Init, ResNet, Vgg, VggConfig, VggLayout};
 use crate::optim::ParamGroup;
 use crate::tensor::{DType, Tensor};
 use crate::{Conv2dParams, Device};
 use rand::Rng;
-
-#[derive(Clone, Debug)]
-enum Body {
-    Resnet(ResNet),
-    Vgg(Vgg),
-}
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct SegNet {
     pub config: SegConfig,
-    body: Body,
+    body: Arc<dyn Backbone>,
     head: [Conv; 3],
     pub num_labels: usize,
 }
@@ -28,11 +23,8 @@ pub struct SegNet {
 impl SegNet {
     /// `num_labels` = K + 1 (background included).
     pub fn new(cfg: &SegConfig, num_labels: usize, device: Device, rng: &mut impl Rng) -> SegNet {
-        let (body, cout) = match cfg.backbone {
-            SegBackbone::Resnet101 => (
-                Body::Resnet(ResNet::new(cfg.resnet.clone(), device, rng)),
-                cfg.resnet.out_channels(),
-            ),
+        let body: Arc<dyn Backbone> = match cfg.backbone {
+            SegBackbone::Resnet101 => Arc::new(ResNet::new(cfg.resnet.clone(), device, rng)),
             SegBackbone::Vgg16 => {
                 let config = VggConfig {
                     widths: cfg.vgg_widths.clone(),
@@ -48,10 +40,10 @@ impl SegNet {
                     device,
                     rng,
                 );
-                let c = vgg.out_channels();
-                (Body::Vgg(vgg), c)
+                Arc::new(vgg)
             }
         };
+        let cout = body.out_channels();
         let hc = cfg.head_channels;
         let resnet = cfg.backbone == SegBackbone::Resnet101;
         let conv = |cin, cout, k, p, bias, init, rng: &mut _| {
@@ -98,10 +90,7 @@ impl SegNet {
     /// Logits (B, K+1, ⌈H/8⌉, ⌈W/8⌉). `train`: BN batch statistics (where trained) and
     /// dropout from `rng`.
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut impl Rng) -> Result<Tensor> {
-        let mut h = match &self.body {
-            Body::Resnet(r) => r.forward(x, train)?,
-            Body::Vgg(v) => v.forward(x, train)?,
-        };
+        let mut h = self.body.forward(x, train)?;
         for (i, c) in self.head.iter().enumerate() {
             if i < 2 {
                 h = c.forward_relu(&h)?;
@@ -119,25 +108,12 @@ impl SegNet {
     /// names follow torchvision so ImageNet weights load by name.
     fn tensors(&self) -> Vec<(String, Tensor, bool, bool)> {
         let mut v: Vec<(String, Tensor, bool, bool)> = Vec::new();
-        match &self.body {
-            Body::Resnet(r) => v.extend(
-                r.named_tensors()
-                    .into_iter()
-                    .map(|(n, t, tr)| (n, t, tr, false)),
-            ),
-            Body::Vgg(vgg) => {
-                v.extend(
-                    vgg.named_params()
-                        .into_iter()
-                        .map(|(n, t)| (n, t, true, false)),
-                );
-                v.extend(
-                    vgg.named_buffers()
-                        .into_iter()
-                        .map(|(n, t)| (n, t, false, false)),
-                );
-            }
-        }
+        v.extend(
+            self.body
+                .named_tensors()
+                .into_iter()
+                .map(|(n, t, tr)| (n, t, tr, false)),
+        );
         for (i, c) in self.head.iter().enumerate() {
             v.extend(
                 c.named_params(&format!("head.{i}"))
@@ -180,12 +156,6 @@ impl SegNet {
     /// ImageNet weights into the backbone by torchvision name (ResNet: convs and BN with
     /// running statistics; VGG: the 13 convs). Returns how many tensors were loaded.
     pub fn load_backbone(&self, path: &std::path::Path) -> Result<usize> {
-        let want: Vec<(String, Tensor)> = self
-            .tensors()
-            .into_iter()
-            .filter(|(n, _, _, head)| !head && !n.contains(".bn."))
-            .map(|(n, t, ..)| (n, t))
-            .collect();
-        crate::io::weights::load_named_into(path, &want)
+        self.body.load_pretrained(path)
     }
 }
