@@ -226,6 +226,20 @@ pub struct LabelQuality {
     pub coverage: Option<f64>,
 }
 
+/// The pseudo-label stage's result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PseudoResult {
+    pub images: usize,
+    /// How the labels were made, in words.
+    pub rule: String,
+}
+
+/// An inference stage's result: the val mIoU when the val split has masks.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct InferResult {
+    pub miou: Option<f64>,
+}
+
 fn typed<T: serde::de::DeserializeOwned>(stage: &str, v: Value) -> Result<T> {
     serde_json::from_value(v).map_err(|e| {
         Error::Msg(format!(
@@ -523,20 +537,33 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     // pseudo labels: from the maps alone (no masks)
     let pseudo = out.join("pseudo");
     let names = VocDataset::open(&data, "train")?.class_names;
-    let pseudo_rec = st.run(
+    let pseudo_rec: PseudoResult = typed(
         "pseudo",
-        json!({"maps": rel(&label_maps)}),
-        std::slice::from_ref(&pseudo),
-        || {
-            let rule = cam::threshold::choose_rule(&label_maps, "auto", 0.0)?;
-            let stats = cam::run_pseudo(&label_maps, &pseudo, &rule, 0.01, names.len())?;
-            crate::io::write_atomic(&pseudo.join("stats.md"), stats.markdown(&names).as_bytes())?;
-            Ok(json!({"images": stats.images, "rule": match rule {
-                PseudoRule::Argmax { .. } => "argmax over the maps' background channel".to_string(),
-                PseudoRule::Threshold { bg, .. } => format!("background threshold {bg:.3} (Otsu)"),
-                PseudoRule::Saliency { .. } => "saliency".to_string(),
-            }}))
-        },
+        st.run(
+            "pseudo",
+            json!({"maps": rel(&label_maps)}),
+            std::slice::from_ref(&pseudo),
+            || {
+                let rule = cam::threshold::choose_rule(&label_maps, "auto", 0.0)?;
+                let stats = cam::run_pseudo(&label_maps, &pseudo, &rule, 0.01, names.len())?;
+                crate::io::write_atomic(
+                    &pseudo.join("stats.md"),
+                    stats.markdown(&names).as_bytes(),
+                )?;
+                to_value(&PseudoResult {
+                    images: stats.images,
+                    rule: match rule {
+                        PseudoRule::Argmax { .. } => {
+                            "argmax over the maps' background channel".to_string()
+                        }
+                        PseudoRule::Threshold { bg, .. } => {
+                            format!("background threshold {bg:.3} (Otsu)")
+                        }
+                        PseudoRule::Saliency { .. } => "saliency".to_string(),
+                    },
+                })
+            },
+        )?,
     )?;
     let label_q: LabelQuality = typed(
         "eval-pseudo",
@@ -619,14 +646,16 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                 };
                 run_infer(&model, &images, &pred, &opts, o.device, o.quiet)?;
                 if !val_masks {
-                    return Ok(json!({"miou": null}));
+                    return to_value(&InferResult { miou: None });
                 }
                 let (conf, names) = evaluate_folder(&pred, &data, "val", false)?;
                 crate::io::write_atomic(&pred.join("eval.md"), conf.markdown(&names).as_bytes())?;
-                Ok(json!({"miou": conf.miou()}))
+                to_value(&InferResult {
+                    miou: Some(conf.miou()),
+                })
             },
         )?;
-        Ok(v.get("miou").and_then(Value::as_f64))
+        Ok(typed::<InferResult>(name, v)?.miou)
     };
     let seg = infer_stage(
         &mut st,
@@ -662,9 +691,11 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     } else {
         (None, None)
     };
-    let secs: Vec<(String, f64)> = report::STAGES
+    // the stages in the order this run met them (run or skipped): the list is the code above
+    let secs: Vec<(String, f64)> = st
+        .order
         .iter()
-        .filter_map(|n| st.secs(n).map(|s| (n.to_string(), s)))
+        .filter_map(|n| st.secs(n).map(|s| (n.clone(), s)))
         .collect();
     let r = PipelineReport {
         ran: st.ran.clone(),
@@ -690,11 +721,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
             ),
         },
         labels_from: p.labels_from,
-        pseudo_rule: pseudo_rec
-            .get("rule")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        pseudo_rule: pseudo_rec.rule,
         pseudo: label_q,
         seg_miou: seg,
         seg_crf_miou: seg_crf,

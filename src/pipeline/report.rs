@@ -3,34 +3,6 @@ use super::{ClsResult, LabelQuality, LabelsFrom, MapQuality, MapSet, MapsResult,
 use crate::error::Result;
 use std::path::{Path, PathBuf};
 
-/// Every stage, in the order the pipeline runs them (the time table's rows).
-pub const STAGES: [&str; 24] = [
-    "synth",
-    "train-cls",
-    "train-cls-basic",
-    "cams",
-    "cams-single",
-    "cams-basic",
-    "train-affinity",
-    "eval-cams",
-    "refine",
-    "eval-refined",
-    "eval-cams-single",
-    "refine-single",
-    "eval-refined-single",
-    "eval-cams-basic",
-    "refine-basic",
-    "eval-refined-basic",
-    "pseudo",
-    "eval-pseudo",
-    "train-seg",
-    "train-seg-gt",
-    "infer",
-    "infer-crf",
-    "infer-gt",
-    "infer-gt-crf",
-];
-
 #[derive(Clone, Debug)]
 pub struct PipelineReport {
     /// Stages run by this invocation and stages skipped as already complete.

@@ -17,6 +17,8 @@ use std::time::Instant;
 
 pub struct Stages {
     pub dir: PathBuf,
+    /// Every stage met so far, run or skipped, in order.
+    pub order: Vec<String>,
     pub ran: Vec<String>,
     pub skipped: Vec<String>,
     pub quiet: bool,
@@ -32,6 +34,7 @@ impl Stages {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(Stages {
             dir: dir.to_path_buf(),
+            order: Vec::new(),
             ran: Vec::new(),
             skipped: Vec::new(),
             quiet,
@@ -56,6 +59,7 @@ impl Stages {
         outputs: &[PathBuf],
         f: impl FnOnce() -> Result<Value>,
     ) -> Result<Value> {
+        self.order.push(name.to_string());
         let marker = self.dir.join(format!("{name}.json"));
         let after = self.chain.clone();
         self.chain = fingerprint(format!("{after}|{name}|{options}").as_bytes());
