@@ -320,3 +320,100 @@ fn missing_maps_and_bad_options_are_clear_errors() {
     .to_string();
     assert!(e.contains("cams"), "{e}");
 }
+
+/// Random features (f32, CPU) of the given shape.
+fn features(dims: [usize; 4], seed: u64) -> coatt::Tensor {
+    let mut r = coatt::testing::rng(seed);
+    let n = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| r.gen_range(0.0..1.0)).collect();
+    coatt::Tensor::from_vec(v, dims, Device::Cpu).unwrap()
+}
+
+#[test]
+fn coattentive_fusion_is_per_image_and_ignores_the_order_of_related_images() {
+    use coatt::cam::fusion::{coattentive_maps, CoattFeatures};
+    let (c, k) = (6, 3);
+    let mut head = coatt::nn::CoattHead::new(
+        c,
+        k,
+        coatt::nn::Init::KaimingNormal,
+        coatt::DType::F32,
+        Device::Cpu,
+        &mut coatt::testing::rng(9),
+    );
+    // a scorer with positive weights over positive features: every map has a foreground
+    let phi: Vec<f32> = (0..k * c).map(|i| 0.05 + 0.01 * (i % 7) as f32).collect();
+    head.phi = coatt::Tensor::from_vec(phi, [k, c], Device::Cpu).unwrap();
+    let images = features([2, c, 4, 5], 1);
+    let flipped = features([2, c, 4, 5], 2);
+    let small = features([2, c, 3, 4], 3);
+    let large = features([2, c, 8, 10], 4);
+    let rel = |s| features([1, c, 4, 5], s);
+    // image 0 (classes 0, 2) has two related images for class 0, one for class 2; image 1
+    // (class 1) has one
+    let related = vec![
+        (0, 0, rel(10)),
+        (1, 1, rel(11)),
+        (0, 2, rel(12)),
+        (0, 0, rel(13)),
+    ];
+    let classes = vec![vec![0, 2], vec![1]];
+    let f = CoattFeatures {
+        images: &images,
+        flipped: &flipped,
+        small: &small,
+        large: &large,
+        related: &related,
+    };
+    let maps = coattentive_maps(&head, &f, &classes).unwrap();
+    assert_eq!(maps.len(), 2);
+    assert_eq!((maps[0].len(), maps[1].len()), (2, 1));
+    for m in maps.iter().flatten() {
+        assert_eq!(m.len(), 20);
+        assert!(m.iter().all(|v| (0.0..=1.0).contains(v)), "{m:?}");
+        assert!(m.iter().any(|&v| v > 0.0), "an empty map tests nothing: {m:?}");
+    }
+    // the order of the related images does not matter
+    let mut reversed = related.clone();
+    reversed.reverse();
+    let f_rev = CoattFeatures {
+        related: &reversed,
+        ..f
+    };
+    let again = coattentive_maps(&head, &f_rev, &classes).unwrap();
+    for (a, b) in maps.iter().flatten().zip(again.iter().flatten()) {
+        close_tol(a, b, 1e-6);
+    }
+    // image 1 alone (a batch of one, its own related image) gets the same map as in the batch
+    let one = |t: &coatt::Tensor| t.narrow(0, 1, 1).unwrap().copy();
+    let (i1, f1, s1, l1) = (one(&images), one(&flipped), one(&small), one(&large));
+    let rel1 = vec![(0, 1, rel(11))];
+    let alone = coattentive_maps(
+        &head,
+        &CoattFeatures {
+            images: &i1,
+            flipped: &f1,
+            small: &s1,
+            large: &l1,
+            related: &rel1,
+        },
+        &[vec![1]],
+    )
+    .unwrap();
+    close_tol(&alone[0][0], &maps[1][0], 1e-6);
+    // a related image changes the map of its own image and class only
+    let mut other = related.clone();
+    other[2] = (0, 2, rel(99));
+    let changed = coattentive_maps(
+        &head,
+        &CoattFeatures {
+            related: &other,
+            ..f
+        },
+        &classes,
+    )
+    .unwrap();
+    close_tol(&changed[0][0], &maps[0][0], 0.0);
+    close_tol(&changed[1][0], &maps[1][0], 0.0);
+    assert_ne!(changed[0][1], maps[0][1]);
+}

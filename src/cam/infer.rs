@@ -5,7 +5,7 @@
 //! co-attention map against R related images containing the class (averaged), fused with the
 //! self-pair maps (flip, 0.75× and 2× views) by [`aggregate`]. Maps are fused on the feature
 //! grid and then resized to the image. Several scales and the flip are averaged on top.
-use super::aggregate::aggregate;
+use super::fusion::{coattentive_maps, host_maps, CoattFeatures};
 use super::store::{cam_path, overlay, write_cam, CamFile};
 use crate::cls::{load_classifier, Classifier, ClsConfig};
 use crate::data::augment::prepare;
@@ -128,20 +128,6 @@ pub struct CamSummary {
 
 /// One image's maps on the feature grid: (h, w, one map per positive class).
 type GridMaps = (usize, usize, Vec<Vec<f32>>);
-
-/// Raw logit maps (B,K,h,w) → host vectors, one per image and class.
-fn host_maps(t: &Tensor) -> Vec<Vec<Vec<f32>>> {
-    let d = t.dims().to_vec();
-    let hw = d[2] * d[3];
-    let v = t.to_vec_f32();
-    (0..d[0])
-        .map(|b| {
-            (0..d[1])
-                .map(|k| v[(b * d[1] + k) * hw..(b * d[1] + k + 1) * hw].to_vec())
-                .collect()
-        })
-        .collect()
-}
 
 /// Computes the maps of every image of a split and writes them; images whose file already
 /// exists are skipped, so a killed run resumes.
@@ -510,7 +496,8 @@ impl CamEngine<'_> {
             .collect())
     }
 
-    /// Fused co-attention maps on the feature grid (see the module doc).
+    /// Fused co-attention maps on the feature grid: the features of the views and of the
+    /// related images here, the fusion in [`coattentive_maps`].
     fn coatt_grid(
         &mut self,
         x: &Tensor,
@@ -519,7 +506,6 @@ impl CamEngine<'_> {
         flip: bool,
     ) -> Result<Vec<GridMaps>> {
         let (model, cfg) = (self.model, self.cfg);
-        let pair_maps = |a: &Tensor, b: &Tensor| model.head.pair_maps(a, b);
         let f1 = model.features_eval(x)?;
         let (h, w) = (f1.dims()[2], f1.dims()[3]);
         if !flip {
@@ -528,83 +514,56 @@ impl CamEngine<'_> {
                 self.remember(*i, side, &fb);
             }
         }
-        let [m_flip, n_flip] = pair_maps(&f1, &model.features_eval(&x.flip(3)?)?)?;
-        let n_flip = n_flip.flip(3)?;
-        let rescaled = |factor: f64| -> Result<Tensor> {
+        let flipped = model.features_eval(&x.flip(3)?)?;
+        let view = |factor: f64| -> Result<Tensor> {
             let s = ((side as f64 * factor).round() as usize).max(8);
-            let f = model.features_eval(&x.resize_bilinear(s, s)?)?;
-            pair_maps(&f1, &f)?[1].resize_bilinear(h, w)
+            model.features_eval(&x.resize_bilinear(s, s)?)
         };
-        let self_maps = [
-            host_maps(&m_flip),
-            host_maps(&n_flip),
-            host_maps(&rescaled(cfg.small_scale)?),
-            host_maps(&rescaled(cfg.large_scale)?),
-        ];
-        // Related pairs of every (image, class), in one batched co-attention.
-        let mut wanted = Vec::new(); // (b, class slot, related item)
+        let (small, large) = (view(cfg.small_scale)?, view(cfg.large_scale)?);
+        // the related images of every (image, class); related images are other images: never
+        // flipped, whichever view image 1 is in; an unreadable one is left out
+        let mut wanted = Vec::new(); // (b, class, related item)
         for (b, (i, _)) in imgs.iter().enumerate() {
-            for (slot, &c) in self.ds.items[*i].labels.iter().enumerate() {
+            for &c in &self.ds.items[*i].labels {
                 for j in self.related_of(*i, c) {
-                    wanted.push((b, slot, j));
+                    wanted.push((b, c, j));
                 }
             }
         }
-        let mut related_sum: HashMap<(usize, usize), (Vec<f32>, usize)> = HashMap::new();
-        // related images are other images: never flipped, whichever view image 1 is in; an
-        // unreadable one is left out
         let items: Vec<usize> = wanted.iter().map(|w| w.2).collect();
         let fr_all = if wanted.is_empty() {
             Vec::new()
         } else {
             self.related_features(&items, side)?
         };
-        let (wanted, fr): (Vec<_>, Vec<Tensor>) = wanted
+        let related: Vec<(usize, usize, Tensor)> = wanted
             .into_iter()
             .zip(fr_all)
-            .filter_map(|(w, f)| f.map(|f| (w, f)))
-            .unzip();
-        if !wanted.is_empty() {
-            let fm: Vec<Tensor> = wanted
+            .filter_map(|((b, c, _), f)| f.map(|f| (b, c, f)))
+            .collect();
+        if !flip && !related.is_empty() {
+            let fm: Vec<Tensor> = related
                 .iter()
-                .map(|w| f1.narrow(0, w.0, 1))
+                .map(|r| f1.narrow(0, r.0, 1))
                 .collect::<Result<_>>()?;
             let fm = Tensor::concat(&fm.iter().collect::<Vec<_>>(), 0)?;
-            let fr = Tensor::concat(&fr.iter().collect::<Vec<_>>(), 0)?;
-            if !flip {
-                self.attention.add(&model.head.attention_rows(&fm, &fr)?)?;
-            }
-            let maps = host_maps(&pair_maps(&fm, &fr)?[0]);
-            for (k, &(b, slot, _)) in wanted.iter().enumerate() {
-                let c = self.ds.items[imgs[b].0].labels[slot];
-                let e = related_sum
-                    .entry((b, slot))
-                    .or_insert((vec![0.0; h * w], 0));
-                for (o, v) in e.0.iter_mut().zip(&maps[k][c]) {
-                    *o += v;
-                }
-                e.1 += 1;
-            }
+            let fr = Tensor::concat(&related.iter().map(|r| &r.2).collect::<Vec<_>>(), 0)?;
+            self.attention.add(&model.head.attention_rows(&fm, &fr)?)?;
         }
-        Ok(imgs
+        let classes: Vec<Vec<usize>> = imgs
             .iter()
-            .enumerate()
-            .map(|(b, (i, _))| {
-                let maps = self.ds.items[*i]
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .map(|(slot, &c)| {
-                        let mut list: Vec<Vec<f32>> =
-                            self_maps.iter().map(|m| m[b][c].clone()).collect();
-                        if let Some((sum, n)) = related_sum.get(&(b, slot)) {
-                            list.push(sum.iter().map(|v| v / *n as f32).collect());
-                        }
-                        aggregate(&list)
-                    })
-                    .collect();
-                (h, w, maps)
-            })
+            .map(|(i, _)| self.ds.items[*i].labels.clone())
+            .collect();
+        let features = CoattFeatures {
+            images: &f1,
+            flipped: &flipped,
+            small: &small,
+            large: &large,
+            related: &related,
+        };
+        Ok(coattentive_maps(&model.head, &features, &classes)?
+            .into_iter()
+            .map(|maps| (h, w, maps))
             .collect())
     }
 }

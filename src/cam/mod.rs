@@ -1,7 +1,8 @@
-//! Localization maps and pseudo labels (DESIGN §5): CAMs from the trained classifier (single or
+//! Localization maps and pseudo labels: CAMs from the trained classifier (single or
 //! co-attention inference), the official fusion rules, threshold / saliency pseudo labels and
 //! the threshold sweep that scores the maps.
 pub mod aggregate;
+pub mod fusion;
 pub mod infer;
 pub mod pseudo;
 pub mod store;
