@@ -371,7 +371,10 @@ fn coattentive_fusion_is_per_image_and_ignores_the_order_of_related_images() {
     for m in maps.iter().flatten() {
         assert_eq!(m.len(), 20);
         assert!(m.iter().all(|v| (0.0..=1.0).contains(v)), "{m:?}");
-        assert!(m.iter().any(|&v| v > 0.0), "an empty map tests nothing: {m:?}");
+        assert!(
+            m.iter().any(|&v| v > 0.0),
+            "an empty map tests nothing: {m:?}"
+        );
     }
     // the order of the related images does not matter
     let mut reversed = related.clone();

@@ -42,9 +42,10 @@ impl CamSweep {
     pub fn best_miou(&self) -> f64 {
         self.miou[self.best]
     }
-    /// Writes eval-cam.md, eval-cam.json and the mIoU-vs-t plot eval-cam.png into `out`.
+    /// Writes eval-cam.md, eval-cam.json and the mIoU-vs-t chart eval-cam.png (and .svg)
+    /// into `out`.
     pub fn write_report(&self, out: &Path) -> Result<()> {
-        use crate::io::plot::{write_line_plot, Series};
+        use crate::io::plot::{write_line_chart, Chart, Series};
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         crate::io::write_atomic(&out.join("eval-cam.md"), self.markdown().as_bytes())?;
         let json = serde_json::to_string_pretty(self).map_err(|e| Error::Msg(e.to_string()))?;
@@ -55,12 +56,18 @@ impl CamSweep {
             .zip(&self.miou)
             .map(|(&t, &m)| (t as f64, 100.0 * m))
             .collect();
-        write_line_plot(
+        write_line_chart(
             &out.join("eval-cam.png"),
-            &[Series {
-                points: &pts,
-                color: [200, 30, 30],
-            }],
+            &Chart {
+                title: "Map quality against the background threshold",
+                x_label: "background threshold t (a pixel is background where every class map < t)",
+                y_label: "mIoU on the split (%)",
+                series: &[Series {
+                    name: "",
+                    points: &pts,
+                    color: [200, 30, 30],
+                }],
+            },
         )
     }
     pub fn markdown(&self) -> String {

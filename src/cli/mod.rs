@@ -366,7 +366,12 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
             .map_err(|e| Error::Msg(e.to_string()))?
             .as_bytes(),
     )?;
-    crate::io::write_atomic(&out.join("eval.md"), md.as_bytes())?;
+    let what = if a.partial {
+        "the pseudo labels"
+    } else {
+        "the predictions"
+    };
+    conf.write_report(&out, &names, what)?;
     print!("{md}");
     if a.partial {
         println!(

@@ -130,6 +130,35 @@ impl Confusion {
         }
     }
 
+    /// Writes `eval.md` (the table of [`Self::markdown`]) and the per-class IoU chart
+    /// `iou.png` (and `.svg`) into `dir`; `what` names the labels scored, for the chart's title.
+    pub fn write_report(
+        &self,
+        dir: &std::path::Path,
+        names: &[String],
+        what: &str,
+    ) -> crate::Result<()> {
+        crate::io::write_atomic(&dir.join("eval.md"), self.markdown(names).as_bytes())?;
+        let bars: Vec<(String, f64)> = self
+            .scores()
+            .iter()
+            .filter_map(|sc| {
+                let name = names
+                    .get(sc.class)
+                    .cloned()
+                    .unwrap_or_else(|| sc.class.to_string());
+                Some((name, 100.0 * sc.iou?))
+            })
+            .collect();
+        crate::io::plot::write_bar_chart(
+            &dir.join("iou.png"),
+            &format!("IoU per class of {what} (mIoU {:.1}%)", 100.0 * self.miou()),
+            "class",
+            "IoU (%)",
+            &bars,
+        )
+    }
+
     /// Markdown table: class, IoU, FP/TP, FN/TP; then the mean.
     pub fn markdown(&self, names: &[String]) -> String {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}", 100.0 * x));

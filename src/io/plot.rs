@@ -1,164 +1,222 @@
-//! Minimal line plots as PNG (loss curves, mIoU-vs-threshold): axes, a light grid, tick
-//! values in a built-in 3×5 pixel digit font (no system font is needed), one polyline per
-//! series. Axis names are not drawn: they are in the markdown next to each plot.
-use crate::error::Result;
-use image::{Rgb, RgbImage};
+//! Charts people read without the code beside them: a title, axis names with units, a legend,
+//! several series. Drawn by `plotters` with a bundled font (DejaVu Sans, `assets/fonts`, so no
+//! system font is needed), written as PNG and as SVG beside it (same name, `.svg`), both
+//! atomically through the program's writer.
+use crate::error::{Error, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
 use std::path::Path;
+use std::sync::Once;
 
+/// One line of a chart.
 pub struct Series<'a> {
+    /// The legend's name for it.
+    pub name: &'a str,
     pub points: &'a [(f64, f64)],
     pub color: [u8; 3],
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb<u8>) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
-            let (px, py) = (x.round() as i64 + dx, y.round() as i64 + dy);
-            if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                img.put_pixel(px as u32, py as u32, c);
-            }
+/// A line chart.
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub series: &'a [Series<'a>],
+}
+
+const SIZE: (u32, u32) = (720, 440);
+const FONT: &str = "sans-serif";
+
+/// Registers the bundled font once per process.
+fn font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+        // a bundled, known-good font: failure is a build defect, not a user error
+        if plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_err() {
+            panic!("the bundled font assets/fonts/DejaVuSans.ttf did not load");
         }
-    }
+    });
 }
 
-/// 3×5 glyphs (one row of 3 bits per line, top first) for tick labels.
-fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        _ => return None,
-    })
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::file(path, format!("drawing the chart: {e}"))
 }
 
-const SCALE: u32 = 2;
-const ADVANCE: u32 = 4 * SCALE;
-
-/// Draws `text` with its top-left corner at (x, y).
-fn text(img: &mut RgbImage, x: i64, y: i64, t: &str, c: Rgb<u8>) {
-    for (k, ch) in t.chars().enumerate() {
-        let Some(g) = glyph(ch) else { continue };
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..3 {
-                if bits >> (2 - col) & 1 == 1 {
-                    for dy in 0..SCALE {
-                        for dx in 0..SCALE {
-                            let px = x + (k as u32 * ADVANCE + col * SCALE + dx) as i64;
-                            let py = y + (row as u32 * SCALE + dy) as i64;
-                            if px >= 0
-                                && py >= 0
-                                && (px as u32) < img.width()
-                                && (py as u32) < img.height()
-                            {
-                                img.put_pixel(px as u32, py as u32, c);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A tick value with as many decimals as the axis span needs.
-fn tick(v: f64, span: f64) -> String {
-    let decimals = if span >= 50.0 {
-        0
-    } else if span >= 5.0 {
-        1
-    } else {
-        2
+/// The data range of the series, padded so flat or single-point series still get an axis.
+fn ranges(series: &[Series]) -> ((f64, f64), (f64, f64)) {
+    let pts = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
     };
-    format!("{v:.decimals$}")
-}
-
-/// Plots the series on shared axes (y from 0 unless negative values occur).
-pub fn write_line_plot(path: &Path, series: &[Series]) -> Result<()> {
-    let (w, h, m, left) = (800u32, 450u32, 40.0, 64.0);
-    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
-    let pts = series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|p| p.0.is_finite() && p.1.is_finite());
-    let (mut xmin, mut xmax, mut ymin, mut ymax) =
-        (f64::INFINITY, f64::NEG_INFINITY, 0f64, f64::NEG_INFINITY);
-    for &(x, y) in pts {
-        xmin = xmin.min(x);
-        xmax = xmax.max(x);
-        ymin = ymin.min(y);
-        ymax = ymax.max(y);
-    }
-    if !xmin.is_finite() || !ymax.is_finite() {
-        xmin = 0.0;
-        xmax = 1.0;
-        ymax = 1.0;
-    }
-    if xmax <= xmin {
-        xmax = xmin + 1.0;
-    }
-    if ymax <= ymin {
-        ymax = ymin + 1.0;
-    }
-    let (pw, ph) = (w as f64 - m - left, h as f64 - 2.0 * m);
-    let to = |x: f64, y: f64| {
+    let fold = |f: fn(&(f64, f64)) -> f64| {
+        pts()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
+    };
+    let pad = |(lo, hi): (f64, f64)| {
+        if !lo.is_finite() {
+            return (0.0, 1.0);
+        }
+        let span = (hi - lo).max(1e-9);
         (
-            left + (x - xmin) / (xmax - xmin) * pw,
-            h as f64 - m - (y - ymin) / (ymax - ymin) * ph,
+            lo - 0.02 * span,
+            hi + 0.05 * span + if hi == lo { 1.0 } else { 0.0 },
         )
     };
-    let grid = Rgb([225, 225, 225]);
-    for i in 0..=10 {
-        let gx = xmin + (xmax - xmin) * i as f64 / 10.0;
-        let gy = ymin + (ymax - ymin) * i as f64 / 10.0;
-        line(&mut img, to(gx, ymin), to(gx, ymax), grid);
-        line(&mut img, to(xmin, gy), to(xmax, gy), grid);
-    }
-    let axis = Rgb([60, 60, 60]);
-    line(&mut img, to(xmin, ymin), to(xmax, ymin), axis);
-    line(&mut img, to(xmin, ymin), to(xmin, ymax), axis);
-    for i in (0..=10).step_by(2) {
-        let gx = xmin + (xmax - xmin) * i as f64 / 10.0;
-        let gy = ymin + (ymax - ymin) * i as f64 / 10.0;
-        let lx = tick(gx, xmax - xmin);
-        let (px, py) = to(gx, ymin);
-        let half = (lx.len() as u32 * ADVANCE / 2) as i64;
-        text(&mut img, px as i64 - half, py as i64 + 8, &lx, axis);
-        let ly = tick(gy, ymax - ymin);
-        let (px, py) = to(xmin, gy);
-        let wdt = (ly.len() as u32 * ADVANCE) as i64;
-        text(&mut img, px as i64 - wdt - 6, py as i64 - 5, &ly, axis);
-    }
-    for s in series {
-        for win in s.points.windows(2) {
-            if win.iter().all(|p| p.0.is_finite() && p.1.is_finite()) {
-                line(
-                    &mut img,
-                    to(win[0].0, win[0].1),
-                    to(win[1].0, win[1].1),
-                    Rgb(s.color),
-                );
-            }
-        }
-    }
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png)
-        .map_err(|e| crate::Error::file(path, e))?;
-    crate::io::write_atomic(path, buf.get_ref())
+    (pad(fold(|p| p.0)), pad(fold(|p| p.1)))
 }
 
-/// Moving average over `win` points (for a readable loss curve).
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &Chart,
+) -> std::result::Result<(), String> {
+    let e = |e: &dyn std::fmt::Debug| format!("{e:?}");
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let ((x0, x1), (y0, y1)) = ranges(chart.series);
+    let mut c = ChartBuilder::on(root)
+        .caption(chart.title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|x| e(&x))?;
+    c.configure_mesh()
+        .x_desc(chart.x_label)
+        .y_desc(chart.y_label)
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(|x| e(&x))?;
+    for s in chart.series {
+        let color = RGBColor(s.color[0], s.color[1], s.color[2]);
+        let pts = s
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite());
+        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(s.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2))
+            });
+    }
+    if chart.series.len() > 1 || chart.series.iter().any(|s| !s.name.is_empty()) {
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))
+}
+
+/// Writes `chart` as PNG at `png` and as SVG beside it.
+pub fn write_line_chart(png: &Path, chart: &Chart) -> Result<()> {
+    render(
+        png,
+        |root| draw_lines(root, chart),
+        |root| draw_lines(root, chart),
+    )
+}
+
+/// Bars with a name each (per-class IoU, say).
+pub fn write_bar_chart(
+    png: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    bars: &[(String, f64)],
+) -> Result<()> {
+    fn draw<DB: DrawingBackend>(
+        root: &DrawingArea<DB, Shift>,
+        (title, x_label, y_label, bars): (&str, &str, &str, &[(String, f64)]),
+    ) -> std::result::Result<(), String> {
+        let e = |e: &dyn std::fmt::Debug| format!("{e:?}");
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let top = bars
+            .iter()
+            .map(|b| b.1)
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
+        let n = bars.len().max(1);
+        let mut c = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(64)
+            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..(top * 1.1).max(1e-9))
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()
+            .map_err(|x| e(&x))?;
+        c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let v = if v.is_finite() { *v } else { 0.0 };
+            let mut r = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), v),
+                ],
+                RGBColor(50, 100, 190).filled(),
+            );
+            r.set_margin(0, 0, 6, 6);
+            r
+        }))
+        .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))
+    }
+    let args = (title, x_label, y_label, bars);
+    render(png, |root| draw(root, args), |root| draw(root, args))
+}
+
+/// Renders with each backend in memory and writes both files atomically.
+fn render(
+    png: &Path,
+    bitmap: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String>,
+    svg: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> std::result::Result<(), String>,
+) -> Result<()> {
+    font();
+    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        bitmap(&root).map_err(|e| plot_err(png, e))?;
+    }
+    let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, rgb).expect("buffer of the chart's size");
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| plot_err(png, e))?;
+    super::write_atomic(png, &bytes)?;
+    let svg_path = png.with_extension("svg");
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+        svg(&root).map_err(|e| plot_err(&svg_path, e))?;
+    }
+    super::write_atomic(&svg_path, text.as_bytes())
+}
+
+/// Running mean over the last `win` points (the first ones over what there is).
 pub fn smooth(points: &[(f64, f64)], win: usize) -> Vec<(f64, f64)> {
     let win = win.max(1);
     let mut out = Vec::with_capacity(points.len());

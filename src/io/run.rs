@@ -5,7 +5,7 @@
 //! fields) stays with them.
 use super::lock::{lock_dir, DirLock};
 use super::metrics::{read_jsonl, retain_jsonl, MetricsWriter};
-use super::plot::{smooth, write_line_plot, Series};
+use super::plot::{smooth, write_line_chart, Chart, Series};
 use super::{run_config, Checkpoint};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -96,7 +96,9 @@ pub fn before_iteration(v: &serde_json::Value, n: usize) -> bool {
         .is_none_or(|i| (i as usize) < n)
 }
 
-/// `loss.png` of a run folder: every iteration's loss and its running mean over 25.
+/// `loss.png` (and `.svg`) of a run folder: every iteration's loss and its running mean over
+/// 25; and `val.png` when the run logs a validation score per epoch (`val_map` of the
+/// classifier, `val_miou` of the segmentation network).
 pub fn write_loss_plot(run: &Path) -> Result<()> {
     let rows = read_jsonl(&run.join("metrics.jsonl"))?;
     let pts: Vec<(f64, f64)> = rows
@@ -104,17 +106,67 @@ pub fn write_loss_plot(run: &Path) -> Result<()> {
         .filter_map(|r| Some((r.get("iteration")?.as_f64()?, r.get("loss")?.as_f64()?)))
         .collect();
     let sm = smooth(&pts, 25);
-    write_line_plot(
+    write_line_chart(
         &run.join("loss.png"),
-        &[
-            Series {
-                points: &pts,
-                color: [190, 200, 235],
-            },
-            Series {
-                points: &sm,
-                color: [20, 60, 200],
-            },
-        ],
-    )
+        &Chart {
+            title: "Training loss",
+            x_label: "iteration",
+            y_label: "loss (sum of the loss terms)",
+            series: &[
+                Series {
+                    name: "each iteration",
+                    points: &pts,
+                    color: [170, 185, 230],
+                },
+                Series {
+                    name: "running mean over 25",
+                    points: &sm,
+                    color: [20, 60, 200],
+                },
+            ],
+        },
+    )?;
+    for (key, title, y_label) in [
+        ("val_map", "Validation mAP of the classifier", "val mAP (%)"),
+        (
+            "val_miou",
+            "Validation mIoU of the segmentation",
+            "val mIoU (%)",
+        ),
+    ] {
+        let val: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let at = r
+                    .get("epoch_end")
+                    .or_else(|| r.get("iteration"))?
+                    .as_f64()?;
+                Some((at, 100.0 * r.get(key)?.as_f64()?))
+            })
+            .collect();
+        if !val.is_empty() {
+            let x_label = if rows
+                .iter()
+                .any(|r| r.get("epoch_end").is_some() && r.get(key).is_some())
+            {
+                "epoch"
+            } else {
+                "iteration"
+            };
+            write_line_chart(
+                &run.join("val.png"),
+                &Chart {
+                    title,
+                    x_label,
+                    y_label,
+                    series: &[Series {
+                        name: "",
+                        points: &val,
+                        color: [200, 40, 40],
+                    }],
+                },
+            )?;
+        }
+    }
+    Ok(())
 }

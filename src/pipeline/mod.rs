@@ -572,7 +572,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                 return to_value(&LabelQuality::default());
             }
             let (conf, _) = evaluate_folder(&pseudo, &data, "train", true)?;
-            crate::io::write_atomic(&pseudo.join("eval.md"), conf.markdown(&names).as_bytes())?;
+            conf.write_report(&pseudo, &names, "the pseudo labels")?;
             to_value(&LabelQuality {
                 measured: true,
                 miou: Some(conf.miou()),
@@ -649,7 +649,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                     return to_value(&InferResult { miou: None });
                 }
                 let (conf, names) = evaluate_folder(&pred, &data, "val", false)?;
-                crate::io::write_atomic(&pred.join("eval.md"), conf.markdown(&names).as_bytes())?;
+                conf.write_report(&pred, &names, "the predictions")?;
                 to_value(&InferResult {
                     miou: Some(conf.miou()),
                 })

@@ -187,11 +187,75 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         total += t;
     }
     s += &format!("| total | {total:.0} |\n");
+    maps_vs_t_chart(&o.out)?;
     s += "\n## Plots\n\n\
-          - classifier loss: ![](cls/loss.png)\n\
-          - co-attention maps, mIoU vs background threshold: ![](eval-cams/eval-cam.png)\n\
-          - segmentation loss (pseudo labels): ![](seg/loss.png)\n\n\
+          - classifier loss and val mAP: ![](cls/loss.png) ![](cls/val.png)\n\
+          - the map sets' mIoU against the background threshold: ![](maps-vs-t.png)\n\
+          - IoU per class of the pseudo labels: ![](pseudo/iou.png)\n\
+          - segmentation loss (pseudo labels): ![](seg/loss.png)\n\
+          - IoU per class of the segmentation on val: ![](pred/iou.png)\n\n\
           Details: `eval-cams*/eval-cam.md`, `pseudo/stats.md`, `pseudo/eval.md`, \
           `pred*/eval.md`, `affinity/labels/` (AffinityNet's training labels); heat maps in `cams/overlay/` and `refined/overlay/`.\n";
     crate::io::write_atomic(&o.out.join("report.md"), s.as_bytes())
+}
+
+/// `OUT/maps-vs-t.png` (and `.svg`): mIoU on train against the background threshold, one curve
+/// per map set the run scored (a diagnostic: the masks pick nothing here).
+fn maps_vs_t_chart(out: &Path) -> Result<()> {
+    use crate::io::plot::{write_line_chart, Chart, Series};
+    let sets = [
+        ("eval-cams", "co-attentive maps (method)", [200, 40, 40]),
+        (
+            "eval-cams-single",
+            "single-round maps (method)",
+            [30, 110, 200],
+        ),
+        (
+            "eval-cams-basic",
+            "basic classifier's CAMs (baseline)",
+            [90, 90, 90],
+        ),
+    ];
+    let mut curves = Vec::new();
+    for (dir, name, color) in sets {
+        let Ok(text) = std::fs::read_to_string(out.join(dir).join("eval-cam.json")) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| crate::Error::file(out.join(dir).join("eval-cam.json"), e))?;
+        let nums = |k: &str| -> Vec<f64> {
+            v.get(k)
+                .and_then(|a| a.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default()
+        };
+        let pts: Vec<(f64, f64)> = nums("thresholds")
+            .into_iter()
+            .zip(nums("miou"))
+            .map(|(t, m)| (t, 100.0 * m))
+            .collect();
+        if !pts.is_empty() {
+            curves.push((name, pts, color));
+        }
+    }
+    if curves.is_empty() {
+        return Ok(());
+    }
+    let series: Vec<Series> = curves
+        .iter()
+        .map(|(name, pts, color)| Series {
+            name,
+            points: pts,
+            color: *color,
+        })
+        .collect();
+    write_line_chart(
+        &out.join("maps-vs-t.png"),
+        &Chart {
+            title: "Localization maps against the background threshold",
+            x_label: "background threshold t",
+            y_label: "mIoU on train (%)",
+            series: &series,
+        },
+    )
 }
