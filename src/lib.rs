@@ -20,6 +20,7 @@ pub mod ops;
 pub mod optim;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod seed;
 pub mod seg;
 pub mod tensor;

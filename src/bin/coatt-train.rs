@@ -39,6 +39,10 @@ enum Cmd {
     Pipeline(cli::PipelineArgs),
     /// Score predicted label PNGs against a split's masks: confusion matrix, IoU, mIoU.
     Eval(cli::EvalArgs),
+    /// OUT/report.html over a pipeline folder: tables, charts, galleries of train and val images.
+    Report(cli::ReportArgs),
+    /// One image of a pipeline folder as a PNG strip: input, truth, maps, labels, predictions.
+    Show(cli::ShowArgs),
     /// Time the engine's core CPU kernels (conv2d vs a plain GEMM, co-attention) and print GFLOP/s.
     Bench(coatt::cli::bench::BenchArgs),
 }
@@ -62,6 +66,8 @@ fn main() {
         Some(Cmd::Pseudo(a)) => cli::pseudo_cmd(&a),
         Some(Cmd::EvalCam(a)) => cli::eval_cam_cmd(&a),
         Some(Cmd::Eval(a)) => cli::eval_cmd(&a),
+        Some(Cmd::Report(a)) => cli::report_cmd(&a),
+        Some(Cmd::Show(a)) => cli::show_cmd(&a),
         Some(Cmd::TrainAffinity(a)) => cli::train_affinity_cmd(&a),
         Some(Cmd::Refine(a)) => cli::refine_cmd(&a),
         Some(Cmd::TrainSeg(a)) => cli::train_seg_cmd(&a),

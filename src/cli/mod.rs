@@ -388,5 +388,7 @@ mod seg;
 pub use seg::{infer_cmd, pipeline_cmd, train_seg_cmd, InferArgs, PipelineArgs, TrainSegArgs};
 mod affinity;
 pub mod bench;
+mod report;
+pub use report::{report_cmd, show_cmd, ReportArgs, ShowArgs};
 mod values;
 pub use affinity::{refine_cmd, train_affinity_cmd, RefineArgs, TrainAffinityArgs};

@@ -28,7 +28,7 @@ const SIZE: (u32, u32) = (720, 440);
 const FONT: &str = "sans-serif";
 
 /// Registers the bundled font once per process.
-fn font() {
+pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let bytes: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -193,7 +193,7 @@ fn render(
     bitmap: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String>,
     svg: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> std::result::Result<(), String>,
 ) -> Result<()> {
-    font();
+    register_font();
     let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();

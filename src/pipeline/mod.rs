@@ -731,5 +731,10 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         report: out.join("report.md"),
     };
     report::write_report(&r, o, &data)?;
+    // the page people look at: the tables above, the charts, and the galleries
+    crate::report::write_html_report(&crate::report::ReportOptions {
+        quiet: o.quiet,
+        ..crate::report::ReportOptions::new(out)
+    })?;
     Ok(r)
 }
