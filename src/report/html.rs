@@ -53,7 +53,8 @@ struct Row {
 }
 
 /// Mean IoU of one label map against a mask (pixels at 255 in either are left out), or None
-/// when either is missing or they differ in size.
+/// when either is missing, they differ in size, or no pixel is labelled (an image whose
+/// pseudo label is all ignored has no IoU, not an IoU of 0).
 fn image_iou(pred: &Path, mask: Option<&PathBuf>, classes: usize) -> Option<f64> {
     let (p, g) = (read_label_png(pred).ok()?, read_label_png(mask?).ok()?);
     if (p.width, p.height) != (g.width, g.height) {
@@ -61,7 +62,7 @@ fn image_iou(pred: &Path, mask: Option<&PathBuf>, classes: usize) -> Option<f64>
     }
     let mut c = Confusion::new(classes);
     c.add_partial(&g.data, &p.data).ok()?;
-    Some(c.miou())
+    (c.coverage() > 0.0).then(|| c.miou())
 }
 
 /// Evenly spread indices: `n` of `len` (all when n ≥ len).
@@ -119,7 +120,11 @@ fn gallery(folder: &PipelineFolder, split: &str, o: &ReportOptions) -> Result<Ve
                 k,
             )
         };
-        let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}", 100.0 * x));
+        let pct = |v: Option<f64>| {
+            v.map_or("- (no pixel labelled)".to_string(), |x| {
+                format!("{:.1}", 100.0 * x)
+            })
+        };
         let (iou, note) = if split == "train" {
             let v = scored("pseudo");
             (v, format!("pseudo-label IoU {}", pct(v)))
