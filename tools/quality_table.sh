@@ -15,7 +15,15 @@ C=$ROOT/cams/$K-s$S
 L=$ROOT/logs/$K-s$S
 mkdir -p $R $C $L
 [ -f $D/cls_labels.txt ] || $B synth --out $D --kind $K --train 1000 --val 300 --seed 1 > /dev/null
-[ -f $R/basic/last.safetensors ] || $B train-cls --data $D --out $R/basic --preset tiny --variant basic --seed $S --device cpu > $L/basic.train 2>&1
+# an interrupted basic run is resumed, not taken as finished (.done marks a completed one)
+if [ ! -f $R/basic/.done ]; then
+  if [ -f $R/basic/last.safetensors ]; then
+    $B train-cls --data $D --out $R/basic --resume --device cpu >> $L/basic.train 2>&1
+  else
+    $B train-cls --data $D --out $R/basic --preset tiny --variant basic --seed $S --device cpu > $L/basic.train 2>&1
+  fi
+  touch $R/basic/.done
+fi
 for v in coatt full full-dot; do
   [ -f $R/$v/.done ] && continue
   rm -rf $R/$v; mkdir -p $R/$v/checkpoints
