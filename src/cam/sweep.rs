@@ -24,7 +24,7 @@ pub fn thresholds_up_to(max: f32) -> Vec<f32> {
     (0..=n).map(|k| k as f32 / 100.0).collect()
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CamSweep {
     pub thresholds: Vec<f32>,
     pub miou: Vec<f64>,
@@ -42,6 +42,20 @@ impl CamSweep {
     pub fn best_miou(&self) -> f64 {
         self.miou[self.best]
     }
+    /// (t, mIoU in %) for every threshold: the curve the charts draw.
+    pub fn curve(&self) -> Vec<(f64, f64)> {
+        self.thresholds
+            .iter()
+            .zip(&self.miou)
+            .map(|(&t, &m)| (t as f64, 100.0 * m))
+            .collect()
+    }
+    /// The sweep [`Self::write_report`] wrote into `dir` (its confusion matrices are not kept).
+    pub fn read(dir: &Path) -> Result<CamSweep> {
+        let path = dir.join("eval-cam.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
+    }
     /// Writes eval-cam.md, eval-cam.json and the mIoU-vs-t chart eval-cam.png (and .svg)
     /// into `out`.
     pub fn write_report(&self, out: &Path) -> Result<()> {
@@ -50,12 +64,7 @@ impl CamSweep {
         crate::io::write_atomic(&out.join("eval-cam.md"), self.markdown().as_bytes())?;
         let json = serde_json::to_string_pretty(self).map_err(|e| Error::Msg(e.to_string()))?;
         crate::io::write_atomic(&out.join("eval-cam.json"), json.as_bytes())?;
-        let pts: Vec<(f64, f64)> = self
-            .thresholds
-            .iter()
-            .zip(&self.miou)
-            .map(|(&t, &m)| (t as f64, 100.0 * m))
-            .collect();
+        let pts = self.curve();
         write_line_chart(
             &out.join("eval-cam.png"),
             &Chart {

@@ -134,25 +134,21 @@ pub fn write_loss_plot(run: &Path) -> Result<()> {
             "val mIoU (%)",
         ),
     ] {
+        // per epoch where the run logs its score at epoch ends (the classifier), else per
+        // iteration: one x axis per chart
+        let per_epoch = rows
+            .iter()
+            .any(|r| r.get("epoch_end").is_some() && r.get(key).is_some());
+        let (x_key, x_label) = if per_epoch {
+            ("epoch_end", "epoch")
+        } else {
+            ("iteration", "iteration")
+        };
         let val: Vec<(f64, f64)> = rows
             .iter()
-            .filter_map(|r| {
-                let at = r
-                    .get("epoch_end")
-                    .or_else(|| r.get("iteration"))?
-                    .as_f64()?;
-                Some((at, 100.0 * r.get(key)?.as_f64()?))
-            })
+            .filter_map(|r| Some((r.get(x_key)?.as_f64()?, 100.0 * r.get(key)?.as_f64()?)))
             .collect();
         if !val.is_empty() {
-            let x_label = if rows
-                .iter()
-                .any(|r| r.get("epoch_end").is_some() && r.get(key).is_some())
-            {
-                "epoch"
-            } else {
-                "iteration"
-            };
             write_line_chart(
                 &run.join("val.png"),
                 &Chart {

@@ -692,11 +692,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         (None, None)
     };
     // the stages in the order this run met them (run or skipped): the list is the code above
-    let secs: Vec<(String, f64)> = st
-        .order
-        .iter()
-        .filter_map(|n| st.secs(n).map(|s| (n.clone(), s)))
-        .collect();
+    let secs = st.times.clone();
     let r = PipelineReport {
         ran: st.ran.clone(),
         skipped: st.skipped.clone(),

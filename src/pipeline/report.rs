@@ -218,22 +218,11 @@ fn maps_vs_t_chart(out: &Path) -> Result<()> {
     ];
     let mut curves = Vec::new();
     for (dir, name, color) in sets {
-        let Ok(text) = std::fs::read_to_string(out.join(dir).join("eval-cam.json")) else {
+        let dir = out.join(dir);
+        if !dir.join("eval-cam.json").exists() {
             continue;
-        };
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| crate::Error::file(out.join(dir).join("eval-cam.json"), e))?;
-        let nums = |k: &str| -> Vec<f64> {
-            v.get(k)
-                .and_then(|a| a.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-                .unwrap_or_default()
-        };
-        let pts: Vec<(f64, f64)> = nums("thresholds")
-            .into_iter()
-            .zip(nums("miou"))
-            .map(|(t, m)| (t, 100.0 * m))
-            .collect();
+        }
+        let pts = crate::cam::CamSweep::read(&dir)?.curve();
         if !pts.is_empty() {
             curves.push((name, pts, color));
         }

@@ -17,8 +17,9 @@ use std::time::Instant;
 
 pub struct Stages {
     pub dir: PathBuf,
-    /// Every stage met so far, run or skipped, in order.
-    pub order: Vec<String>,
+    /// The recorded time of every stage met so far, run now or by an earlier invocation, in
+    /// order (the report's time table).
+    pub times: Vec<(String, f64)>,
     pub ran: Vec<String>,
     pub skipped: Vec<String>,
     pub quiet: bool,
@@ -34,7 +35,7 @@ impl Stages {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(Stages {
             dir: dir.to_path_buf(),
-            order: Vec::new(),
+            times: Vec::new(),
             ran: Vec::new(),
             skipped: Vec::new(),
             quiet,
@@ -59,7 +60,6 @@ impl Stages {
         outputs: &[PathBuf],
         f: impl FnOnce() -> Result<Value>,
     ) -> Result<Value> {
-        self.order.push(name.to_string());
         let marker = self.dir.join(format!("{name}.json"));
         let after = self.chain.clone();
         self.chain = fingerprint(format!("{after}|{name}|{options}").as_bytes());
@@ -78,6 +78,9 @@ impl Stages {
             }
             if diff.is_empty() && !self.invalidated {
                 self.skipped.push(name.to_string());
+                if let Some(t) = rec.get("secs").and_then(Value::as_f64) {
+                    self.times.push((name.to_string(), t));
+                }
                 self.say(&format!("{name}: already complete, skipped"));
                 return Ok(rec.get("result").cloned().unwrap_or(Value::Null));
             }
@@ -115,17 +118,9 @@ impl Stages {
         let s = serde_json::to_string_pretty(&rec).map_err(|e| Error::Msg(e.to_string()))?;
         crate::io::write_atomic(&marker, s.as_bytes())?;
         self.ran.push(name.to_string());
+        self.times.push((name.to_string(), dt));
         self.say(&format!("{name}: done in {dt:.0} s"));
         Ok(result)
-    }
-
-    /// The recorded time of a stage (this invocation's or an earlier one's).
-    pub fn secs(&self, name: &str) -> Option<f64> {
-        let s = std::fs::read_to_string(self.dir.join(format!("{name}.json"))).ok()?;
-        serde_json::from_str::<Value>(&s)
-            .ok()?
-            .get("secs")?
-            .as_f64()
     }
 }
 

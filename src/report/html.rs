@@ -104,10 +104,7 @@ fn gallery(folder: &PipelineFolder, split: &str, o: &ReportOptions) -> Result<Ve
     for i in picks {
         bar.inc(1);
         let item = &ds.items[i];
-        let Some(src) = folder.sources(split, &ds, &item.id) else {
-            continue;
-        };
-        let tiles: Vec<Tile> = strip::tiles(&item.id, &src, &folder.names)?;
+        let tiles: Vec<Tile> = strip::tiles(&item.id, &folder.sources(split, item), &folder.names)?;
         let png = dir.join(format!("{}.png", item.id));
         strip::write_png(&png, &strip::strip(&tiles)?)?;
         let scored = |folder_name: &str| {

@@ -61,9 +61,8 @@ impl PipelineFolder {
         })
     }
 
-    /// What to show for image `id` of `split` (train: maps and pseudo label; val: predictions).
-    pub fn sources(&self, split: &str, ds: &VocDataset, id: &str) -> Option<ImageSources> {
-        let item = ds.items.iter().find(|it| it.id == id)?;
+    /// What to show for an image of `split` (train: maps and pseudo label; val: predictions).
+    pub fn sources(&self, split: &str, item: &crate::data::voc::Item) -> ImageSources {
         let mut s = ImageSources {
             image: item.image.clone(),
             mask: item.mask.clone(),
@@ -79,7 +78,7 @@ impl PipelineFolder {
             s.labels
                 .push(("prediction + CRF".into(), self.out.join("pred-crf")));
         }
-        Some(s)
+        s
     }
 }
 
@@ -91,8 +90,8 @@ pub fn show(out: &Path, id: &str, dest: &Path) -> Result<()> {
         let Ok(ds) = VocDataset::open(&folder.data, split) else {
             continue;
         };
-        if let Some(src) = folder.sources(split, &ds, id) {
-            let tiles = strip::tiles(id, &src, &folder.names)?;
+        if let Some(item) = ds.items.iter().find(|it| it.id == id) {
+            let tiles = strip::tiles(id, &folder.sources(split, item), &folder.names)?;
             return strip::write_png(dest, &strip::strip(&tiles)?);
         }
     }
