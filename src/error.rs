@@ -12,6 +12,12 @@ pub enum Error {
         lhs: crate::DType,
         rhs: crate::DType,
     },
+    #[error("{op}: operands on different devices ({lhs:?} and {rhs:?}); move one with to_device")]
+    Device {
+        op: &'static str,
+        lhs: crate::backend::Device,
+        rhs: crate::backend::Device,
+    },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
@@ -36,6 +42,13 @@ impl Error {
             op,
             detail: detail.into(),
         }
+    }
+    pub fn device(
+        op: &'static str,
+        lhs: crate::backend::Device,
+        rhs: crate::backend::Device,
+    ) -> Self {
+        Error::Device { op, lhs, rhs }
     }
     pub fn file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
         Error::File {

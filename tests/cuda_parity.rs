@@ -796,4 +796,20 @@ fn cuda_rejects_f64_and_mixed_devices_with_errors() {
     let b = Tensor::ones([2], DType::F32, Device::Cpu);
     let e = a.add(&b).unwrap_err().to_string();
     assert!(e.contains("different devices"), "{e}");
+    // below the ops' own checks, the backend dispatch refuses a mixed pair too (an error, not
+    // a panic)
+    let e = a
+        .storage()
+        .binary(
+            coatt::backend::BinaryOp::Add,
+            a.shape(),
+            &b.storage(),
+            b.shape(),
+            a.shape(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, coatt::Error::Device { op: "binary", .. }),
+        "{e}"
+    );
 }

@@ -1,8 +1,14 @@
-//! The op interface every backend implements. Ops in `crate::ops` call these methods on
-//! `Storage`; each method matches on the storage variant and runs that backend's kernel.
-//! The CPU backend (`cpu/`) is the numerical reference.
+//! The backends and the one storage type the layers above hold. The op interface is
+//! `interface.rs` (one trait per op family, implemented by [`CpuStorage`] in `cpu/` and by
+//! [`CudaStorage`] in `cuda/`); [`Storage`] holds either and dispatches each op to the backend
+//! its operands live on, a device mismatch being an error. Ops that bring their own kernels
+//! implement [`CustomOp`] instead (`crate::ops::affinity`). The CPU backend is the numerical
+//! reference.
 pub mod cpu;
 pub mod cuda;
+mod interface;
+
+pub use interface::*;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Float, Shape};
@@ -24,6 +30,15 @@ pub struct SgdHyper {
 /// above, and only the backend that made it knows its type (the CUDA backend keeps its
 /// softmax rows; the CPU one keeps nothing).
 pub struct CoattSaved(Box<dyn std::any::Any>);
+
+impl CoattSaved {
+    pub fn new<T: 'static>(kept: T) -> Self {
+        CoattSaved(Box::new(kept))
+    }
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,18 +118,6 @@ pub struct Conv2dGeom {
     pub wo: usize,
 }
 
-/// Every size of one local-affinity call (AffinityNet, DESIGN §8): features (b, c, h, w) and
-/// the radius of the half disc of pairs (`cpu::affinity::half_disc_offsets`). Mirrored as
-/// `AffinityGeom` in kernels/affinity.cu.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AffinityGeom {
-    pub b: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub radius: usize,
-}
-
 /// Every size of one pooling call over `planes` = N·C independent planes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2dGeom {
@@ -131,64 +134,27 @@ pub struct Pool2dGeom {
     pub wo: usize,
 }
 
-impl CpuStorage {
-    pub fn dtype(&self) -> DType {
-        match self {
-            CpuStorage::F32(_) => DType::F32,
-            CpuStorage::F64(_) => DType::F64,
-        }
-    }
-    pub fn len(&self) -> usize {
-        match self {
-            CpuStorage::F32(v) => v.len(),
-            CpuStorage::F64(v) => v.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Typed view; the caller has checked the dtype (ops check dtypes before dispatch).
-    pub fn slice<T: Float>(&self) -> &[T] {
-        match self {
-            CpuStorage::F32(v) => bytemuck::cast_slice(v),
-            CpuStorage::F64(v) => bytemuck::cast_slice(v),
-        }
-    }
-    pub fn slice_mut<T: Float>(&mut self) -> &mut [T] {
-        match self {
-            CpuStorage::F32(v) => bytemuck::cast_slice_mut(v),
-            CpuStorage::F64(v) => bytemuck::cast_slice_mut(v),
-        }
-    }
-    pub fn from_vec<T: Float>(v: Vec<T>) -> Self {
-        match T::DTYPE {
-            DType::F32 => CpuStorage::F32(bytemuck::allocation::cast_vec(v)),
-            DType::F64 => CpuStorage::F64(bytemuck::allocation::cast_vec(v)),
-        }
-    }
-    pub fn to_f64_vec(&self) -> Vec<f64> {
-        match self {
-            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            CpuStorage::F64(v) => v.clone(),
-        }
-    }
-}
-
-/// Runs `$body` with `T` bound to the Rust type of `$dtype`.
-macro_rules! with_dtype {
-    ($dtype:expr, $body:block) => {
-        match $dtype {
-            DType::F32 => {
-                #[allow(dead_code)]
-                type T = f32;
-                $body
+/// Runs one op on the backend `$s` lives on: `$body` is written once and compiled for each
+/// backend (it calls the family traits of `interface.rs`); every storage named in `[..]` is
+/// rebound to the same backend's storage, or the op fails with a device mismatch.
+/// `$wrap => $body` hands the body the variant's constructor for ops with several outputs.
+macro_rules! dispatch {
+    ($op:literal, $s:ident = $self:expr, [$($o:ident),*], $wrap:ident => $body:expr) => {
+        match $self {
+            Storage::Cpu($s) => {
+                $(let $o = $o.cpu_of($op)?;)*
+                let $wrap = Storage::Cpu;
+                Ok($body)
             }
-            DType::F64 => {
-                #[allow(dead_code)]
-                type T = f64;
-                $body
+            Storage::Cuda($s) => {
+                $(let $o = $o.cuda_of($op)?;)*
+                let $wrap = Storage::Cuda;
+                Ok($body)
             }
         }
+    };
+    ($op:literal, $s:ident = $self:expr, [$($o:ident),*], $body:expr) => {
+        dispatch!($op, $s = $self, [$($o),*], wrap => wrap($body))
     };
 }
 
@@ -202,43 +168,31 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
-            Storage::Cuda(_) => DType::F32,
+            Storage::Cuda(s) => BackendStorage::dtype(s),
         }
     }
-    fn cpu(&self) -> &CpuStorage {
+    pub fn len(&self) -> usize {
         match self {
-            Storage::Cpu(s) => s,
-            Storage::Cuda(_) => {
-                panic!("a CUDA tensor met a CPU one in one op (ops check devices first)")
-            }
+            Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
         }
     }
-    pub(crate) fn cpu_mut(&mut self) -> &mut CpuStorage {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// This storage as an operand of a CPU op.
+    fn cpu_of(&self, op: &'static str) -> Result<&CpuStorage> {
         match self {
-            Storage::Cpu(s) => s,
-            Storage::Cuda(_) => {
-                panic!("a CUDA tensor met a CPU one in one op (ops check devices first)")
-            }
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda(_) => Err(Error::device(op, Device::Cpu, Device::Cuda)),
         }
     }
-    fn cu(&self) -> &CudaStorage {
+    /// This storage as an operand of a CUDA op.
+    fn cuda_of(&self, op: &'static str) -> Result<&CudaStorage> {
         match self {
-            Storage::Cuda(s) => s,
-            Storage::Cpu(_) => {
-                panic!("a CPU tensor met a CUDA one in one op (ops check devices first)")
-            }
+            Storage::Cuda(s) => Ok(s),
+            Storage::Cpu(_) => Err(Error::device(op, Device::Cuda, Device::Cpu)),
         }
-    }
-    fn cu_mut(&mut self) -> &mut CudaStorage {
-        match self {
-            Storage::Cuda(s) => s,
-            Storage::Cpu(_) => {
-                panic!("a CPU tensor met a CUDA one in one op (ops check devices first)")
-            }
-        }
-    }
-    fn wrap<T: Float>(v: Vec<T>) -> Storage {
-        Storage::Cpu(CpuStorage::from_vec(v))
     }
 
     pub fn zeros(n: usize, dtype: DType, device: Device) -> Storage {
@@ -246,7 +200,9 @@ impl Storage {
     }
     pub fn full(n: usize, v: f64, dtype: DType, device: Device) -> Storage {
         match device {
-            Device::Cpu => with_dtype!(dtype, { Self::wrap(vec![T::of(v); n]) }),
+            Device::Cpu => cpu::with_dtype!(dtype, {
+                Storage::Cpu(CpuStorage::from_vec(vec![T::of(v); n]))
+            }),
             Device::Cuda => {
                 cuda_f32_only(dtype);
                 Storage::Cuda(CudaStorage::full(n, v as f32))
@@ -255,7 +211,7 @@ impl Storage {
     }
     pub fn from_host<T: Float>(v: Vec<T>, device: Device) -> Storage {
         match device {
-            Device::Cpu => Self::wrap(v),
+            Device::Cpu => Storage::Cpu(CpuStorage::from_vec(v)),
             Device::Cuda => {
                 cuda_f32_only(T::DTYPE);
                 Storage::Cuda(CudaStorage::from_host(bytemuck::cast_slice::<T, f32>(&v)))
@@ -272,7 +228,7 @@ impl Storage {
     pub fn to_device(&self, device: Device) -> Storage {
         match (self, device) {
             (Storage::Cpu(_), Device::Cpu) | (Storage::Cuda(_), Device::Cuda) => self.clone(),
-            (Storage::Cuda(s), Device::Cpu) => Self::wrap(s.to_host()),
+            (Storage::Cuda(s), Device::Cpu) => Storage::Cpu(CpuStorage::from_vec(s.to_host())),
             (Storage::Cpu(s), Device::Cuda) => {
                 cuda_f32_only(s.dtype());
                 Storage::Cuda(CudaStorage::from_host(s.slice::<f32>()))
@@ -292,18 +248,13 @@ impl Storage {
             return self.clone();
         }
         let v = self.to_host_f64();
-        with_dtype!(dtype, {
+        cpu::with_dtype!(dtype, {
             Self::from_host(v.into_iter().map(T::of).collect::<Vec<T>>(), self.device())
         })
     }
 
-    pub fn unary(&self, op: UnaryOp) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.unary(op));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::elementwise::unary(op, self.cpu().slice::<T>()))
-        })
+    pub fn unary(&self, op: UnaryOp) -> Result<Storage> {
+        dispatch!("unary", s = self, [], s.unary(op))
     }
     pub fn binary(
         &self,
@@ -312,91 +263,32 @@ impl Storage {
         rhs: &Storage,
         sb: &Shape,
         out: &Shape,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.binary(op, sa, rhs.cu(), sb, out));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::elementwise::binary(
-                op,
-                self.cpu().slice::<T>(),
-                sa,
-                rhs.cpu().slice::<T>(),
-                sb,
-                out,
-            ))
-        })
+    ) -> Result<Storage> {
+        dispatch!("binary", s = self, [rhs], s.binary(op, sa, rhs, sb, out))
     }
-    pub fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.sum_axes(shape, axes));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::reduce::sum_axes(self.cpu().slice::<T>(), shape, axes))
-        })
+    pub fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Result<Storage> {
+        dispatch!("sum_axes", s = self, [], s.sum_axes(shape, axes))
     }
-    pub fn matmul(
-        &self,
-        rhs: &Storage,
-        batch: usize,
-        m: usize,
-        k: usize,
-        n: usize,
-        ta: bool,
-        tb: bool,
-        a_bs: usize,
-        b_bs: usize,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.matmul(rhs.cu(), batch, m, k, n, ta, tb, a_bs, b_bs));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::matmul::batched(
-                self.cpu().slice::<T>(),
-                rhs.cpu().slice::<T>(),
-                batch,
-                m,
-                k,
-                n,
-                ta,
-                tb,
-                a_bs,
-                b_bs,
-            ))
-        })
+    pub fn matmul(&self, rhs: &Storage, g: &MatmulGeom) -> Result<Storage> {
+        dispatch!("matmul", s = self, [rhs], s.matmul(rhs, g))
     }
-    pub fn softmax(&self, outer: usize, len: usize, inner: usize) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.softmax(outer, len, inner));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::softmax::softmax(
-                self.cpu().slice::<T>(),
-                outer,
-                len,
-                inner,
-            ))
-        })
+    pub fn softmax(&self, outer: usize, len: usize, inner: usize) -> Result<Storage> {
+        dispatch!("softmax", s = self, [], s.softmax(outer, len, inner))
     }
+    /// self = y.
     pub fn softmax_backward(
         &self,
         dy: &Storage,
         outer: usize,
         len: usize,
         inner: usize,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.softmax_backward(dy.cu(), outer, len, inner));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::softmax::softmax_backward(
-                self.cpu().slice::<T>(),
-                dy.cpu().slice::<T>(),
-                outer,
-                len,
-                inner,
-            ))
-        })
+    ) -> Result<Storage> {
+        dispatch!(
+            "softmax_backward",
+            s = self,
+            [dy],
+            s.softmax_backward(dy, outer, len, inner)
+        )
     }
     /// The conv's output, with a ReLU applied when `relu`.
     pub fn conv2d(
@@ -405,223 +297,92 @@ impl Storage {
         bias: Option<&Storage>,
         g: &Conv2dGeom,
         relu: bool,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.conv2d(w.cu(), bias.map(|b| b.cu()), g, relu));
+    ) -> Result<Storage> {
+        match (self, bias) {
+            (_, None) => dispatch!("conv2d", s = self, [w], s.conv2d(w, None, g, relu)),
+            (_, Some(b)) => dispatch!("conv2d", s = self, [w, b], s.conv2d(w, Some(b), g, relu)),
         }
-        with_dtype!(self.dtype(), {
-            let b = bias.map(|b| b.cpu().slice::<T>());
-            let mut y = cpu::conv::forward(self.cpu().slice::<T>(), w.cpu().slice::<T>(), b, g);
-            if relu {
-                // NaN passes through, as the ReLU op and PyTorch's (max would hide it as 0)
-                y.iter_mut().for_each(|v| {
-                    if *v < T::default() {
-                        *v = T::default()
-                    }
-                });
+    }
+    /// self = dy.
+    pub fn conv2d_backward_input(&self, w: &Storage, g: &Conv2dGeom) -> Result<Storage> {
+        dispatch!(
+            "conv2d_backward_input",
+            s = self,
+            [w],
+            s.conv2d_backward_input(w, g)
+        )
+    }
+    /// self = dy.
+    pub fn conv2d_backward_weight(&self, x: &Storage, g: &Conv2dGeom) -> Result<Storage> {
+        dispatch!(
+            "conv2d_backward_weight",
+            s = self,
+            [x],
+            s.conv2d_backward_weight(x, g)
+        )
+    }
+    pub fn max_pool2d(&self, g: &Pool2dGeom) -> Result<Storage> {
+        dispatch!("max_pool2d", s = self, [], s.max_pool2d(g))
+    }
+    /// self = x.
+    pub fn max_pool2d_backward(&self, dy: &Storage, g: &Pool2dGeom) -> Result<Storage> {
+        dispatch!(
+            "max_pool2d_backward",
+            s = self,
+            [dy],
+            s.max_pool2d_backward(dy, g)
+        )
+    }
+    pub fn avg_pool2d(&self, g: &Pool2dGeom) -> Result<Storage> {
+        dispatch!("avg_pool2d", s = self, [], s.avg_pool2d(g))
+    }
+    /// self = dy.
+    pub fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Result<Storage> {
+        dispatch!(
+            "avg_pool2d_backward",
+            s = self,
+            [],
+            s.avg_pool2d_backward(g)
+        )
+    }
+    pub fn resize_bilinear(&self, g: &ResizeGeom) -> Result<Storage> {
+        dispatch!("resize_bilinear", s = self, [], s.resize_bilinear(g))
+    }
+    /// self = dy.
+    pub fn resize_bilinear_backward(&self, g: &ResizeGeom) -> Result<Storage> {
+        dispatch!(
+            "resize_bilinear_backward",
+            s = self,
+            [],
+            s.resize_bilinear_backward(g)
+        )
+    }
+    pub fn permute(&self, shape: &Shape, perm: &[usize]) -> Result<Storage> {
+        dispatch!("permute", s = self, [], s.permute(shape, perm))
+    }
+    pub fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Result<Storage> {
+        dispatch!("narrow", s = self, [], s.narrow(shape, axis, start, len))
+    }
+    pub fn concat(parts: &[(&Storage, &Shape)], axis: usize) -> Result<Storage> {
+        match parts[0].0 {
+            Storage::Cpu(_) => {
+                let p = parts
+                    .iter()
+                    .map(|(s, sh)| Ok((s.cpu_of("concat")?, *sh)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::concat(&p, axis)))
             }
-            Self::wrap(y)
-        })
-    }
-    /// self = dy
-    pub fn conv2d_backward_input(&self, w: &Storage, g: &Conv2dGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.conv2d_backward_input(w.cu(), g));
+            Storage::Cuda(_) => {
+                let p = parts
+                    .iter()
+                    .map(|(s, sh)| Ok((s.cuda_of("concat")?, *sh)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cuda(CudaStorage::concat(&p, axis)))
+            }
         }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::conv::backward_input(
-                self.cpu().slice::<T>(),
-                w.cpu().slice::<T>(),
-                g,
-            ))
-        })
     }
-    /// self = dy
-    pub fn conv2d_backward_weight(&self, x: &Storage, g: &Conv2dGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.conv2d_backward_weight(x.cu(), g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::conv::backward_weight(
-                self.cpu().slice::<T>(),
-                x.cpu().slice::<T>(),
-                g,
-            ))
-        })
-    }
-    pub fn max_pool2d(&self, g: &Pool2dGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.max_pool2d(g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::pool::max_forward(self.cpu().slice::<T>(), g))
-        })
-    }
-    /// self = x
-    pub fn max_pool2d_backward(&self, dy: &Storage, g: &Pool2dGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.max_pool2d_backward(dy.cu(), g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::pool::max_backward(
-                self.cpu().slice::<T>(),
-                dy.cpu().slice::<T>(),
-                g,
-            ))
-        })
-    }
-    pub fn avg_pool2d(&self, g: &Pool2dGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.avg_pool2d(g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::pool::avg_forward(self.cpu().slice::<T>(), g))
-        })
-    }
-    /// self = dy
-    pub fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.avg_pool2d_backward(g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::pool::avg_backward(self.cpu().slice::<T>(), g))
-        })
-    }
-    pub fn resize_bilinear(
-        &self,
-        planes: usize,
-        h: usize,
-        w: usize,
-        ho: usize,
-        wo: usize,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.resize_bilinear(planes, h, w, ho, wo));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::resize::forward(
-                self.cpu().slice::<T>(),
-                planes,
-                h,
-                w,
-                ho,
-                wo,
-            ))
-        })
-    }
-    /// self = dy
-    pub fn resize_bilinear_backward(
-        &self,
-        planes: usize,
-        h: usize,
-        w: usize,
-        ho: usize,
-        wo: usize,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.resize_bilinear_backward(planes, h, w, ho, wo));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::resize::backward(
-                self.cpu().slice::<T>(),
-                planes,
-                h,
-                w,
-                ho,
-                wo,
-            ))
-        })
-    }
-
-    /// AffinityNet's affinities of features self (B,C,H,W) → (B,P,H,W).
-    pub fn local_affinity(&self, g: &AffinityGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.local_affinity(g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::affinity::forward(self.cpu().slice::<T>(), g))
-        })
-    }
-    /// self = f; a = the forward's output, da its gradient.
-    pub fn local_affinity_backward(&self, a: &Storage, da: &Storage, g: &AffinityGeom) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.local_affinity_backward(a.cu(), da.cu(), g));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::affinity::backward(
-                self.cpu().slice::<T>(),
-                a.cpu().slice::<T>(),
-                da.cpu().slice::<T>(),
-                g,
-            ))
-        })
-    }
-    /// The random walk of maps self (B,K,H,W) over affinities a (B,P,H,W).
-    pub fn random_walk(
-        &self,
-        a: &Storage,
-        g: &AffinityGeom,
-        k: usize,
-        beta: f64,
-        steps: usize,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.random_walk(a.cu(), g, k, beta, steps));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::affinity::walk(
-                self.cpu().slice::<T>(),
-                a.cpu().slice::<T>(),
-                g,
-                k,
-                beta,
-                steps,
-            ))
-        })
-    }
-    pub fn permute(&self, shape: &Shape, perm: &[usize]) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.permute(shape, perm));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::layout::permute(self.cpu().slice::<T>(), shape, perm))
-        })
-    }
-    pub fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.narrow(shape, axis, start, len));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::layout::narrow(
-                self.cpu().slice::<T>(),
-                shape,
-                axis,
-                start,
-                len,
-            ))
-        })
-    }
-    pub fn concat(parts: &[(&Storage, &Shape)], axis: usize) -> Storage {
-        if let Storage::Cuda(_) = parts[0].0 {
-            let p: Vec<(&CudaStorage, &Shape)> =
-                parts.iter().map(|(s, sh)| (s.cu(), *sh)).collect();
-            return Storage::Cuda(CudaStorage::concat(&p, axis));
-        }
-        with_dtype!(parts[0].0.dtype(), {
-            let p: Vec<(&[T], &Shape)> = parts
-                .iter()
-                .map(|(s, sh)| (s.cpu().slice::<T>(), *sh))
-                .collect();
-            Self::wrap(cpu::layout::concat(&p, axis))
-        })
-    }
-    pub fn flip(&self, shape: &Shape, axis: usize) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.flip(shape, axis));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(cpu::layout::flip(self.cpu().slice::<T>(), shape, axis))
-        })
+    pub fn flip(&self, shape: &Shape, axis: usize) -> Result<Storage> {
+        dispatch!("flip", s = self, [], s.flip(shape, axis))
     }
     /// Returns (y, mean, invstd, biased var), the statistics per channel.
     pub fn batch_norm_train(
@@ -632,30 +393,14 @@ impl Storage {
         c: usize,
         hw: usize,
         eps: f64,
-    ) -> (Storage, Storage, Storage, Storage) {
-        if let Storage::Cuda(s) = self {
-            let (y, m, i, v) = s.batch_norm_train(gamma.cu(), beta.cu(), n, c, hw, eps);
-            return (
-                Storage::Cuda(y),
-                Storage::Cuda(m),
-                Storage::Cuda(i),
-                Storage::Cuda(v),
-            );
-        }
-        with_dtype!(self.dtype(), {
-            let (y, m, i, v) = cpu::norm::forward(
-                self.cpu().slice::<T>(),
-                gamma.cpu().slice::<T>(),
-                beta.cpu().slice::<T>(),
-                n,
-                c,
-                hw,
-                eps,
-            );
-            (Self::wrap(y), Self::wrap(m), Self::wrap(i), Self::wrap(v))
+    ) -> Result<(Storage, Storage, Storage, Storage)> {
+        dispatch!("batch_norm_train", s = self, [gamma, beta], w => {
+            let (y, m, i, v) = s.batch_norm_train(gamma, beta, n, c, hw, eps);
+            (w(y), w(m), w(i), w(v))
         })
     }
-    /// self = x; returns (dx, dγ, dβ)
+    /// self = x; returns (dx, dγ, dβ).
+    #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_backward(
         &self,
         dy: &Storage,
@@ -665,125 +410,63 @@ impl Storage {
         n: usize,
         c: usize,
         hw: usize,
-    ) -> (Storage, Storage, Storage) {
-        if let Storage::Cuda(s) = self {
-            let (dx, dg, db) =
-                s.batch_norm_backward(dy.cu(), gamma.cu(), mean.cu(), invstd.cu(), n, c, hw);
-            return (Storage::Cuda(dx), Storage::Cuda(dg), Storage::Cuda(db));
-        }
-        with_dtype!(self.dtype(), {
-            let s = sl::<T>;
-            let (dx, dg, db) =
-                cpu::norm::backward(s(self), s(dy), s(gamma), s(mean), s(invstd), n, c, hw);
-            (Self::wrap(dx), Self::wrap(dg), Self::wrap(db))
+    ) -> Result<(Storage, Storage, Storage)> {
+        dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd], w => {
+            let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, n, c, hw);
+            (w(dx), w(dg), w(db))
         })
     }
-    pub fn bce_logits_mean(&self, target: &Storage) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.bce_logits_mean(target.cu()));
-        }
-        with_dtype!(self.dtype(), {
-            Self::wrap(vec![cpu::loss::bce_logits_mean(
-                self.cpu().slice::<T>(),
-                target.cpu().slice::<T>(),
-            )])
-        })
+    pub fn bce_logits_mean(&self, target: &Storage) -> Result<Storage> {
+        dispatch!(
+            "bce_logits_mean",
+            s = self,
+            [target],
+            s.bce_logits_mean(target)
+        )
     }
     /// self = logits; `g` is the upstream gradient of the scalar loss.
-    pub fn bce_logits_mean_backward(&self, target: &Storage, g: &Storage) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.bce_logits_mean_backward(target.cu(), g.cu()));
-        }
-        with_dtype!(self.dtype(), {
-            let g = g.cpu().slice::<T>()[0];
-            Self::wrap(cpu::loss::bce_logits_mean_backward(
-                self.cpu().slice::<T>(),
-                target.cpu().slice::<T>(),
-                g,
-            ))
-        })
+    pub fn bce_logits_mean_backward(&self, target: &Storage, g: &Storage) -> Result<Storage> {
+        dispatch!(
+            "bce_logits_mean_backward",
+            s = self,
+            [target, g],
+            s.bce_logits_mean_backward(target, g)
+        )
     }
-    /// Returns (loss sum, counted pixels); Err(label) for a label outside 0..k that is not `ignore`.
+    /// Returns (loss sum, counted pixels), or Err(label) inside for a label outside 0..k that
+    /// is not `ignore`.
     pub fn cross_entropy(
         &self,
         labels: &Storage,
-        b: usize,
-        k: usize,
-        hw: usize,
-        ignore: usize,
-    ) -> std::result::Result<(f64, usize), f64> {
-        if let Storage::Cuda(s) = self {
-            return s.cross_entropy(labels.cu(), b, k, hw, ignore);
-        }
-        with_dtype!(self.dtype(), {
-            cpu::loss::cross_entropy(
-                self.cpu().slice::<T>(),
-                labels.cpu().slice::<T>(),
-                b,
-                k,
-                hw,
-                ignore,
-            )
-        })
+        g: &CrossEntropyGeom,
+    ) -> Result<std::result::Result<(f64, usize), f64>> {
+        dispatch!("cross_entropy", s = self, [labels], _w => s.cross_entropy(labels, g))
     }
     pub fn cross_entropy_backward(
         &self,
         labels: &Storage,
-        b: usize,
-        k: usize,
-        hw: usize,
-        ignore: usize,
+        g: &CrossEntropyGeom,
         count: usize,
-        g: &Storage,
-    ) -> Storage {
-        if let Storage::Cuda(s) = self {
-            return Storage::Cuda(s.cross_entropy_backward(
-                labels.cu(),
-                b,
-                k,
-                hw,
-                ignore,
-                count,
-                g.cu(),
-            ));
-        }
-        with_dtype!(self.dtype(), {
-            let g = g.cpu().slice::<T>()[0];
-            Self::wrap(cpu::loss::cross_entropy_backward(
-                self.cpu().slice::<T>(),
-                labels.cpu().slice::<T>(),
-                b,
-                k,
-                hw,
-                ignore,
-                count,
-                g,
-            ))
-        })
+        grad: &Storage,
+    ) -> Result<Storage> {
+        dispatch!(
+            "cross_entropy_backward",
+            s = self,
+            [labels, grad],
+            s.cross_entropy_backward(labels, g, count, grad)
+        )
     }
-    /// self = Fm; returns (Fm∩, Fn∩) and, when `keep` asks for it and the backend keeps any,
-    /// what the backward can reuse instead of recomputing (the GPU keeps Q and both softmaxes;
-    /// the CPU recomputes, to hold no N×M matrix between the passes).
-    #[allow(clippy::too_many_arguments)]
+    /// self = Fm; returns (Fm∩, Fn∩) and what the backend keeps for the backward when `keep`.
     pub fn coattention(
         &self,
         fnn: &Storage,
         w: &Storage,
-        b: usize,
-        c: usize,
-        n: usize,
-        m: usize,
+        g: &CoattGeom,
         keep: bool,
-    ) -> (Storage, Storage, Option<CoattSaved>) {
-        if let Storage::Cuda(s) = self {
-            let (a, b2, saved) = cuda::coattention_forward(s, fnn.cu(), w.cu(), b, c, n, m, keep);
-            let saved = saved.map(|k| CoattSaved(Box::new(k)));
-            return (Storage::Cuda(a), Storage::Cuda(b2), saved);
-        }
-        with_dtype!(self.dtype(), {
-            let s = sl::<T>;
-            let (a, bb) = cpu::coattention::forward(s(self), s(fnn), s(w), b, c, n, m);
-            (Self::wrap(a), Self::wrap(bb), None)
+    ) -> Result<(Storage, Storage, Option<CoattSaved>)> {
+        dispatch!("coattention", s = self, [fnn, w], wrap => {
+            let (a, b, saved) = s.coattention(fnn, w, g, keep);
+            (wrap(a), wrap(b), saved)
         })
     }
     /// self = Fm; returns (dFm, dFn, dW).
@@ -793,47 +476,53 @@ impl Storage {
         w: &Storage,
         g_fm: &Storage,
         g_fn: &Storage,
-        b: usize,
-        c: usize,
-        n: usize,
-        m: usize,
+        g: &CoattGeom,
         saved: Option<&CoattSaved>,
-    ) -> (Storage, Storage, Storage) {
-        if let Storage::Cuda(s) = self {
-            let (a, b2, c2) = cuda::coattention_backward(
-                s,
-                fnn.cu(),
-                w.cu(),
-                g_fm.cu(),
-                g_fn.cu(),
-                b,
-                c,
-                n,
-                m,
-                saved.and_then(|x| x.0.downcast_ref::<cuda::CoattKept>()),
-            );
-            return (Storage::Cuda(a), Storage::Cuda(b2), Storage::Cuda(c2));
-        }
-        with_dtype!(self.dtype(), {
-            let s = sl::<T>;
-            let (a, bb, cc) =
-                cpu::coattention::backward(s(self), s(fnn), s(w), s(g_fm), s(g_fn), b, c, n, m);
-            (Self::wrap(a), Self::wrap(bb), Self::wrap(cc))
+    ) -> Result<(Storage, Storage, Storage)> {
+        dispatch!("coattention_backward", s = self, [fnn, w, g_fm, g_fn], wrap => {
+            let (a, b, c) = s.coattention_backward(fnn, w, g_fm, g_fn, g, saved);
+            (wrap(a), wrap(b), wrap(c))
         })
     }
     /// In-place SGD step on self (the parameter).
-    pub fn sgd_step(&mut self, grad: &Storage, buf: &mut Storage, h: &SgdHyper, first: bool) {
-        if let Storage::Cuda(_) = self {
-            let g = grad.cu();
-            let b = buf.cu_mut();
-            self.cu_mut().sgd_step(g, b, h, first);
-            return;
+    pub fn sgd_step(
+        &mut self,
+        grad: &Storage,
+        buf: &mut Storage,
+        h: &SgdHyper,
+        first: bool,
+    ) -> Result<()> {
+        match (self, buf) {
+            (Storage::Cpu(p), Storage::Cpu(b)) => {
+                p.sgd_step(grad.cpu_of("sgd_step")?, b, h, first);
+                Ok(())
+            }
+            (Storage::Cuda(p), Storage::Cuda(b)) => {
+                p.sgd_step(grad.cuda_of("sgd_step")?, b, h, first);
+                Ok(())
+            }
+            (p, b) => Err(Error::device("sgd_step", p.device(), b.device())),
         }
-        with_dtype!(self.dtype(), {
-            let g = grad.cpu().slice::<T>();
-            let b = buf.cpu_mut().slice_mut::<T>();
-            cpu::sgd::step(self.cpu_mut().slice_mut::<T>(), g, b, h, first)
-        })
+    }
+    /// Runs an op that brings its own kernels on the device of its inputs (which must share
+    /// it).
+    pub fn apply_custom(op: &dyn CustomOp, inputs: &[&Storage]) -> Result<Storage> {
+        match inputs[0] {
+            Storage::Cpu(_) => {
+                let xs = inputs
+                    .iter()
+                    .map(|s| s.cpu_of(op.name()))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(op.cpu_fwd(&xs)))
+            }
+            Storage::Cuda(_) => {
+                let xs = inputs
+                    .iter()
+                    .map(|s| s.cuda_of(op.name()))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cuda(op.cuda_fwd(&xs)))
+            }
+        }
     }
 }
 
@@ -849,10 +538,7 @@ pub(crate) fn check_same(op: &'static str, xs: &[&Storage]) -> Result<()> {
             });
         }
         if x.device() != dev0 {
-            return Err(Error::Msg(format!(
-                "{op}: tensors on different devices ({dev0:?} vs {:?})",
-                x.device()
-            )));
+            return Err(Error::device(op, dev0, x.device()));
         }
     }
     Ok(())
@@ -864,9 +550,4 @@ fn cuda_f32_only(dtype: DType) {
         dtype == DType::F32,
         "the CUDA backend stores f32 only ({dtype:?} asked for); use the CPU for f64"
     );
-}
-
-/// Typed host slice of a CPU storage (a fn, not a closure, so lifetimes elide).
-fn sl<T: Float>(x: &Storage) -> &[T] {
-    x.cpu().slice::<T>()
 }

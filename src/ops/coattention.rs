@@ -1,7 +1,7 @@
 //! The co-attention op (DESIGN §4) as one op with its own backward.
 use super::plain;
 use crate::autograd::{record, should_track};
-use crate::backend::check_same;
+use crate::backend::{check_same, CoattGeom};
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 
@@ -33,9 +33,10 @@ pub fn coattention(fm: &Tensor, fnn: &Tensor, w: &Tensor) -> Result<(Tensor, Ten
         &[&fm.storage(), &fnn.storage(), &w.storage()],
     )?;
     let track = should_track(&[fm, fnn, w]);
+    let geom = CoattGeom { b, c, n, m };
     let (a, bb, saved) = fm
         .storage()
-        .coattention(&fnn.storage(), &w.storage(), b, c, n, m, track);
+        .coattention(&fnn.storage(), &w.storage(), &geom, track)?;
     let fm_att = Tensor::from_storage(a, [b, c, n], track);
     let fn_att = Tensor::from_storage(bb, [b, c, m], track);
     if track {
@@ -55,12 +56,9 @@ pub fn coattention(fm: &Tensor, fnn: &Tensor, w: &Tensor) -> Result<(Tensor, Ten
                     &wp.storage(),
                     &g1.storage(),
                     &g2.storage(),
-                    b,
-                    c,
-                    n,
-                    m,
+                    &geom,
                     saved.as_ref(),
-                );
+                )?;
                 Ok(vec![
                     Some(plain(dfm, [b, c, n])),
                     Some(plain(dfn, [b, c, m])),

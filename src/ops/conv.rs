@@ -131,7 +131,7 @@ impl Tensor {
             bias.map(|b| b.storage()).as_deref(),
             &g,
             relu,
-        );
+        )?;
         let (x, w) = (self.clone(), weight.clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
@@ -148,18 +148,14 @@ impl Tensor {
                     dy
                 };
                 let dys = dy.storage();
-                let dx = needs[0].then(|| {
-                    plain(
-                        dys.conv2d_backward_input(&w.storage(), &g),
-                        x.shape().clone(),
-                    )
-                });
-                let dw = needs[1].then(|| {
-                    plain(
-                        dys.conv2d_backward_weight(&x.storage(), &g),
-                        w.shape().clone(),
-                    )
-                });
+                let dx = needs[0]
+                    .then(|| dys.conv2d_backward_input(&w.storage(), &g))
+                    .transpose()?
+                    .map(|s| plain(s, x.shape().clone()));
+                let dw = needs[1]
+                    .then(|| dys.conv2d_backward_weight(&x.storage(), &g))
+                    .transpose()?
+                    .map(|s| plain(s, w.shape().clone()));
                 let mut out = vec![dx, dw];
                 if needs.len() == 3 {
                     out.push(if needs[2] {

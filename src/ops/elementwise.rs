@@ -10,7 +10,11 @@ impl Tensor {
         op: UnaryOp,
         bw: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + 'static,
     ) -> Tensor {
-        let s = self.storage().unary(op);
+        // one operand: nothing to mismatch, and the unary kernels cannot fail
+        let s = self
+            .storage()
+            .unary(op)
+            .expect("a unary op has one operand");
         let x = self.clone();
         finish(s, self.shape().clone(), &[self], move |g, y, _| {
             Ok(vec![Some(bw(&x, y, g)?)])
@@ -66,7 +70,7 @@ impl Tensor {
         let out = Shape::broadcast(self.shape(), rhs.shape(), "binary")?;
         let s = self
             .storage()
-            .binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out);
+            .binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out)?;
         Ok(plain(s, out))
     }
 
@@ -81,7 +85,7 @@ impl Tensor {
         let out = Shape::broadcast(self.shape(), rhs.shape(), "binary")?;
         let s = self
             .storage()
-            .binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out);
+            .binary(op, self.shape(), &rhs.storage(), rhs.shape(), &out)?;
         let (a, b) = (self.clone(), rhs.clone());
         Ok(finish(s, out, &[self, rhs], move |g, _, needs| {
             let (ga, gb) = bw(&a, &b, g, needs)?;

@@ -38,7 +38,7 @@ impl Tensor {
             );
         }
         let dims: Vec<usize> = perm.iter().map(|&p| self.dims()[p]).collect();
-        let s = self.storage().permute(self.shape(), perm);
+        let s = self.storage().permute(self.shape(), perm)?;
         let mut inv = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
             inv[p] = i;
@@ -71,7 +71,7 @@ impl Tensor {
         }
         let mut dims = self.dims().to_vec();
         dims[axis] = len;
-        let s = self.storage().narrow(self.shape(), axis, start, len);
+        let s = self.storage().narrow(self.shape(), axis, start, len)?;
         let full = self.dims().to_vec();
         Ok(finish(s, dims.into(), &[self], move |g, _, _| {
             // Pad the gradient with zeros back to the full extent.
@@ -121,7 +121,7 @@ impl Tensor {
                 .map(|(s, p)| (*s, p.shape()))
                 .collect::<Vec<_>>(),
             axis,
-        );
+        )?;
         drop(guards);
         let lens: Vec<usize> = parts.iter().map(|p| p.dims()[axis]).collect();
         Ok(finish(s, dims.into(), parts, move |g, _, needs| {
@@ -143,7 +143,7 @@ impl Tensor {
         if axis >= self.rank() {
             shape_err!("flip", "axis {axis} out of range for {:?}", self.shape());
         }
-        let s = self.storage().flip(self.shape(), axis);
+        let s = self.storage().flip(self.shape(), axis)?;
         Ok(finish(s, self.shape().clone(), &[self], move |g, _, _| {
             Ok(vec![Some(g.flip(axis)?)])
         }))

@@ -1,6 +1,6 @@
 //! Losses with hand-written backward passes.
 use super::{finish, plain};
-use crate::backend::check_same;
+use crate::backend::{check_same, CrossEntropyGeom};
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
 
@@ -20,7 +20,7 @@ impl Tensor {
             "multilabel_soft_margin",
             &[&self.storage(), &targets.storage()],
         )?;
-        let s = self.storage().bce_logits_mean(&targets.storage());
+        let s = self.storage().bce_logits_mean(&targets.storage())?;
         let (x, t) = (self.clone(), targets.clone());
         Ok(finish(
             s,
@@ -35,7 +35,7 @@ impl Tensor {
                 Ok(vec![
                     Some(plain(
                         x.storage()
-                            .bce_logits_mean_backward(&t.storage(), &g.storage()),
+                            .bce_logits_mean_backward(&t.storage(), &g.storage())?,
                         x.shape().clone(),
                     )),
                     None,
@@ -63,9 +63,10 @@ impl Tensor {
         }
         check_same("cross_entropy", &[&self.storage(), &labels.storage()])?;
         let (b, k, hw) = (d[0], d[1], d[2..].iter().product::<usize>());
+        let geom = CrossEntropyGeom { b, k, hw, ignore };
         let (sum, count) = self
             .storage()
-            .cross_entropy(&labels.storage(), b, k, hw, ignore)
+            .cross_entropy(&labels.storage(), &geom)?
             .map_err(|l| {
                 Error::shape(
                     "cross_entropy",
@@ -78,15 +79,9 @@ impl Tensor {
             .clone();
         let (x, l) = (self.clone(), labels.clone());
         Ok(finish(s, [1].into(), &[self, labels], move |g, _, _| {
-            let dx = x.storage().cross_entropy_backward(
-                &l.storage(),
-                b,
-                k,
-                hw,
-                ignore,
-                count,
-                &g.storage(),
-            );
+            let dx =
+                x.storage()
+                    .cross_entropy_backward(&l.storage(), &geom, count, &g.storage())?;
             Ok(vec![Some(plain(dx, x.shape().clone())), None])
         }))
     }

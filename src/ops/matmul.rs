@@ -1,7 +1,7 @@
 //! Matrix products: 2-D, batched 3-D, and 3-D × 2-D (the 2-D operand shared by the batch),
 //! each operand optionally transposed.
 use super::finish;
-use crate::backend::check_same;
+use crate::backend::{check_same, MatmulGeom};
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 
@@ -60,9 +60,19 @@ impl Tensor {
         if ra == 3 && rhs.dims()[0] != batch {
             shape_err!("matmul", "batch sizes {batch} and {}", rhs.dims()[0]);
         }
-        let s = self
-            .storage()
-            .matmul(&rhs.storage(), batch, m, k, n, ta, tb, m * k, k * n);
+        let s = self.storage().matmul(
+            &rhs.storage(),
+            &MatmulGeom {
+                batch,
+                m,
+                k,
+                n,
+                ta,
+                tb,
+                a_batch_stride: m * k,
+                b_batch_stride: k * n,
+            },
+        )?;
         let shape = if ra == 3 {
             vec![batch, m, n]
         } else {

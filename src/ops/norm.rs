@@ -33,7 +33,7 @@ impl Tensor {
         )?;
         let (y, mean, invstd, var) =
             self.storage()
-                .batch_norm_train(&gamma.storage(), &beta.storage(), n, c, hw, eps);
+                .batch_norm_train(&gamma.storage(), &beta.storage(), n, c, hw, eps)?;
         let (mean, invstd, var) = (plain(mean, [c]), plain(invstd, [c]), plain(var, [c]));
         let cnt = (n * hw) as f64;
         let unbiased = var.mul_scalar(if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 });
@@ -63,7 +63,7 @@ impl Tensor {
                     n,
                     c,
                     hw,
-                );
+                )?;
                 Ok(vec![
                     needs[0].then(|| plain(dx, x.shape().clone())),
                     needs[1].then(|| plain(dg, [c])),

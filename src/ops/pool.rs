@@ -69,12 +69,12 @@ impl Pool2dParams {
 impl Tensor {
     pub fn max_pool2d(&self, p: Pool2dParams) -> Result<Tensor> {
         let g = p.geom(self.dims())?;
-        let s = self.storage().max_pool2d(&g);
+        let s = self.storage().max_pool2d(&g)?;
         let x = self.clone();
         let shape = [self.dims()[0], self.dims()[1], g.ho, g.wo];
         Ok(finish(s, shape.into(), &[self], move |dy, _, _| {
             Ok(vec![Some(plain(
-                x.storage().max_pool2d_backward(&dy.storage(), &g),
+                x.storage().max_pool2d_backward(&dy.storage(), &g)?,
                 x.shape().clone(),
             ))])
         }))
@@ -82,12 +82,12 @@ impl Tensor {
     /// Average pooling, PyTorch defaults (count_include_pad = true).
     pub fn avg_pool2d(&self, p: Pool2dParams) -> Result<Tensor> {
         let g = p.geom(self.dims())?;
-        let s = self.storage().avg_pool2d(&g);
+        let s = self.storage().avg_pool2d(&g)?;
         let in_shape = self.shape().clone();
         let shape = [self.dims()[0], self.dims()[1], g.ho, g.wo];
         Ok(finish(s, shape.into(), &[self], move |dy, _, _| {
             Ok(vec![Some(plain(
-                dy.storage().avg_pool2d_backward(&g),
+                dy.storage().avg_pool2d_backward(&g)?,
                 in_shape,
             ))])
         }))

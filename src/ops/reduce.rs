@@ -26,7 +26,7 @@ impl Tensor {
                 .map(|(_, &d)| d)
                 .collect()
         };
-        let s = self.storage().sum_axes(self.shape(), &axes);
+        let s = self.storage().sum_axes(self.shape(), &axes)?;
         let in_shape = self.shape().clone();
         Ok(finish(s, Shape::new(out_dims), &[self], move |g, _, _| {
             // Broadcast the (keepdim-shaped) gradient back over the reduced axes.

@@ -1,4 +1,5 @@
 use super::{finish, plain};
+use crate::backend::ResizeGeom;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 
@@ -10,16 +11,22 @@ impl Tensor {
             shape_err!("resize_bilinear", "input {:?} to {ho}×{wo}", self.shape());
         }
         let d = self.dims();
-        let (planes, h, w) = (d[0] * d[1], d[2], d[3]);
-        let s = self.storage().resize_bilinear(planes, h, w, ho, wo);
+        let g = ResizeGeom {
+            planes: d[0] * d[1],
+            h: d[2],
+            w: d[3],
+            ho,
+            wo,
+        };
+        let s = self.storage().resize_bilinear(&g)?;
         let in_shape = self.shape().clone();
         Ok(finish(
             s,
             [d[0], d[1], ho, wo].into(),
             &[self],
-            move |g, _, _| {
+            move |dy, _, _| {
                 Ok(vec![Some(plain(
-                    g.storage().resize_bilinear_backward(planes, h, w, ho, wo),
+                    dy.storage().resize_bilinear_backward(&g)?,
                     in_shape,
                 ))])
             },

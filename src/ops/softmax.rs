@@ -9,12 +9,12 @@ impl Tensor {
             shape_err!("softmax", "axis {axis} out of range for {:?}", self.shape());
         }
         let (outer, len, inner) = self.shape().split_at_axis(axis);
-        let s = self.storage().softmax(outer, len, inner);
+        let s = self.storage().softmax(outer, len, inner)?;
         let shape = self.shape().clone();
         Ok(finish(s, shape.clone(), &[self], move |g, y, _| {
             Ok(vec![Some(plain(
                 y.storage()
-                    .softmax_backward(&g.storage(), outer, len, inner),
+                    .softmax_backward(&g.storage(), outer, len, inner)?,
                 shape,
             ))])
         }))

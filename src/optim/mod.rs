@@ -74,7 +74,7 @@ impl Sgd {
                     let first = slot.is_none();
                     let buf = slot
                         .get_or_insert_with(|| Storage::zeros(p.numel(), p.dtype(), p.device()));
-                    p.storage_mut().sgd_step(&g.storage(), buf, &h, first);
+                    p.storage_mut().sgd_step(&g.storage(), buf, &h, first)?;
                 }
             }
             Ok(())

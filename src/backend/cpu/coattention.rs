@@ -151,3 +151,50 @@ pub fn backward<T: Float>(
     }
     (dfm, dfn, dw)
 }
+
+impl crate::backend::CoattentionOps for super::CpuStorage {
+    fn coattention(
+        &self,
+        fnn: &Self,
+        w: &Self,
+        g: &crate::backend::CoattGeom,
+        _keep: bool,
+    ) -> (Self, Self, Option<crate::backend::CoattSaved>) {
+        super::with_dtype!(self.dtype(), {
+            let (a, b) = forward(
+                self.slice::<T>(),
+                fnn.slice::<T>(),
+                w.slice::<T>(),
+                g.b,
+                g.c,
+                g.n,
+                g.m,
+            );
+            (Self::from_vec(a), Self::from_vec(b), None)
+        })
+    }
+    fn coattention_backward(
+        &self,
+        fnn: &Self,
+        w: &Self,
+        g_fm: &Self,
+        g_fn: &Self,
+        g: &crate::backend::CoattGeom,
+        _saved: Option<&crate::backend::CoattSaved>,
+    ) -> (Self, Self, Self) {
+        super::with_dtype!(self.dtype(), {
+            let (a, b, c) = backward(
+                self.slice::<T>(),
+                fnn.slice::<T>(),
+                w.slice::<T>(),
+                g_fm.slice::<T>(),
+                g_fn.slice::<T>(),
+                g.b,
+                g.c,
+                g.n,
+                g.m,
+            );
+            (Self::from_vec(a), Self::from_vec(b), Self::from_vec(c))
+        })
+    }
+}

@@ -224,3 +224,31 @@ pub fn backward_weight<T: Float>(dy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
         dw
     }
 }
+
+impl crate::backend::ConvOps for super::CpuStorage {
+    fn conv2d(&self, w: &Self, bias: Option<&Self>, g: &Conv2dGeom, relu: bool) -> Self {
+        super::with_dtype!(self.dtype(), {
+            let b = bias.map(|b| b.slice::<T>());
+            let mut y = forward(self.slice::<T>(), w.slice::<T>(), b, g);
+            if relu {
+                // NaN passes through, as the ReLU op and PyTorch's (max would hide it as 0)
+                y.iter_mut().for_each(|v| {
+                    if *v < T::default() {
+                        *v = T::default()
+                    }
+                });
+            }
+            Self::from_vec(y)
+        })
+    }
+    fn conv2d_backward_input(&self, w: &Self, g: &Conv2dGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(backward_input(self.slice::<T>(), w.slice::<T>(), g))
+        })
+    }
+    fn conv2d_backward_weight(&self, x: &Self, g: &Conv2dGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(backward_weight(self.slice::<T>(), x.slice::<T>(), g))
+        })
+    }
+}

@@ -132,3 +132,16 @@ pub fn binary<T: Float>(
     let _ = rows;
     res
 }
+
+impl crate::backend::ElementwiseOps for super::CpuStorage {
+    fn unary(&self, op: UnaryOp) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(unary(op, self.slice::<T>()))
+        })
+    }
+    fn binary(&self, op: BinaryOp, sa: &Shape, rhs: &Self, sb: &Shape, out: &Shape) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(binary(op, self.slice::<T>(), sa, rhs.slice::<T>(), sb, out))
+        })
+    }
+}

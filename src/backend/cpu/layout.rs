@@ -59,3 +59,28 @@ pub fn flip<T: Float>(x: &[T], shape: &Shape, axis: usize) -> Vec<T> {
     }
     out
 }
+
+impl crate::backend::LayoutOps for super::CpuStorage {
+    fn permute(&self, shape: &Shape, perm: &[usize]) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(permute(self.slice::<T>(), shape, perm))
+        })
+    }
+    fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(narrow(self.slice::<T>(), shape, axis, start, len))
+        })
+    }
+    fn concat(parts: &[(&Self, &Shape)], axis: usize) -> Self {
+        super::with_dtype!(parts[0].0.dtype(), {
+            let p: Vec<(&[T], &Shape)> =
+                parts.iter().map(|(s, sh)| (s.slice::<T>(), *sh)).collect();
+            Self::from_vec(concat(&p, axis))
+        })
+    }
+    fn flip(&self, shape: &Shape, axis: usize) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(flip(self.slice::<T>(), shape, axis))
+        })
+    }
+}

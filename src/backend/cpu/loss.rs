@@ -97,3 +97,59 @@ pub fn cross_entropy_backward<T: Float>(
     });
     dx
 }
+
+impl crate::backend::LossOps for super::CpuStorage {
+    fn bce_logits_mean(&self, target: &Self) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(vec![bce_logits_mean(
+                self.slice::<T>(),
+                target.slice::<T>(),
+            )])
+        })
+    }
+    fn bce_logits_mean_backward(&self, target: &Self, g: &Self) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(bce_logits_mean_backward(
+                self.slice::<T>(),
+                target.slice::<T>(),
+                g.slice::<T>()[0],
+            ))
+        })
+    }
+    fn cross_entropy(
+        &self,
+        labels: &Self,
+        g: &crate::backend::CrossEntropyGeom,
+    ) -> std::result::Result<(f64, usize), f64> {
+        super::with_dtype!(self.dtype(), {
+            cross_entropy(
+                self.slice::<T>(),
+                labels.slice::<T>(),
+                g.b,
+                g.k,
+                g.hw,
+                g.ignore,
+            )
+        })
+    }
+    fn cross_entropy_backward(
+        &self,
+        labels: &Self,
+        g: &crate::backend::CrossEntropyGeom,
+        count: usize,
+        grad: &Self,
+    ) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(cross_entropy_backward(
+                self.slice::<T>(),
+                labels.slice::<T>(),
+                g.b,
+                g.k,
+                g.hw,
+                g.ignore,
+                count,
+                grad.slice::<T>()[0],
+            ))
+        })
+    }
+}

@@ -108,3 +108,22 @@ pub fn batched<T: Float>(
     }
     out
 }
+
+impl crate::backend::MatmulOps for super::CpuStorage {
+    fn matmul(&self, rhs: &Self, g: &crate::backend::MatmulGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(batched(
+                self.slice::<T>(),
+                rhs.slice::<T>(),
+                g.batch,
+                g.m,
+                g.k,
+                g.n,
+                g.ta,
+                g.tb,
+                g.a_batch_stride,
+                g.b_batch_stride,
+            ))
+        })
+    }
+}

@@ -1,6 +1,7 @@
 //! The CPU backend: rayon for data parallelism, the `gemm` crate for matrix products.
 //! Every kernel is generic over f32/f64; it is the numerical reference for the CUDA backend.
-pub mod affinity;
+//! Each family file holds its kernels as free functions on slices and, at its end, that
+//! family's trait of `backend::interface` implemented for [`CpuStorage`].
 pub mod coattention;
 pub mod conv;
 pub mod elementwise;
@@ -14,9 +15,83 @@ pub mod resize;
 pub mod sgd;
 pub mod softmax;
 
+use super::interface::BackendStorage;
+use crate::tensor::{DType, Float};
+
 /// Host storage, one variant per dtype.
 #[derive(Clone, Debug)]
 pub enum CpuStorage {
     F32(Vec<f32>),
     F64(Vec<f64>),
+}
+
+/// Runs `$body` with `T` bound to the Rust type of `$dtype`.
+macro_rules! with_dtype {
+    ($dtype:expr, $body:block) => {
+        match $dtype {
+            $crate::tensor::DType::F32 => {
+                #[allow(dead_code)]
+                type T = f32;
+                $body
+            }
+            $crate::tensor::DType::F64 => {
+                #[allow(dead_code)]
+                type T = f64;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_dtype;
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Typed view; the caller has checked the dtype (ops check dtypes before dispatch).
+    pub fn slice<T: Float>(&self) -> &[T] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice(v),
+        }
+    }
+    pub fn slice_mut<T: Float>(&mut self) -> &mut [T] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice_mut(v),
+        }
+    }
+    pub fn from_vec<T: Float>(v: Vec<T>) -> Self {
+        match T::DTYPE {
+            DType::F32 => CpuStorage::F32(bytemuck::allocation::cast_vec(v)),
+            DType::F64 => CpuStorage::F64(bytemuck::allocation::cast_vec(v)),
+        }
+    }
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v.clone(),
+        }
+    }
+}
+
+impl BackendStorage for CpuStorage {
+    fn dtype(&self) -> DType {
+        CpuStorage::dtype(self)
+    }
+    fn len(&self) -> usize {
+        CpuStorage::len(self)
+    }
 }

@@ -95,3 +95,57 @@ pub fn backward<T: Float>(
     let dbeta = sums.iter().map(|s| T::of(s.0)).collect();
     (dx, dgamma, dbeta)
 }
+
+impl crate::backend::NormOps for super::CpuStorage {
+    fn batch_norm_train(
+        &self,
+        gamma: &Self,
+        beta: &Self,
+        n: usize,
+        c: usize,
+        hw: usize,
+        eps: f64,
+    ) -> (Self, Self, Self, Self) {
+        super::with_dtype!(self.dtype(), {
+            let (y, m, i, v) = forward(
+                self.slice::<T>(),
+                gamma.slice::<T>(),
+                beta.slice::<T>(),
+                n,
+                c,
+                hw,
+                eps,
+            );
+            (
+                Self::from_vec(y),
+                Self::from_vec(m),
+                Self::from_vec(i),
+                Self::from_vec(v),
+            )
+        })
+    }
+    fn batch_norm_backward(
+        &self,
+        dy: &Self,
+        gamma: &Self,
+        mean: &Self,
+        invstd: &Self,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> (Self, Self, Self) {
+        super::with_dtype!(self.dtype(), {
+            let (dx, dg, db) = backward(
+                self.slice::<T>(),
+                dy.slice::<T>(),
+                gamma.slice::<T>(),
+                mean.slice::<T>(),
+                invstd.slice::<T>(),
+                n,
+                c,
+                hw,
+            );
+            (Self::from_vec(dx), Self::from_vec(dg), Self::from_vec(db))
+        })
+    }
+}

@@ -141,3 +141,26 @@ pub fn avg_backward<T: Float>(dy: &[T], g: &Pool2dGeom) -> Vec<T> {
     });
     dx
 }
+
+impl crate::backend::PoolOps for super::CpuStorage {
+    fn max_pool2d(&self, g: &Pool2dGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(max_forward(self.slice::<T>(), g))
+        })
+    }
+    fn max_pool2d_backward(&self, dy: &Self, g: &Pool2dGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(max_backward(self.slice::<T>(), dy.slice::<T>(), g))
+        })
+    }
+    fn avg_pool2d(&self, g: &Pool2dGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(avg_forward(self.slice::<T>(), g))
+        })
+    }
+    fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(avg_backward(self.slice::<T>(), g))
+        })
+    }
+}

@@ -71,3 +71,11 @@ pub fn sum_axes<T: Float>(x: &[T], shape: &Shape, axes: &[usize]) -> Vec<T> {
         (0..n_out).map(one).collect()
     }
 }
+
+impl crate::backend::ReduceOps for super::CpuStorage {
+    fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(sum_axes(self.slice::<T>(), shape, axes))
+        })
+    }
+}

@@ -74,3 +74,16 @@ pub fn backward<T: Float>(
     }
     dx
 }
+
+impl crate::backend::ResizeOps for super::CpuStorage {
+    fn resize_bilinear(&self, g: &crate::backend::ResizeGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(forward(self.slice::<T>(), g.planes, g.h, g.w, g.ho, g.wo))
+        })
+    }
+    fn resize_bilinear_backward(&self, g: &crate::backend::ResizeGeom) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(backward(self.slice::<T>(), g.planes, g.h, g.w, g.ho, g.wo))
+        })
+    }
+}

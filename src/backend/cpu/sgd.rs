@@ -23,3 +23,17 @@ pub fn step<T: Float>(p: &mut [T], g: &[T], buf: &mut [T], h: &SgdHyper, first: 
         p.iter_mut().zip(g.iter()).zip(buf.iter_mut()).for_each(f);
     }
 }
+
+impl crate::backend::SgdOps for super::CpuStorage {
+    fn sgd_step(&mut self, grad: &Self, buf: &mut Self, h: &SgdHyper, first: bool) {
+        super::with_dtype!(self.dtype(), {
+            step(
+                self.slice_mut::<T>(),
+                grad.slice::<T>(),
+                buf.slice_mut::<T>(),
+                h,
+                first,
+            )
+        })
+    }
+}

@@ -68,3 +68,22 @@ pub fn softmax_backward<T: Float>(
     }
     dx
 }
+
+impl crate::backend::SoftmaxOps for super::CpuStorage {
+    fn softmax(&self, outer: usize, len: usize, inner: usize) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(softmax(self.slice::<T>(), outer, len, inner))
+        })
+    }
+    fn softmax_backward(&self, dy: &Self, outer: usize, len: usize, inner: usize) -> Self {
+        super::with_dtype!(self.dtype(), {
+            Self::from_vec(softmax_backward(
+                self.slice::<T>(),
+                dy.slice::<T>(),
+                outer,
+                len,
+                inner,
+            ))
+        })
+    }
+}

@@ -16,6 +16,7 @@ use super::runtime::{arg, rt};
 use super::softmax::softmax_rows;
 use super::storage::CudaStorage;
 use crate::backend::BinaryOp;
+use crate::backend::ElementwiseOps;
 use crate::tensor::Shape;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -194,7 +195,7 @@ fn attention(
 
 /// Returns (Fm∩ (B,C,N), Fn∩ (B,C,M)) and, with `keep`, Q and the softmaxes for the backward.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
+fn forward(
     fm: &CudaStorage,
     fnn: &CudaStorage,
     w: &CudaStorage,
@@ -252,7 +253,7 @@ pub(crate) fn forward(
 
 /// Returns (dFm, dFn, dW) from the upstream gradients (g1 of Fm∩, g2 of Fn∩).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
+fn backward(
     fm: &CudaStorage,
     fnn: &CudaStorage,
     w: &CudaStorage,
@@ -583,4 +584,29 @@ fn fused_backward(
     let dfm = swap_last2(&dv2, b, n, c);
     let dw = project_backward(w, fm, &dq, &dfm, b, c, n);
     (dfm, dfn, dw)
+}
+
+impl crate::backend::CoattentionOps for CudaStorage {
+    fn coattention(
+        &self,
+        fnn: &Self,
+        w: &Self,
+        g: &crate::backend::CoattGeom,
+        keep: bool,
+    ) -> (Self, Self, Option<crate::backend::CoattSaved>) {
+        let (a, b, kept) = forward(self, fnn, w, g.b, g.c, g.n, g.m, keep);
+        (a, b, kept.map(crate::backend::CoattSaved::new))
+    }
+    fn coattention_backward(
+        &self,
+        fnn: &Self,
+        w: &Self,
+        g_fm: &Self,
+        g_fn: &Self,
+        g: &crate::backend::CoattGeom,
+        saved: Option<&crate::backend::CoattSaved>,
+    ) -> (Self, Self, Self) {
+        let kept = saved.and_then(|s| s.downcast_ref::<Fwd>());
+        backward(self, fnn, w, g_fm, g_fn, g.b, g.c, g.n, g.m, kept)
+    }
 }

@@ -57,7 +57,7 @@ fn use_winograd(g: &Conv2dGeom) -> bool {
     }
 }
 
-impl CudaStorage {
+impl crate::backend::ConvOps for CudaStorage {
     // ---------------------------------------------------------------- conv (im2col + GEMM)
     // A chunk of images has ONE column matrix, K × (images·HW) (image j's columns at j·HW), so
     // each of the three products is a single large GEMM with the batch folded into its N:
@@ -69,7 +69,7 @@ impl CudaStorage {
     // pointwise (1×1, stride 1, no padding) conv has no column matrix and multiplies the NCHW
     // input directly, one strided batch.
     /// The conv (+ bias), then a ReLU when `relu` (applied where the output is written).
-    pub(crate) fn conv2d(
+    fn conv2d(
         &self,
         w: &CudaStorage,
         bias: Option<&CudaStorage>,
@@ -171,7 +171,7 @@ impl CudaStorage {
         y
     }
     /// self = dy
-    pub(crate) fn conv2d_backward_input(&self, w: &CudaStorage, g: &Conv2dGeom) -> Self {
+    fn conv2d_backward_input(&self, w: &CudaStorage, g: &Conv2dGeom) -> Self {
         let (kdim, hw, img) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
         let dx = Self::uninit(g.n * img);
         if use_winograd(g) {
@@ -270,7 +270,7 @@ impl CudaStorage {
         dx
     }
     /// self = dy
-    pub(crate) fn conv2d_backward_weight(&self, x: &CudaStorage, g: &Conv2dGeom) -> Self {
+    fn conv2d_backward_weight(&self, x: &CudaStorage, g: &Conv2dGeom) -> Self {
         let (kdim, hw) = (g.cin * g.kh * g.kw, g.ho * g.wo);
         if use_winograd(g) {
             return Self {
@@ -337,19 +337,27 @@ impl CudaStorage {
     }
 }
 
-/// conv.cu `ConvGeom`
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ConvGeomC {
-    v: [i32; 13],
-}
+super::mirrored!(
+    /// conv.cu `ConvGeom`: one conv's sizes as the im2col/col2im kernels take them.
+    ConvGeomC = "conv.cu"::"ConvGeom" { cin, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo }
+);
 impl ConvGeomC {
     fn new(g: &Conv2dGeom) -> Self {
+        let i = |v: usize| v as i32;
         ConvGeomC {
-            v: [
-                g.cin, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.ho, g.wo,
-            ]
-            .map(|x| x as i32),
+            cin: i(g.cin),
+            h: i(g.h),
+            w: i(g.w),
+            kh: i(g.kh),
+            kw: i(g.kw),
+            sh: i(g.sh),
+            sw: i(g.sw),
+            ph: i(g.ph),
+            pw: i(g.pw),
+            dh: i(g.dh),
+            dw: i(g.dw),
+            ho: i(g.ho),
+            wo: i(g.wo),
         }
     }
 }
@@ -436,27 +444,31 @@ fn permute_chunk(src: u64, a: usize, b: usize, hw: usize, dst: u64) {
 
 // ---------------------------------------------------------------- Winograd F(2×2, 3×3)
 
-/// conv.cu `WinoGeom` of a conv (its tiles: th × tw per dilation phase, dh·dw phases per image)
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct WinoGeomC {
-    v: [i32; 12],
-}
+super::mirrored!(
+    /// conv.cu `WinoGeom` of a conv (its tiles: th × tw per dilation phase, dh·dw phases per
+    /// image).
+    WinoGeomC = "conv.cu"::"WinoGeom" { cin, h, w, cout, ho, wo, ph, pw, dh, dw, th, tw }
+);
 impl WinoGeomC {
     fn new(g: &Conv2dGeom) -> Self {
-        let (th, tw) = (
-            g.ho.div_ceil(g.dh).div_ceil(2),
-            g.wo.div_ceil(g.dw).div_ceil(2),
-        );
+        let i = |v: usize| v as i32;
         WinoGeomC {
-            v: [
-                g.cin, g.h, g.w, g.cout, g.ho, g.wo, g.ph, g.pw, g.dh, g.dw, th, tw,
-            ]
-            .map(|x| x as i32),
+            cin: i(g.cin),
+            h: i(g.h),
+            w: i(g.w),
+            cout: i(g.cout),
+            ho: i(g.ho),
+            wo: i(g.wo),
+            ph: i(g.ph),
+            pw: i(g.pw),
+            dh: i(g.dh),
+            dw: i(g.dw),
+            th: i(g.ho.div_ceil(g.dh).div_ceil(2)),
+            tw: i(g.wo.div_ceil(g.dw).div_ceil(2)),
         }
     }
     fn tiles_per_image(&self) -> usize {
-        (self.v[8] * self.v[9] * self.v[10] * self.v[11]) as usize
+        (self.dh * self.dw * self.th * self.tw) as usize
     }
 }
 
@@ -614,4 +626,14 @@ fn winograd_weight_grad(dy: u64, x: u64, g: &Conv2dGeom) -> DeviceBuffer {
         &[arg(&dup), arg(&dwp), arg(&pairs)],
     );
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_geometry_structs_mirror_the_kernel_structs() {
+        for m in [super::ConvGeomC::MIRROR, super::WinoGeomC::MIRROR] {
+            super::super::check_mirror(m).unwrap();
+        }
+    }
 }

@@ -4,8 +4,8 @@ use super::storage::CudaStorage;
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::tensor::Shape;
 
-impl CudaStorage {
-    pub(crate) fn unary(&self, op: UnaryOp) -> Self {
+impl crate::backend::ElementwiseOps for CudaStorage {
+    fn unary(&self, op: UnaryOp) -> Self {
         let out = Self::uninit(self.len());
         let (x, y, n) = (self.ptr(), out.ptr(), self.len() as i64);
         let r = rt();
@@ -50,14 +50,7 @@ impl CudaStorage {
         out
     }
 
-    pub(crate) fn binary(
-        &self,
-        op: BinaryOp,
-        sa: &Shape,
-        rhs: &CudaStorage,
-        sb: &Shape,
-        out: &Shape,
-    ) -> Self {
+    fn binary(&self, op: BinaryOp, sa: &Shape, rhs: &CudaStorage, sb: &Shape, out: &Shape) -> Self {
         let name = match op {
             BinaryOp::Add => "add_fwd",
             BinaryOp::Sub => "sub_fwd",

@@ -3,8 +3,8 @@ use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
 use crate::tensor::Shape;
 
-impl CudaStorage {
-    pub(crate) fn permute(&self, shape: &Shape, perm: &[usize]) -> Self {
+impl crate::backend::LayoutOps for CudaStorage {
+    fn permute(&self, shape: &Shape, perm: &[usize]) -> Self {
         let dims = shape.dims();
         let st = shape.strides();
         let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
@@ -18,7 +18,7 @@ impl CudaStorage {
         strided_copy(self.ptr(), out.ptr(), &out_dims, &src_st, &dst_st, 0, 0);
         out
     }
-    pub(crate) fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Self {
+    fn narrow(&self, shape: &Shape, axis: usize, start: usize, len: usize) -> Self {
         let (outer, alen, inner) = shape.split_at_axis(axis);
         let out = Self::uninit(outer * len * inner);
         let src = [(alen * inner) as i64, inner as i64, 1];
@@ -34,7 +34,7 @@ impl CudaStorage {
         );
         out
     }
-    pub(crate) fn concat(parts: &[(&CudaStorage, &Shape)], axis: usize) -> Self {
+    fn concat(parts: &[(&CudaStorage, &Shape)], axis: usize) -> Self {
         let (outer, _, inner) = parts[0].1.split_at_axis(axis);
         let total_axis: usize = parts.iter().map(|(_, s)| s.dim(axis)).sum();
         let out = Self::uninit(outer * total_axis * inner);
@@ -56,7 +56,7 @@ impl CudaStorage {
         }
         out
     }
-    pub(crate) fn flip(&self, shape: &Shape, axis: usize) -> Self {
+    fn flip(&self, shape: &Shape, axis: usize) -> Self {
         let (outer, alen, inner) = shape.split_at_axis(axis);
         let out = Self::uninit(self.len());
         let src = [(alen * inner) as i64, -(inner as i64), 1];

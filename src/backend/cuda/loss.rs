@@ -2,10 +2,11 @@
 use super::reduce::sum_rows;
 use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
-use crate::backend::UnaryOp;
+use crate::backend::ElementwiseOps;
+use crate::backend::{CrossEntropyGeom, UnaryOp};
 
-impl CudaStorage {
-    pub(crate) fn bce_logits_mean(&self, target: &CudaStorage) -> Self {
+impl crate::backend::LossOps for CudaStorage {
+    fn bce_logits_mean(&self, target: &CudaStorage) -> Self {
         let terms = Self::uninit(self.len());
         let (x, t, o, n) = (self.ptr(), target.ptr(), terms.ptr(), self.len() as i64);
         rt().launch_n(
@@ -20,7 +21,7 @@ impl CudaStorage {
             add: 0.0,
         })
     }
-    pub(crate) fn bce_logits_mean_backward(&self, target: &CudaStorage, g: &CudaStorage) -> Self {
+    fn bce_logits_mean_backward(&self, target: &CudaStorage, g: &CudaStorage) -> Self {
         let dx = Self::uninit(self.len());
         let (x, t, d, gp) = (self.ptr(), target.ptr(), dx.ptr(), g.ptr());
         let (inv, n) = (1.0f32 / self.len() as f32, self.len() as i64);
@@ -32,14 +33,12 @@ impl CudaStorage {
         );
         dx
     }
-    pub(crate) fn cross_entropy(
+    fn cross_entropy(
         &self,
         labels: &CudaStorage,
-        b: usize,
-        k: usize,
-        hw: usize,
-        ignore: usize,
+        g: &CrossEntropyGeom,
     ) -> Result<(f64, usize), f64> {
+        let CrossEntropyGeom { b, k, hw, ignore } = *g;
         let (loss, count, bad) = (
             Self::uninit(b * hw),
             Self::uninit(b * hw),
@@ -71,19 +70,16 @@ impl CudaStorage {
         let c = sum_rows(&count, 1, b * hw).to_host()[0];
         Ok((s, c.round() as usize))
     }
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn cross_entropy_backward(
+    fn cross_entropy_backward(
         &self,
         labels: &CudaStorage,
-        b: usize,
-        k: usize,
-        hw: usize,
-        ignore: usize,
+        g: &CrossEntropyGeom,
         count: usize,
-        g: &CudaStorage,
+        grad: &CudaStorage,
     ) -> Self {
+        let CrossEntropyGeom { b, k, hw, ignore } = *g;
         let dx = Self::uninit(self.len());
-        let (x, l, d, gp) = (self.ptr(), labels.ptr(), dx.ptr(), g.ptr());
+        let (x, l, d, gp) = (self.ptr(), labels.ptr(), dx.ptr(), grad.ptr());
         let (b32, k32, hw32, ig) = (b as i32, k as i32, hw as i32, ignore as i32);
         let inv = if count == 0 {
             0.0f32

@@ -2,20 +2,18 @@
 use super::gemm::{gemm, gm};
 use super::storage::CudaStorage;
 
-impl CudaStorage {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn matmul(
-        &self,
-        rhs: &CudaStorage,
-        batch: usize,
-        m: usize,
-        k: usize,
-        n: usize,
-        ta: bool,
-        tb: bool,
-        a_bs: usize,
-        b_bs: usize,
-    ) -> Self {
+impl crate::backend::MatmulOps for CudaStorage {
+    fn matmul(&self, rhs: &CudaStorage, g: &crate::backend::MatmulGeom) -> Self {
+        let crate::backend::MatmulGeom {
+            batch,
+            m,
+            k,
+            n,
+            ta,
+            tb,
+            a_batch_stride: a_bs,
+            b_batch_stride: b_bs,
+        } = *g;
         let c = Self::uninit(batch * m * n);
         gemm(
             gm(

@@ -5,7 +5,6 @@
 //! `runtime` holds the context, stream, cuBLAS handle and kernel modules; `alloc` the caching
 //! allocator; `storage` the device buffer; one file per op family holds its ops, lined up with
 //! `kernels/<family>.cu` and `backend/cpu/<family>.rs` (`gemm` wraps cuBLAS).
-mod affinity;
 mod alloc;
 mod coattention;
 mod conv;
@@ -14,6 +13,7 @@ mod gemm;
 mod layout;
 mod loss;
 mod matmul;
+mod mirror;
 mod norm;
 mod pool;
 mod reduce;
@@ -24,10 +24,12 @@ mod softmax;
 mod storage;
 
 pub use alloc::{memory_stats, MemoryStats};
-pub use coattention::Fwd as CoattKept;
-pub(crate) use coattention::{backward as coattention_backward, forward as coattention_forward};
 pub use coattention::{coattention_impl, set_coattention_impl, CoattImpl};
 pub use conv::{conv_algo, set_conv_algo, ConvAlgo};
+#[cfg(test)]
+pub(crate) use mirror::check_mirror;
+pub(crate) use mirror::{mirrored, Mirror};
+pub(crate) use runtime::{arg, rt};
 pub use runtime::{device_name, init, profile_report, set_tf32, synchronize, tf32, time_ms};
 pub use storage::CudaStorage;
 

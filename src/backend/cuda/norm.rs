@@ -2,8 +2,8 @@
 use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
 
-impl CudaStorage {
-    pub(crate) fn batch_norm_train(
+impl crate::backend::NormOps for CudaStorage {
+    fn batch_norm_train(
         &self,
         gamma: &CudaStorage,
         beta: &CudaStorage,
@@ -54,8 +54,7 @@ impl CudaStorage {
         (y, mean, invstd, var)
     }
     /// self = x; returns (dx, dγ, dβ)
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn batch_norm_backward(
+    fn batch_norm_backward(
         &self,
         dy: &CudaStorage,
         gamma: &CudaStorage,

@@ -3,31 +3,29 @@ use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
 use crate::backend::Pool2dGeom;
 
-impl CudaStorage {
-    pub(crate) fn max_pool2d(&self, g: &Pool2dGeom) -> Self {
+impl crate::backend::PoolOps for CudaStorage {
+    fn max_pool2d(&self, g: &Pool2dGeom) -> Self {
         pool(self, None, g, "max_pool_fwd", g.planes * g.ho * g.wo)
     }
     /// self = x
-    pub(crate) fn max_pool2d_backward(&self, dy: &CudaStorage, g: &Pool2dGeom) -> Self {
+    fn max_pool2d_backward(&self, dy: &CudaStorage, g: &Pool2dGeom) -> Self {
         // the windows' arg-max indices (i32 in a buffer of as many 4-byte values), then the gather
         let idx = pool(self, None, g, "max_pool_argmax", g.planes * g.ho * g.wo);
         pool(&idx, Some(dy), g, "max_pool_bwd", g.planes * g.h * g.w)
     }
-    pub(crate) fn avg_pool2d(&self, g: &Pool2dGeom) -> Self {
+    fn avg_pool2d(&self, g: &Pool2dGeom) -> Self {
         pool(self, None, g, "avg_pool_fwd", g.planes * g.ho * g.wo)
     }
     /// self = dy
-    pub(crate) fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Self {
+    fn avg_pool2d_backward(&self, g: &Pool2dGeom) -> Self {
         pool(self, None, g, "avg_pool_bwd", g.planes * g.h * g.w)
     }
 }
 
-/// pool.cu `PoolGeom`
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct PoolGeomC {
-    v: [i32; 11],
-}
+super::mirrored!(
+    /// pool.cu `PoolGeom`
+    PoolGeomC = "pool.cu"::"PoolGeom" { planes, h, w, kh, kw, sh, sw, ph, pw, ho, wo }
+);
 
 pub(super) fn pool(
     x: &CudaStorage,
@@ -36,11 +34,19 @@ pub(super) fn pool(
     name: &'static str,
     out_len: usize,
 ) -> CudaStorage {
+    let i = |v: usize| v as i32;
     let geom = PoolGeomC {
-        v: [
-            g.planes, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ho, g.wo,
-        ]
-        .map(|v| v as i32),
+        planes: i(g.planes),
+        h: i(g.h),
+        w: i(g.w),
+        kh: i(g.kh),
+        kw: i(g.kw),
+        sh: i(g.sh),
+        sw: i(g.sw),
+        ph: i(g.ph),
+        pw: i(g.pw),
+        ho: i(g.ho),
+        wo: i(g.wo),
     };
     let out = CudaStorage::uninit(out_len);
     let (xp, op) = (x.ptr(), out.ptr());
@@ -57,4 +63,12 @@ pub(super) fn pool(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_geometry_struct_mirrors_the_kernel_struct() {
+        super::super::check_mirror(super::PoolGeomC::MIRROR).unwrap();
+    }
 }

@@ -3,8 +3,8 @@ use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
 use crate::tensor::Shape;
 
-impl CudaStorage {
-    pub(crate) fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Self {
+impl crate::backend::ReduceOps for CudaStorage {
+    fn sum_axes(&self, shape: &Shape, axes: &[usize]) -> Self {
         // Reduce one maximal run of adjacent reduced axes at a time, as an (outer, len, inner)
         // view; the dims of a reduced run become 1.
         let mut dims = shape.dims().to_vec();

@@ -1,43 +1,30 @@
 //! Bilinear resize (align_corners = false), forward and backward (kernels/resize.cu).
 use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
+use crate::backend::ResizeGeom;
 
-impl CudaStorage {
-    pub(crate) fn resize_bilinear(
-        &self,
-        planes: usize,
-        h: usize,
-        w: usize,
-        ho: usize,
-        wo: usize,
-    ) -> Self {
-        let y = Self::uninit(planes * ho * wo);
-        resize(self, &y, "resize_bilinear_fwd", [planes, h, w, ho, wo]);
+impl crate::backend::ResizeOps for CudaStorage {
+    fn resize_bilinear(&self, g: &ResizeGeom) -> Self {
+        let y = Self::uninit(g.planes * g.ho * g.wo);
+        resize(self, &y, "resize_bilinear_fwd", g);
         y
     }
     /// self = dy (planes × ho × wo); atomics into a zeroed dx
-    pub(crate) fn resize_bilinear_backward(
-        &self,
-        planes: usize,
-        h: usize,
-        w: usize,
-        ho: usize,
-        wo: usize,
-    ) -> Self {
-        let dx = Self::zeros(planes * h * w);
-        resize(self, &dx, "resize_bilinear_bwd", [planes, h, w, ho, wo]);
+    fn resize_bilinear_backward(&self, g: &ResizeGeom) -> Self {
+        let dx = Self::zeros(g.planes * g.h * g.w);
+        resize(self, &dx, "resize_bilinear_bwd", g);
         dx
     }
 }
 
 /// resize.cu's kernels: one thread per output-size pixel (planes·ho·wo) either way.
-pub(super) fn resize(src: &CudaStorage, dst: &CudaStorage, name: &'static str, dims: [usize; 5]) {
+pub(super) fn resize(src: &CudaStorage, dst: &CudaStorage, name: &'static str, g: &ResizeGeom) {
     let (sp, dp) = (src.ptr(), dst.ptr());
-    let d = dims.map(|v| v as i32);
+    let d = [g.planes, g.h, g.w, g.ho, g.wo].map(|v| v as i32);
     rt().launch_n(
         "resize.cu",
         name,
-        dims[0] * dims[3] * dims[4],
+        g.planes * g.ho * g.wo,
         &[
             arg(&sp),
             arg(&dp),

@@ -3,14 +3,8 @@ use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
 use crate::backend::SgdHyper;
 
-impl CudaStorage {
-    pub(crate) fn sgd_step(
-        &mut self,
-        grad: &CudaStorage,
-        buf: &mut CudaStorage,
-        h: &SgdHyper,
-        first: bool,
-    ) {
+impl crate::backend::SgdOps for CudaStorage {
+    fn sgd_step(&mut self, grad: &CudaStorage, buf: &mut CudaStorage, h: &SgdHyper, first: bool) {
         let (p, g, b) = (self.ptr(), grad.ptr(), buf.ptr());
         let (lr, mo, da, wd) = (
             h.lr as f32,

@@ -3,8 +3,8 @@ use super::layout::swap_last2;
 use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
 
-impl CudaStorage {
-    pub(crate) fn softmax(&self, outer: usize, len: usize, inner: usize) -> Self {
+impl crate::backend::SoftmaxOps for CudaStorage {
+    fn softmax(&self, outer: usize, len: usize, inner: usize) -> Self {
         if inner == 1 {
             return softmax_rows(self, None, outer, len);
         }
@@ -13,13 +13,7 @@ impl CudaStorage {
         swap_last2(&y, outer, inner, len)
     }
     /// self = y
-    pub(crate) fn softmax_backward(
-        &self,
-        dy: &CudaStorage,
-        outer: usize,
-        len: usize,
-        inner: usize,
-    ) -> Self {
+    fn softmax_backward(&self, dy: &CudaStorage, outer: usize, len: usize, inner: usize) -> Self {
         if inner == 1 {
             return softmax_rows(self, Some(dy), outer, len);
         }

@@ -90,3 +90,13 @@ impl CudaStorage {
         v
     }
 }
+
+impl crate::backend::BackendStorage for CudaStorage {
+    /// The CUDA backend stores f32 only (its kernels are f32).
+    fn dtype(&self) -> crate::tensor::DType {
+        crate::tensor::DType::F32
+    }
+    fn len(&self) -> usize {
+        CudaStorage::len(self)
+    }
+}
