@@ -536,6 +536,15 @@ fn cuda_batch_norm_and_losses_match_the_cpu() {
         }),
     );
     check(
+        "batch_norm_train_act (fused ReLU)",
+        vec![randn(&[4, c, 5, 5], r), positive(&[c], r), randn(&[c], r)],
+        (1e-4, 1e-3),
+        Box::new(move |v| {
+            let (m, s) = stats(v[0].device());
+            v[0].batch_norm_train_act(&v[1], &v[2], &m, &s, 0.1, 1e-5, true)
+        }),
+    );
+    check(
         "batch_norm_frozen",
         vec![
             randn(&[4, c, 5, 5], r),

@@ -73,6 +73,52 @@ fn large_conv_uses_the_parallel_gemm_path_and_agrees_with_f64() {
 }
 
 #[test]
+fn the_2x2_max_pool_keeps_the_first_maximum_and_nan() {
+    // 2×2/2 pools that tile the plane take a fast path; a 5-wide plane (ceil mode off) drops
+    // the last column and takes the general one. Both must agree on ties (the first maximum
+    // in row-major order gets the gradient) and on NaN (it wins, the first one).
+    let (nan, inf) = (f64::NAN, f64::INFINITY);
+    #[rustfmt::skip]
+    let v = [
+        1., 1., -0., 0., 7.,
+        1., 1., 0., -0., 7.,
+        nan, 2., 3., nan, 7.,
+        2., nan, 3., inf, 7.,
+    ];
+    let wide = f64t(&v, &[1, 1, 4, 5]).into_param();
+    let tight: Vec<f64> = v.chunks(5).flat_map(|r| r[..4].to_vec()).collect();
+    let tight = f64t(&tight, &[1, 1, 4, 4]).into_param();
+    let run = |x: &Tensor| {
+        let y = x.max_pool2d(Pool2dParams::new(2, 2, 0)).unwrap();
+        let vals = y.to_vec_f64();
+        let w = f64t(&[1., 2., 3., 4.], &[1, 1, 2, 2]);
+        let g = coatt::backward(&y.mul(&w).unwrap().sum_all().unwrap()).unwrap();
+        (vals, g.get(x).unwrap().to_vec_f64())
+    };
+    let (yt, gt) = run(&tight);
+    let (yw, gw) = run(&wide);
+    let same = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    };
+    assert!(same(&yt, &yw), "{yt:?} vs {yw:?}");
+    assert!(yt[0] == 1.0 && yt[1] == 0.0 && yt[2].is_nan() && yt[3].is_nan());
+    let gw4: Vec<f64> = gw.chunks(5).flat_map(|r| r[..4].to_vec()).collect();
+    assert_eq!(gt, gw4);
+    // ties: the first of the four 1s and the first of -0/0 (their values compare equal);
+    // NaN: the first NaN of each window
+    #[rustfmt::skip]
+    let want = [
+        1., 0., 2., 0.,
+        0., 0., 0., 0.,
+        3., 0., 0., 4.,
+        0., 0., 0., 0.,
+    ];
+    assert_eq!(gt, want);
+}
+
+#[test]
 fn pooling_shapes_and_values_follow_pytorch() {
     let x = f64t(
         &(0..16).map(|v| v as f64).collect::<Vec<_>>(),
@@ -275,6 +321,54 @@ fn softmax_and_losses_known_values() {
         .unwrap()
         .to_vec_f64();
     assert!((s[0] + s[1] - 1.0).abs() < 1e-12 && s[3] == 1.0 && s.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn fused_batch_norm_relu_is_batch_norm_then_relu_and_keeps_nan() {
+    let mut r = rng(5);
+    let x = rand_nonzero(&[3, 4, 5, 6], &mut r).affine(2.0, 0.3);
+    let g = rand_nonzero(&[4], &mut r);
+    let b = rand_nonzero(&[4], &mut r);
+    let stats = || {
+        (
+            Tensor::zeros([4], DType::F64, Device::Cpu),
+            Tensor::ones([4], DType::F64, Device::Cpu),
+        )
+    };
+    let (m1, v1) = stats();
+    let (m2, v2) = stats();
+    let xp = x.clone().into_param();
+    let fused = xp
+        .batch_norm_train_act(&g, &b, &m1, &v1, 0.1, 1e-5, true)
+        .unwrap();
+    // the same gradient (a weighted sum, so the mask matters); one graph at a time, as
+    // backward drains the thread's tape
+    let w = rand_nonzero(&[3, 4, 5, 6], &mut r);
+    let gf = coatt::backward(&fused.mul(&w).unwrap().sum_all().unwrap()).unwrap();
+    let xq = x.clone().into_param();
+    let plain = xq
+        .batch_norm_train(&g, &b, &m2, &v2, 0.1, 1e-5)
+        .unwrap()
+        .relu();
+    assert_close(&fused.to_vec_f64(), &plain.to_vec_f64(), 1e-12, 1e-12, "y").unwrap();
+    let gp = coatt::backward(&plain.mul(&w).unwrap().sum_all().unwrap()).unwrap();
+    assert_close(
+        &gf.get(&xp).unwrap().to_vec_f64(),
+        &gp.get(&xq).unwrap().to_vec_f64(),
+        1e-10,
+        1e-10,
+        "dx",
+    )
+    .unwrap();
+    // NaN passes through the fused ReLU (the loss guard must see it)
+    let mut v = x.to_vec_f64();
+    v[7] = f64::NAN;
+    let xn = Tensor::from_f64(&v, [3, 4, 5, 6], DType::F64, Device::Cpu).unwrap();
+    let (m3, v3) = stats();
+    let y = xn
+        .batch_norm_train_act(&g, &b, &m3, &v3, 0.1, 1e-5, true)
+        .unwrap();
+    assert!(y.to_vec_f64().iter().any(|v| v.is_nan()));
 }
 
 #[test]

@@ -210,6 +210,12 @@ fn batch_norm_and_dropout() {
         let rv = Tensor::ones([4], DType::F64, Device::Cpu);
         v[0].batch_norm_train(&v[1], &v[2], &rm, &rv, 0.1, 1e-5)
     });
+    // the fused BN + ReLU of the backbones
+    check(&[x.clone(), g.clone(), b.clone()], |v| {
+        let rm = Tensor::zeros([4], DType::F64, Device::Cpu);
+        let rv = Tensor::ones([4], DType::F64, Device::Cpu);
+        v[0].batch_norm_train_act(&v[1], &v[2], &rm, &rv, 0.1, 1e-5, true)
+    });
     let rm = t(&[4], 41);
     let rv = pos(&[4], 42);
     check(&[x.clone(), g, b], move |v| {

@@ -86,30 +86,36 @@ pub trait LayoutOps: Sized {
     fn flip(&self, shape: &Shape, axis: usize) -> Self;
 }
 
-/// Batch norm in training mode over (n, c, hw).
+/// The layout of one batch norm: `n` images of `c` channels of `hw` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchNormGeom {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+/// Batch norm in training mode, with the ReLU that follows it fused in when asked.
 pub trait NormOps: Sized {
-    /// Returns (y, mean, invstd, biased var), the statistics per channel.
-    #[allow(clippy::too_many_arguments)]
+    /// Returns (y, mean, invstd, biased var), the statistics per channel; y = max(bn(x), 0)
+    /// when `relu` (NaN passes through).
     fn batch_norm_train(
         &self,
         gamma: &Self,
         beta: &Self,
-        n: usize,
-        c: usize,
-        hw: usize,
+        g: &BatchNormGeom,
         eps: f64,
+        relu: bool,
     ) -> (Self, Self, Self, Self);
-    /// self = x; returns (dx, dγ, dβ).
-    #[allow(clippy::too_many_arguments)]
+    /// self = x; returns (dx, dγ, dβ). `relu_out`: the forward's output when it applied the
+    /// ReLU (dy counts only where it is > 0).
     fn batch_norm_backward(
         &self,
         dy: &Self,
         gamma: &Self,
         mean: &Self,
         invstd: &Self,
-        n: usize,
-        c: usize,
-        hw: usize,
+        relu_out: Option<&Self>,
+        g: &BatchNormGeom,
     ) -> (Self, Self, Self);
 }
 

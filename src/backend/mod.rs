@@ -144,7 +144,7 @@ macro_rules! dispatch {
             Storage::Cpu($s) => {
                 $(let $o = $o.cpu_of($op)?;)*
                 let $wrap = Storage::Cpu;
-                Ok($body)
+                Ok(cpu::profile::timed($op, || $body))
             }
             Storage::Cuda($s) => {
                 $(let $o = $o.cuda_of($op)?;)*
@@ -370,7 +370,9 @@ impl Storage {
                     .iter()
                     .map(|(s, sh)| Ok((s.cpu_of("concat")?, *sh)))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Storage::Cpu(CpuStorage::concat(&p, axis)))
+                Ok(Storage::Cpu(cpu::profile::timed("concat", || {
+                    CpuStorage::concat(&p, axis)
+                })))
             }
             Storage::Cuda(_) => {
                 let p = parts
@@ -389,32 +391,37 @@ impl Storage {
         &self,
         gamma: &Storage,
         beta: &Storage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        g: &BatchNormGeom,
         eps: f64,
+        relu: bool,
     ) -> Result<(Storage, Storage, Storage, Storage)> {
         dispatch!("batch_norm_train", s = self, [gamma, beta], w => {
-            let (y, m, i, v) = s.batch_norm_train(gamma, beta, n, c, hw, eps);
+            let (y, m, i, v) = s.batch_norm_train(gamma, beta, g, eps, relu);
             (w(y), w(m), w(i), w(v))
         })
     }
-    /// self = x; returns (dx, dγ, dβ).
-    #[allow(clippy::too_many_arguments)]
+    /// self = x; returns (dx, dγ, dβ); `relu_out` as in [`NormOps::batch_norm_backward`].
     pub fn batch_norm_backward(
         &self,
         dy: &Storage,
         gamma: &Storage,
         mean: &Storage,
         invstd: &Storage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        relu_out: Option<&Storage>,
+        g: &BatchNormGeom,
     ) -> Result<(Storage, Storage, Storage)> {
-        dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd], w => {
-            let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, n, c, hw);
-            (w(dx), w(dg), w(db))
-        })
+        match relu_out {
+            None => dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd], w => {
+                let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, None, g);
+                (w(dx), w(dg), w(db))
+            }),
+            Some(y) => {
+                dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd, y], w => {
+                    let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, Some(y), g);
+                    (w(dx), w(dg), w(db))
+                })
+            }
+        }
     }
     pub fn bce_logits_mean(&self, target: &Storage) -> Result<Storage> {
         dispatch!(
@@ -494,7 +501,8 @@ impl Storage {
     ) -> Result<()> {
         match (self, buf) {
             (Storage::Cpu(p), Storage::Cpu(b)) => {
-                p.sgd_step(grad.cpu_of("sgd_step")?, b, h, first);
+                let g = grad.cpu_of("sgd_step")?;
+                cpu::profile::timed("sgd_step", || p.sgd_step(g, b, h, first));
                 Ok(())
             }
             (Storage::Cuda(p), Storage::Cuda(b)) => {
@@ -513,7 +521,9 @@ impl Storage {
                     .iter()
                     .map(|s| s.cpu_of(op.name()))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Storage::Cpu(op.cpu_fwd(&xs)))
+                Ok(Storage::Cpu(cpu::profile::timed(op.name(), || {
+                    op.cpu_fwd(&xs)
+                })))
             }
             Storage::Cuda(_) => {
                 let xs = inputs

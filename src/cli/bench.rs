@@ -30,6 +30,7 @@ pub struct BenchArgs {
     /// Instead of the kernel cases, time whole classifier training steps of this preset
     /// (variant full with every loss term on; random images and labels already on the device;
     /// forward, loss read back, backward, SGD step), as tools/torch_train_bench.py does.
+    /// `tiny-ref` is the step the JAX peer mirrors, pinned whatever the `tiny` preset becomes.
     #[arg(long)]
     pub train_step: Option<String>,
 }
@@ -341,9 +342,13 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         }
         _ => Device::Cpu,
     };
-    let cfg = ClsConfig {
-        variant: Variant::Full,
-        ..ClsConfig::preset(preset)?
+    let cfg = if preset == "tiny-ref" {
+        tiny_ref()?
+    } else {
+        ClsConfig {
+            variant: Variant::Full,
+            ..ClsConfig::preset(preset)?
+        }
     };
     let k = 20; // VOC's classes
     let mut rng = crate::seed::rng(1);
@@ -374,6 +379,12 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         device.synchronize();
         Ok(())
     };
+    let params: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
+    let first = model
+        .iteration_loss(&cfg, &x1, &x2, &l1, &l2, epoch)?
+        .total
+        .to_scalar()?;
+    println!("{params} parameters; first-step loss {first:.4} (the sum of every term)");
     let start = Instant::now();
     let mut warm = 0;
     while warm < 3 || start.elapsed().as_secs_f64() < 1.0 {
@@ -395,6 +406,34 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         secs * 1e3,
         2.0 * b as f64 / secs
     );
+    // COATT_CPU_PROFILE=1: where the CPU step's time goes, op by op (wall time of each kernel
+    // call, over `reps` steps)
+    if device == Device::Cpu && std::env::var("COATT_CPU_PROFILE").is_ok_and(|v| v == "1") {
+        use crate::backend::cpu::profile;
+        let t = Instant::now();
+        profile::set_profiling(true);
+        for _ in 0..a.reps {
+            step()?;
+        }
+        let rows = profile::profile_report();
+        profile::set_profiling(false);
+        let wall = t.elapsed().as_secs_f64() * 1e3 / a.reps as f64;
+        // ops are one word; the finer rows (a conv at its sizes) are parts of them
+        let (ops, parts): (Vec<_>, Vec<_>) = rows.iter().partition(|r| !r.0.contains(' '));
+        let total: f64 = ops.iter().map(|r| r.2).sum::<f64>() / a.reps as f64;
+        println!("one step's CPU ops: {total:.1} ms of {wall:.1} ms (the rest: autograd, allocation, the loss read)");
+        for (title, rows) in [("op", ops), ("call at its sizes", parts)] {
+            println!("\n| {title} | calls | ms per step | share |\n|---|---:|---:|---:|");
+            for (name, calls, ms) in rows {
+                println!(
+                    "| {name} | {} | {:.2} | {:.1}% |",
+                    calls / a.reps,
+                    ms / a.reps as f64,
+                    100.0 * ms / a.reps as f64 / wall
+                );
+            }
+        }
+    }
     // COATT_CUDA_PROFILE=1: where one step's device time goes
     if device == Device::Cuda {
         let _ = crate::backend::cuda::profile_report();
@@ -412,6 +451,35 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The training step `../shared/tools/jax-peer` mirrors (an external reference, not part of
+/// the repository): the `tiny` classifier as it was when the peer was written (VGG16-D1 at 1/8
+/// width with BN, 64 px, batch 8 pairs, cosine affinity without temperature, W_P random, all 18
+/// loss terms, nesterov SGD at lr 2e-3, weight decay 5e-4): 349,148 parameters at K = 20.
+fn tiny_ref() -> Result<crate::cls::ClsConfig> {
+    use crate::cls::{ClsConfig, Variant};
+    let tiny = ClsConfig::preset("tiny")?;
+    Ok(ClsConfig {
+        preset: "tiny-ref".into(),
+        variant: Variant::Full,
+        input_size: 64,
+        small_scale: 0.75,
+        large_scale: 2.0,
+        batch: 8,
+        lr: 2e-3,
+        bias_lr_mult: 1.0,
+        new_lr_mult: 1.0,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+        affinity: crate::nn::Affinity::Cosine,
+        temperature: 1.0,
+        learn_temperature: false,
+        wp_init: crate::nn::WpInit::Random,
+        backbone: crate::nn::VggConfig::narrow(8),
+        ..tiny
+    })
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {

@@ -31,17 +31,24 @@ impl BatchNorm {
     /// `batch_stats`: normalise by the batch's statistics and update the running ones
     /// (training); otherwise by the running statistics.
     pub fn forward(&self, x: &Tensor, batch_stats: bool) -> Result<Tensor> {
+        self.forward_act(x, batch_stats, false)
+    }
+
+    /// [`BatchNorm::forward`] then a ReLU when `relu` (fused into one op in training mode).
+    pub fn forward_act(&self, x: &Tensor, batch_stats: bool, relu: bool) -> Result<Tensor> {
         if batch_stats {
-            x.batch_norm_train(
+            x.batch_norm_train_act(
                 &self.gamma,
                 &self.beta,
                 &self.mean,
                 &self.var,
                 MOMENTUM,
                 EPS,
+                relu,
             )
         } else {
-            x.batch_norm_frozen(&self.gamma, &self.beta, &self.mean, &self.var, EPS)
+            let y = x.batch_norm_frozen(&self.gamma, &self.beta, &self.mean, &self.var, EPS)?;
+            Ok(if relu { y.relu() } else { y })
         }
     }
 

@@ -144,17 +144,18 @@ impl ResNet {
     /// models that read several depths (AffinityNet, DESIGN §8).
     pub fn forward_levels(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let bs = train && self.config.train_bn;
-        let mut h = self.stem.1.forward(&self.stem.0.forward(x)?, bs)?.relu();
+        let mut h = self
+            .stem
+            .1
+            .forward_act(&self.stem.0.forward(x)?, bs, true)?;
         h = h.max_pool2d(Pool2dParams::new(3, 2, 1))?;
         let mut levels = Vec::with_capacity(self.stages.len());
         for blocks in &self.stages {
             for b in blocks {
                 let mut y = h.clone();
                 for (i, (c, n)) in b.convs.iter().zip(&b.bns).enumerate() {
-                    y = n.forward(&c.forward(&y)?, bs)?;
-                    if i < 2 {
-                        y = y.relu();
-                    }
+                    // conv, BN and (but for the last of the block) ReLU
+                    y = n.forward_act(&c.forward(&y)?, bs, i < 2)?;
                 }
                 let skip = match &b.downsample {
                     Some((c, n)) => n.forward(&c.forward(&h)?, bs)?,

@@ -150,7 +150,7 @@ impl Vgg {
         for (i, conv) in self.features.iter().enumerate() {
             h = match self.bn.get(i) {
                 // conv, BN, ReLU
-                Some(b) => b.forward(&conv.forward(&h)?, train)?.relu(),
+                Some(b) => b.forward_act(&conv.forward(&h)?, train, true)?,
                 None => conv.forward_relu(&h)?,
             };
             if i == 6 {

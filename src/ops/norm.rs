@@ -1,6 +1,6 @@
 //! Batch norm (training mode with running statistics, and frozen) and dropout.
 use super::{finish, plain};
-use crate::backend::check_same;
+use crate::backend::{check_same, BatchNormGeom};
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 use rand::Rng;
@@ -18,7 +18,24 @@ impl Tensor {
         momentum: f64,
         eps: f64,
     ) -> Result<Tensor> {
+        self.batch_norm_train_act(gamma, beta, running_mean, running_var, momentum, eps, false)
+    }
+
+    /// [`Tensor::batch_norm_train`] followed by a ReLU when `relu`, as one op (one pass over
+    /// the activations each way on the CPU; the backbones' conv → BN → ReLU).
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_train_act(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f64,
+        eps: f64,
+        relu: bool,
+    ) -> Result<Tensor> {
         let (n, c, hw) = bn_dims(self, gamma, beta)?;
+        let geom = BatchNormGeom { n, c, hw };
         if running_mean.dims() != [c] || running_var.dims() != [c] {
             shape_err!(
                 "batch_norm",
@@ -33,7 +50,7 @@ impl Tensor {
         )?;
         let (y, mean, invstd, var) =
             self.storage()
-                .batch_norm_train(&gamma.storage(), &beta.storage(), n, c, hw, eps)?;
+                .batch_norm_train(&gamma.storage(), &beta.storage(), &geom, eps, relu)?;
         let (mean, invstd, var) = (plain(mean, [c]), plain(invstd, [c]), plain(var, [c]));
         let cnt = (n * hw) as f64;
         let unbiased = var.mul_scalar(if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 });
@@ -54,15 +71,15 @@ impl Tensor {
             y,
             self.shape().clone(),
             &[self, gamma, beta],
-            move |dy, _, needs| {
+            move |dy, y, needs| {
+                let y = relu.then(|| y.storage());
                 let (dx, dg, db) = x.storage().batch_norm_backward(
                     &dy.storage(),
                     &g.storage(),
                     &mean.storage(),
                     &invstd.storage(),
-                    n,
-                    c,
-                    hw,
+                    y.as_deref(),
+                    &geom,
                 )?;
                 Ok(vec![
                     needs[0].then(|| plain(dx, x.shape().clone())),

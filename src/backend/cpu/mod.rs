@@ -10,6 +10,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod profile;
 pub mod reduce;
 pub mod resize;
 pub mod sgd;
@@ -94,4 +95,34 @@ impl BackendStorage for CpuStorage {
     fn len(&self) -> usize {
         CpuStorage::len(self)
     }
+}
+
+thread_local! {
+    /// Per-thread scratch memory for the conv's column matrices (8-byte words).
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch buffers above this many bytes are not kept for the next call.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+/// Runs `f` on a scratch slice of `len` values, reused across calls on this thread instead of
+/// allocated and zero-filled each time. Its contents are stale: `f` must write before it
+/// reads. A nested call on the same thread (rayon may run another task inside `f`) gets a
+/// fresh buffer.
+pub(crate) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buf.len() < words {
+        buf = vec![0u64; words];
+    }
+    let r = f(&mut bytemuck::cast_slice_mut::<u64, T>(&mut buf[..words])[..len]);
+    if buf.len() * 8 <= SCRATCH_KEEP {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < buf.len() {
+                *s = buf;
+            }
+        });
+    }
+    r
 }

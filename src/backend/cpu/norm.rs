@@ -1,47 +1,108 @@
-//! Training-mode batch norm over (N, H·W) per channel; returns the saved statistics.
+//! Training-mode batch norm over (N, H·W) per channel, with the ReLU that follows it in the
+//! backbones fused in (one pass over the activations instead of two, forward and backward).
+//! Sums run in independent accumulators of the storage's precision over one plane (so they
+//! vectorise) and in f64 across planes; the per-element passes apply per-channel coefficients.
+use super::reduce::{lane_sum, LANES};
+use crate::backend::BatchNormGeom;
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// y = (x − μ_c)·invstd_c·γ_c + β_c. Returns (y, μ, invstd, biased var).
+/// Σ f(x, d) over two rows, as [`lane_sum`] with two totals.
+#[inline]
+fn lane_sum2<T: Float>(xs: &[T], ds: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut a, mut b) = ([T::zero(); LANES], [T::zero(); LANES]);
+    let (mut cx, mut cd) = (xs.chunks_exact(LANES), ds.chunks_exact(LANES));
+    for (x, d) in (&mut cx).zip(&mut cd) {
+        for l in 0..LANES {
+            let (u, v) = f(x[l], d[l]);
+            a[l] += u;
+            b[l] += v;
+        }
+    }
+    let (mut ta, mut tb) = (0f64, 0f64);
+    for (&x, &d) in cx.remainder().iter().zip(cd.remainder()) {
+        let (u, v) = f(x, d);
+        ta += u.as_f64();
+        tb += v.as_f64();
+    }
+    let total = |acc: [T; LANES]| acc.iter().map(|v| v.as_f64()).sum::<f64>();
+    (total(a) + ta, total(b) + tb)
+}
+
+/// A vector of `len` values that `fill` writes plane by plane (`plane` values each, in
+/// parallel), without zero-filling it first.
+fn planes_written<T: Float>(
+    len: usize,
+    plane: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(p, out)| fill(p, out));
+    // SAFETY: every caller's `fill` writes each element of its plane (a loop over the whole
+    // chunk), and the chunks cover all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// ReLU that lets NaN through (as PyTorch's and the ReLU op).
+#[inline]
+fn relu<T: Float>(v: T) -> T {
+    if v < T::zero() {
+        T::zero()
+    } else {
+        v
+    }
+}
+
+/// y = (x − μ_c)·invstd_c·γ_c + β_c, then max(y, 0) when `relu`. Returns (y, μ, invstd,
+/// biased var).
 pub fn forward<T: Float>(
     x: &[T],
     gamma: &[T],
     beta: &[T],
-    n: usize,
-    c: usize,
-    hw: usize,
+    g: &BatchNormGeom,
     eps: f64,
+    with_relu: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
+    let (n, c, hw) = (g.n, g.c, g.hw);
     let cnt = (n * hw) as f64;
+    let rows = |ch: usize| (0..n).map(move |i| &x[(i * c + ch) * hw..][..hw]);
     let stats: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut s = 0f64;
-            for i in 0..n {
-                s += x[(i * c + ch) * hw..][..hw]
-                    .iter()
-                    .map(|v| v.as_f64())
-                    .sum::<f64>();
-            }
-            let mean = s / cnt;
-            let mut v = 0f64;
-            for i in 0..n {
-                v += x[(i * c + ch) * hw..][..hw]
-                    .iter()
-                    .map(|a| (a.as_f64() - mean).powi(2))
-                    .sum::<f64>();
-            }
-            (mean, v / cnt)
+            let mean = rows(ch).map(|r| lane_sum(r, |v| v)).sum::<f64>() / cnt;
+            let m = T::of(mean);
+            let var = rows(ch)
+                .map(|r| lane_sum(r, |v| (v - m) * (v - m)))
+                .sum::<f64>()
+                / cnt;
+            (mean, var)
         })
         .collect();
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
-        let ch = p % c;
-        let (mean, var) = stats[ch];
-        let inv = 1.0 / (var + eps).sqrt();
-        let (g, b) = (gamma[ch].as_f64(), beta[ch].as_f64());
-        for (o, &v) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-            *o = T::of((v.as_f64() - mean) * inv * g + b);
+    // y = x·scale + shift per channel
+    let coef: Vec<(T, T)> = stats
+        .iter()
+        .enumerate()
+        .map(|(ch, &(mean, var))| {
+            let s = gamma[ch].as_f64() / (var + eps).sqrt();
+            (T::of(s), T::of(beta[ch].as_f64() - mean * s))
+        })
+        .collect();
+    let y = planes_written(x.len(), hw, |p, out| {
+        let (s, b) = coef[p % c];
+        let src = &x[p * hw..(p + 1) * hw];
+        if with_relu {
+            for (o, &v) in out.iter_mut().zip(src) {
+                o.write(relu(v * s + b));
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(src) {
+                o.write(v * s + b);
+            }
         }
     });
     let mean = stats.iter().map(|s| T::of(s.0)).collect();
@@ -53,44 +114,71 @@ pub fn forward<T: Float>(
     (y, mean, invstd, var)
 }
 
-/// dx = γ·invstd/M·(M·dy − Σdy − x̂·Σ(dy·x̂)); dγ = Σ dy·x̂; dβ = Σ dy.
+/// dx = γ·invstd/M·(M·dy − Σdy − x̂·Σ(dy·x̂)); dγ = Σ dy·x̂; dβ = Σ dy; with dy first zeroed
+/// where the forward's output `relu_out` is not > 0 when the forward applied a ReLU.
+/// Two passes: the per-channel sums, which also leave the (masked) dy in dx's memory, then dx
+/// in place from it.
+#[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     x: &[T],
     dy: &[T],
     gamma: &[T],
     mean: &[T],
     invstd: &[T],
-    n: usize,
-    c: usize,
-    hw: usize,
+    relu_out: Option<&[T]>,
+    g: &BatchNormGeom,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (n, c, hw) = (g.n, g.c, g.hw);
     let cnt = (n * hw) as f64;
+    let mut dx = planes_written(x.len(), hw, |p, out| {
+        let d = &dy[p * hw..(p + 1) * hw];
+        match relu_out {
+            Some(y) => {
+                for ((o, &dv), &yv) in out.iter_mut().zip(d).zip(&y[p * hw..(p + 1) * hw]) {
+                    o.write(if yv > T::zero() { dv } else { T::zero() });
+                }
+            }
+            None => {
+                for (o, &dv) in out.iter_mut().zip(d) {
+                    o.write(dv);
+                }
+            }
+        }
+    });
+    let dym = &dx;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (m, inv) = (mean[ch].as_f64(), invstd[ch].as_f64());
+            let (m, inv) = (mean[ch], invstd[ch]);
             let (mut sd, mut sdx) = (0f64, 0f64);
             for i in 0..n {
-                let o = (i * c + ch) * hw;
-                for k in 0..hw {
-                    let g = dy[o + k].as_f64();
-                    sd += g;
-                    sdx += g * (x[o + k].as_f64() - m) * inv;
-                }
+                let p = i * c + ch;
+                let r = p * hw..(p + 1) * hw;
+                let (a, b) = lane_sum2(&x[r.clone()], &dym[r], |xv, dv| (dv, dv * (xv - m) * inv));
+                sd += a;
+                sdx += b;
             }
             (sd, sdx)
         })
         .collect();
-    let mut dx = vec![T::zero(); x.len()];
-    dx.par_chunks_mut(hw).enumerate().for_each(|(p, out)| {
-        let ch = p % c;
-        let (m, inv, g) = (mean[ch].as_f64(), invstd[ch].as_f64(), gamma[ch].as_f64());
-        let (sd, sdx) = sums[ch];
-        for (k, o) in out.iter_mut().enumerate() {
-            let xh = (x[p * hw + k].as_f64() - m) * inv;
-            *o = T::of(g * inv / cnt * (cnt * dy[p * hw + k].as_f64() - sd - xh * sdx));
-        }
-    });
+    // dx = A·dy + B·x + C per channel
+    let coef: Vec<(T, T, T)> = (0..c)
+        .map(|ch| {
+            let (m, inv, gm) = (mean[ch].as_f64(), invstd[ch].as_f64(), gamma[ch].as_f64());
+            let (sd, sdx) = sums[ch];
+            let a = gm * inv;
+            let b = -gm * inv * inv * sdx / cnt;
+            (T::of(a), T::of(b), T::of(-a * sd / cnt - b * m))
+        })
+        .collect();
+    dx.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(p, out)| {
+            let (a, b, k) = coef[p % c];
+            for (o, &xv) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+                *o = a * *o + b * xv + k;
+            }
+        });
     let dgamma = sums.iter().map(|s| T::of(s.1)).collect();
     let dbeta = sums.iter().map(|s| T::of(s.0)).collect();
     (dx, dgamma, dbeta)
@@ -101,20 +189,18 @@ impl crate::backend::NormOps for super::CpuStorage {
         &self,
         gamma: &Self,
         beta: &Self,
-        n: usize,
-        c: usize,
-        hw: usize,
+        g: &BatchNormGeom,
         eps: f64,
+        relu: bool,
     ) -> (Self, Self, Self, Self) {
         super::with_dtype!(self.dtype(), {
             let (y, m, i, v) = forward(
                 self.slice::<T>(),
                 gamma.slice::<T>(),
                 beta.slice::<T>(),
-                n,
-                c,
-                hw,
+                g,
                 eps,
+                relu,
             );
             (
                 Self::from_vec(y),
@@ -130,20 +216,23 @@ impl crate::backend::NormOps for super::CpuStorage {
         gamma: &Self,
         mean: &Self,
         invstd: &Self,
-        n: usize,
-        c: usize,
-        hw: usize,
+        relu_out: Option<&Self>,
+        g: &BatchNormGeom,
     ) -> (Self, Self, Self) {
         super::with_dtype!(self.dtype(), {
-            let (dx, dg, db) = backward(
-                self.slice::<T>(),
-                dy.slice::<T>(),
-                gamma.slice::<T>(),
-                mean.slice::<T>(),
-                invstd.slice::<T>(),
-                n,
-                c,
-                hw,
+            let (dx, dg, db) = super::profile::timed_as(
+                || format!("batch_norm_backward {}×{}×{}", g.n, g.c, g.hw),
+                || {
+                    backward(
+                        self.slice::<T>(),
+                        dy.slice::<T>(),
+                        gamma.slice::<T>(),
+                        mean.slice::<T>(),
+                        invstd.slice::<T>(),
+                        relu_out.map(|y| y.slice::<T>()),
+                        g,
+                    )
+                },
             );
             (Self::from_vec(dx), Self::from_vec(dg), Self::from_vec(db))
         })

@@ -7,7 +7,9 @@ use rayon::prelude::*;
 
 fn planes<T: Float>(out: &mut [T], plane: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     if out.len() >= super::elementwise::PAR_MIN {
+        // at least 8K values per task: the deep layers' planes are 36-256 values
         out.par_chunks_mut(plane)
+            .with_min_len((8192 / plane.max(1)).max(1))
             .enumerate()
             .for_each(|(p, o)| f(p, o));
     } else {
@@ -37,8 +39,25 @@ fn windows(g: &Pool2dGeom) -> (Spans, Spans) {
     )
 }
 
-/// Index (within the plane) of the first maximum of a window (NaN wins, as in PyTorch);
-/// None when the window is empty.
+/// The maximum of a window (NaN if any value is); −∞ when the window is empty.
+#[inline]
+fn window_max<T: Float>(
+    x: &[T],
+    w: usize,
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+) -> T {
+    let mut m = T::neg_infinity();
+    for iy in y0..y1 {
+        for &v in &x[iy * w + x0..iy * w + x1] {
+            m = nanmax(v, m);
+        }
+    }
+    m
+}
+
+/// Index (within the plane) of the first maximum of a window in row-major order (NaN wins,
+/// as in PyTorch): the first value equal to the window's maximum. None when it is empty.
 #[inline]
 fn argmax<T: Float>(
     x: &[T],
@@ -49,27 +68,71 @@ fn argmax<T: Float>(
     if y0 >= y1 || x0 >= x1 {
         return None;
     }
-    let mut best = y0 * w + x0;
-    let mut bv = x[best];
-    for iy in y0..y1 {
-        for (ix, &v) in x[iy * w + x0..iy * w + x1].iter().enumerate() {
-            if v > bv || (v.is_nan() && !bv.is_nan()) {
-                bv = v;
-                best = iy * w + x0 + ix;
-            }
-        }
+    let m = window_max(x, w, (y0, y1), (x0, x1));
+    let hit = |v: T| if m.is_nan() { v.is_nan() } else { v == m };
+    (y0..y1)
+        .flat_map(|iy| (x0..x1).map(move |ix| iy * w + ix))
+        .find(|&i| hit(x[i]))
+}
+
+/// 2×2 windows at stride 2 without padding that tile the plane exactly (the VGG pools): each
+/// input pixel is in one window, so the passes need no window lists.
+fn tiles_2x2(g: &Pool2dGeom) -> bool {
+    (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (2, 2, 2, 2, 0, 0) && g.h == 2 * g.ho && g.w == 2 * g.wo
+}
+
+/// The larger of two values, NaN if either is (a select, not a branch).
+#[inline]
+fn nanmax<T: Float>(a: T, b: T) -> T {
+    if a.is_nan() || a > b {
+        a
+    } else {
+        b
     }
-    Some(best)
+}
+
+/// The maximum of a 2×2 window (NaN if any value is).
+#[inline]
+fn max4<T: Float>(v: [T; 4]) -> T {
+    nanmax(nanmax(v[0], v[1]), nanmax(v[2], v[3]))
+}
+
+/// The first maximum of a 2×2 window in row-major order (NaN wins), as [`argmax`]: the first
+/// value equal to the maximum, found from a bit mask (random activations made the compare
+/// chain's branches mispredict).
+#[inline]
+fn argmax4<T: Float>(v: [T; 4]) -> usize {
+    let m = max4(v);
+    let hit = |x: T| (if m.is_nan() { x.is_nan() } else { x == m }) as u32;
+    (hit(v[0]) | hit(v[1]) << 1 | hit(v[2]) << 2 | hit(v[3]) << 3).trailing_zeros() as usize
 }
 
 pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
+    if tiles_2x2(g) {
+        let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
+        planes(&mut out, g.ho * g.wo, |p, o| {
+            let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+            // row pairs of the input against rows of the output, pixel pairs against pixels
+            for (rows, orow) in xp.chunks_exact(2 * g.w).zip(o.chunks_exact_mut(g.wo)) {
+                let (r0, r1) = rows.split_at(g.w);
+                for ((v, a), b) in orow
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *v = max4([a[0], a[1], b[0], b[1]]);
+                }
+            }
+        });
+        return out;
+    }
     let (wy, wx) = windows(g);
     let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
     planes(&mut out, g.ho * g.wo, |p, o| {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for (oy, &ry) in wy.iter().enumerate() {
             for (ox, &rx) in wx.iter().enumerate() {
-                o[oy * g.wo + ox] = argmax(xp, g.w, ry, rx).map_or(T::neg_infinity(), |i| xp[i]);
+                o[oy * g.wo + ox] = window_max(xp, g.w, ry, rx);
             }
         }
     });
@@ -77,6 +140,37 @@ pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
 }
 
 pub fn max_backward<T: Float>(x: &[T], dy: &[T], g: &Pool2dGeom) -> Vec<T> {
+    if tiles_2x2(g) {
+        // each input pixel is in one window: its gradient at the arg-max, the rest stays 0
+        let mut dx = vec![T::zero(); g.planes * g.h * g.w];
+        planes(&mut dx, g.h * g.w, |p, d| {
+            let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+            let dyp = &dy[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
+            for ((rows, drows), grow) in xp
+                .chunks_exact(2 * g.w)
+                .zip(d.chunks_exact_mut(2 * g.w))
+                .zip(dyp.chunks_exact(g.wo))
+            {
+                let (r0, r1) = rows.split_at(g.w);
+                let (d0, d1) = drows.split_at_mut(g.w);
+                for ((((a, b), da), db), &gv) in r0
+                    .chunks_exact(2)
+                    .zip(r1.chunks_exact(2))
+                    .zip(d0.chunks_exact_mut(2))
+                    .zip(d1.chunks_exact_mut(2))
+                    .zip(grow)
+                {
+                    let k = argmax4([a[0], a[1], b[0], b[1]]);
+                    if k < 2 {
+                        da[k] = gv;
+                    } else {
+                        db[k - 2] = gv;
+                    }
+                }
+            }
+        });
+        return dx;
+    }
     let (wy, wx) = windows(g);
     let mut dx = vec![T::zero(); g.planes * g.h * g.w];
     planes(&mut dx, g.h * g.w, |p, d| {
@@ -142,15 +236,29 @@ pub fn avg_backward<T: Float>(dy: &[T], g: &Pool2dGeom) -> Vec<T> {
     dx
 }
 
+/// The profile's name of one pooling call: the op and its window.
+fn window_name(op: &str, g: &Pool2dGeom) -> String {
+    format!(
+        "{op} {}×{}/{} at {}×{}, {} planes",
+        g.kh, g.kw, g.sh, g.h, g.w, g.planes
+    )
+}
+
 impl crate::backend::PoolOps for super::CpuStorage {
     fn max_pool2d(&self, g: &Pool2dGeom) -> Self {
         super::with_dtype!(self.dtype(), {
-            Self::from_vec(max_forward(self.slice::<T>(), g))
+            Self::from_vec(super::profile::timed_as(
+                || window_name("max_pool2d", g),
+                || max_forward(self.slice::<T>(), g),
+            ))
         })
     }
     fn max_pool2d_backward(&self, dy: &Self, g: &Pool2dGeom) -> Self {
         super::with_dtype!(self.dtype(), {
-            Self::from_vec(max_backward(self.slice::<T>(), dy.slice::<T>(), g))
+            Self::from_vec(super::profile::timed_as(
+                || window_name("max_pool2d_backward", g),
+                || max_backward(self.slice::<T>(), dy.slice::<T>(), g),
+            ))
         })
     }
     fn avg_pool2d(&self, g: &Pool2dGeom) -> Self {

@@ -1,6 +1,25 @@
-//! Sum over a set of axes (keepdim layout). Accumulates in f64 so the f32 reference is accurate.
+//! Sum over a set of axes (keepdim layout). Each contiguous run is summed in independent
+//! accumulators of the storage's precision (vectorised), the runs in f64.
 use crate::tensor::{Float, Shape};
 use rayon::prelude::*;
+
+/// Independent accumulators per sum: enough to keep the adds vectorised and pipelined.
+pub(crate) const LANES: usize = 8;
+
+/// Σ f(x) over a row: `LANES` independent accumulators in the storage's precision (one row is
+/// at most an image plane), the row's total in f64.
+#[inline]
+pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut acc = [T::zero(); LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for ch in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += f(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v).as_f64()).sum();
+    acc.iter().map(|a| a.as_f64()).sum::<f64>() + tail
+}
 
 /// Adjacent axes that are both reduced or both kept merge into one (contiguous layout), so
 /// e.g. a conv bias gradient, (N,C,H,W) summed over (0,2,3), becomes [N | C | H·W]:
@@ -61,7 +80,7 @@ pub fn sum_axes<T: Float>(x: &[T], shape: &Shape, axes: &[usize]) -> Vec<T> {
                 off += (rem % n) * s;
                 rem /= n;
             }
-            acc += x[off..off + inner].iter().map(|v| v.as_f64()).sum::<f64>();
+            acc += lane_sum(&x[off..off + inner], |v| v);
         }
         T::of(acc)
     };

@@ -1,17 +1,18 @@
 //! Batch norm in training mode, forward and backward (kernels/norm.cu).
 use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
+use crate::backend::{BatchNormGeom, BinaryOp, ElementwiseOps, UnaryOp};
 
 impl crate::backend::NormOps for CudaStorage {
     fn batch_norm_train(
         &self,
         gamma: &CudaStorage,
         beta: &CudaStorage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        g: &BatchNormGeom,
         eps: f64,
+        relu: bool,
     ) -> (Self, Self, Self, Self) {
+        let BatchNormGeom { n, c, hw } = *g;
         let (mean, invstd, var) = (Self::uninit(c), Self::uninit(c), Self::uninit(c));
         let (x, mp, ip, vp) = (self.ptr(), mean.ptr(), invstd.ptr(), var.ptr());
         let (n64, c64, hw64) = (n as i64, c as i64, hw as i64);
@@ -51,6 +52,8 @@ impl crate::backend::NormOps for CudaStorage {
                 arg(&total),
             ],
         );
+        // the ReLU as its own kernel after the normalisation (the CPU fuses the two)
+        let y = if relu { y.unary(UnaryOp::Relu) } else { y };
         (y, mean, invstd, var)
     }
     /// self = x; returns (dx, dγ, dβ)
@@ -60,10 +63,20 @@ impl crate::backend::NormOps for CudaStorage {
         gamma: &CudaStorage,
         mean: &CudaStorage,
         invstd: &CudaStorage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        relu_out: Option<&CudaStorage>,
+        g: &BatchNormGeom,
     ) -> (Self, Self, Self) {
+        let BatchNormGeom { n, c, hw } = *g;
+        // the ReLU's gradient as its own kernel first (the CPU fuses the two)
+        let masked;
+        let dy = match relu_out {
+            Some(y) => {
+                let sh = crate::tensor::Shape::from(vec![self.len()]);
+                masked = dy.binary(BinaryOp::ReluGrad, &sh, y, &sh, &sh);
+                &masked
+            }
+            None => dy,
+        };
         let (dg, db, dx) = (Self::uninit(c), Self::uninit(c), Self::uninit(self.len()));
         let (x, g, m, i) = (self.ptr(), dy.ptr(), mean.ptr(), invstd.ptr());
         let (dgp, dbp, dxp, gam) = (dg.ptr(), db.ptr(), dx.ptr(), gamma.ptr());
