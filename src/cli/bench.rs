@@ -453,7 +453,7 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
     Ok(())
 }
 
-/// The training step `../shared/tools/jax-peer` mirrors (an external reference, not part of
+/// The training step the JAX peer mirrors (an external reference kept outside, not part of
 /// the repository): the `tiny` classifier as it was when the peer was written (VGG16-D1 at 1/8
 /// width with BN, 64 px, batch 8 pairs, cosine affinity without temperature, W_P random, all 18
 /// loss terms, nesterov SGD at lr 2e-3, weight decay 5e-4): 349,148 parameters at K = 20.
