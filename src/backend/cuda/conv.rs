@@ -254,7 +254,7 @@ impl crate::backend::ConvOps for CudaStorage {
                     false,
                 );
             }
-            let geom = ConvGeomC::new(g);
+            let geom = ConvGeomC::from(g);
             let (ld, img_stride) = col_layout(g, cnt);
             let (cp, xp) = (dcol.ptr, dx.buf.at(i0 * img));
             let grid = ((g.h * g.w).div_ceil(256) as u32, cnt as u32, g.cin as u32);
@@ -340,27 +340,8 @@ impl crate::backend::ConvOps for CudaStorage {
 super::mirrored!(
     /// conv.cu `ConvGeom`: one conv's sizes as the im2col/col2im kernels take them.
     ConvGeomC = "conv.cu"::"ConvGeom" { cin, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo }
+    from Conv2dGeom
 );
-impl ConvGeomC {
-    fn new(g: &Conv2dGeom) -> Self {
-        let i = |v: usize| v as i32;
-        ConvGeomC {
-            cin: i(g.cin),
-            h: i(g.h),
-            w: i(g.w),
-            kh: i(g.kh),
-            kw: i(g.kw),
-            sh: i(g.sh),
-            sw: i(g.sw),
-            ph: i(g.ph),
-            pw: i(g.pw),
-            dh: i(g.dh),
-            dw: i(g.dw),
-            ho: i(g.ho),
-            wo: i(g.wo),
-        }
-    }
-}
 
 fn is_pointwise(g: &Conv2dGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0
@@ -418,7 +399,7 @@ fn col_layout(g: &Conv2dGeom, cnt: usize) -> (i64, i64) {
 fn im2col(x: &CudaStorage, g: &Conv2dGeom, i0: usize, cnt: usize) -> DeviceBuffer {
     let (kdim, hw, img) = (g.cin * g.kh * g.kw, g.ho * g.wo, g.cin * g.h * g.w);
     let col = DeviceBuffer::uninit(kdim * cnt * hw);
-    let geom = ConvGeomC::new(g);
+    let geom = ConvGeomC::from(g);
     let (xp, cp) = (x.buf.at(i0 * img), col.ptr);
     let (ld, img_stride) = col_layout(g, cnt);
     // kernels/conv.cu IM2COL_ROWS rows per thread

@@ -3,8 +3,17 @@
 //! checked against the `.cu` declaration by [`check_mirror`] (a unit test per struct), instead
 //! of positional `[i32; N]` arrays whose order only a GPU run could check.
 
-/// Declares `struct $name { $field: i32, .. }` mirroring `struct $cu` of `kernels/$file`.
+/// Declares `struct $name { $field: i32, .. }` mirroring `struct $cu` of `kernels/$file`;
+/// `from $src` adds `From<&$src>` for a host struct with the same field names (as `usize`).
 macro_rules! mirrored {
+    ($(#[$m:meta])* $name:ident = $file:literal :: $cu:literal { $($f:ident),* $(,)? } from $src:ty) => {
+        $crate::backend::cuda::mirrored!($(#[$m])* $name = $file::$cu { $($f),* });
+        impl From<&$src> for $name {
+            fn from(g: &$src) -> Self {
+                $name { $($f: g.$f as i32,)* }
+            }
+        }
+    };
     ($(#[$m:meta])* $name:ident = $file:literal :: $cu:literal { $($f:ident),* $(,)? }) => {
         $(#[$m])*
         #[repr(C)]

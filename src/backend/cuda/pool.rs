@@ -25,6 +25,7 @@ impl crate::backend::PoolOps for CudaStorage {
 super::mirrored!(
     /// pool.cu `PoolGeom`
     PoolGeomC = "pool.cu"::"PoolGeom" { planes, h, w, kh, kw, sh, sw, ph, pw, ho, wo }
+    from Pool2dGeom
 );
 
 pub(super) fn pool(
@@ -34,20 +35,7 @@ pub(super) fn pool(
     name: &'static str,
     out_len: usize,
 ) -> CudaStorage {
-    let i = |v: usize| v as i32;
-    let geom = PoolGeomC {
-        planes: i(g.planes),
-        h: i(g.h),
-        w: i(g.w),
-        kh: i(g.kh),
-        kw: i(g.kw),
-        sh: i(g.sh),
-        sw: i(g.sw),
-        ph: i(g.ph),
-        pw: i(g.pw),
-        ho: i(g.ho),
-        wo: i(g.wo),
-    };
+    let geom = PoolGeomC::from(g);
     let out = CudaStorage::uninit(out_len);
     let (xp, op) = (x.ptr(), out.ptr());
     match dy {
