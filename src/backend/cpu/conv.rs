@@ -187,9 +187,9 @@ pub fn backward_input<T: Float>(dy: &[T], wt: &[T], g: &Conv2dGeom) -> Vec<T> {
 /// Images per GEMM of the weight gradient: enough that the product's inner dimension
 /// (images·Ho·Wo) reaches 512 on small grids (one 8×8 image gives 64, too short for the GEMM's
 /// blocking to pay for its packing), but at most a quarter of the batch so that the groups
-/// still spread over the threads (the forward and dx gain nothing measurable from grouping:
-/// per image they are GEMMs with N = Ho·Wo and K = Cin·9 or Cout, not K = Ho·Wo). It depends on the sizes only, so the dW sum's order (and the result, bit
-/// for bit) does not depend on the thread count.
+/// still spread over the threads. The forward and dx gain nothing measurable from grouping
+/// (per image they are GEMMs with N = Ho·Wo and K = Cin·9 or Cout, not K = Ho·Wo). The groups
+/// depend on the sizes only, and their partial sums are added in group order.
 fn image_group(g: &Conv2dGeom) -> usize {
     (512usize.div_ceil(g.ho * g.wo)).min(g.n.div_ceil(4)).max(1)
 }
