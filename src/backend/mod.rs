@@ -298,9 +298,9 @@ impl Storage {
         g: &Conv2dGeom,
         relu: bool,
     ) -> Result<Storage> {
-        match (self, bias) {
-            (_, None) => dispatch!("conv2d", s = self, [w], s.conv2d(w, None, g, relu)),
-            (_, Some(b)) => dispatch!("conv2d", s = self, [w, b], s.conv2d(w, Some(b), g, relu)),
+        match bias {
+            None => dispatch!("conv2d", s = self, [w], s.conv2d(w, None, g, relu)),
+            Some(b) => dispatch!("conv2d", s = self, [w, b], s.conv2d(w, Some(b), g, relu)),
         }
     }
     /// self = dy.

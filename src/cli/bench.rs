@@ -422,17 +422,14 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         let (ops, parts): (Vec<_>, Vec<_>) = rows.iter().partition(|r| !r.0.contains(' '));
         let total: f64 = ops.iter().map(|r| r.2).sum::<f64>() / a.reps as f64;
         println!("one step's CPU ops: {total:.1} ms of {wall:.1} ms (the rest: autograd, allocation, the loss read)");
-        for (title, rows) in [("op", ops), ("call at its sizes", parts)] {
-            println!("\n| {title} | calls | ms per step | share |\n|---|---:|---:|---:|");
-            for (name, calls, ms) in rows {
-                println!(
-                    "| {name} | {} | {:.2} | {:.1}% |",
-                    calls / a.reps,
-                    ms / a.reps as f64,
-                    100.0 * ms / a.reps as f64 / wall
-                );
-            }
-        }
+        let per_step = |rows: Vec<&(String, usize, f64)>| -> Vec<(String, usize, f64)> {
+            let n = a.reps;
+            rows.into_iter()
+                .map(|(name, calls, ms)| (name.clone(), calls / n, ms / n as f64))
+                .collect()
+        };
+        print_profile("op", "ms per step", &per_step(ops), wall);
+        print_profile("call at its sizes", "ms per step", &per_step(parts), wall);
     }
     // COATT_CUDA_PROFILE=1: where one step's device time goes
     if device == Device::Cuda {
@@ -441,16 +438,21 @@ pub fn run_train_step(a: &BenchArgs, preset: &str) -> Result<()> {
         if let Some(rows) = crate::backend::cuda::profile_report() {
             let total: f64 = rows.iter().map(|r| r.2).sum();
             println!("one step's kernels (events around each): {total:.2} ms in all");
-            println!("| kernel | calls | ms | share |\n|---|---:|---:|---:|");
-            for (name, calls, ms) in rows.iter().take(30) {
-                println!(
-                    "| {name} | {calls} | {ms:.3} | {:.1}% |",
-                    100.0 * ms / total
-                );
-            }
+            print_profile("kernel", "ms", &rows[..rows.len().min(30)], total);
         }
     }
     Ok(())
+}
+
+/// A profile as a markdown table: (name, calls, ms) rows, each a share of `whole` ms.
+fn print_profile(title: &str, ms_label: &str, rows: &[(String, usize, f64)], whole: f64) {
+    println!("\n| {title} | calls | {ms_label} | share |\n|---|---:|---:|---:|");
+    for (name, calls, ms) in rows {
+        println!(
+            "| {name} | {calls} | {ms:.3} | {:.1}% |",
+            100.0 * ms / whole
+        );
+    }
 }
 
 /// The training step the JAX peer mirrors (an external reference kept outside, not part of

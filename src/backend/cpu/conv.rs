@@ -260,12 +260,7 @@ impl crate::backend::ConvOps for super::CpuStorage {
                 || forward(self.slice::<T>(), w.slice::<T>(), b, g),
             );
             if relu {
-                // NaN passes through, as the ReLU op and PyTorch's (max would hide it as 0)
-                y.iter_mut().for_each(|v| {
-                    if *v < T::default() {
-                        *v = T::default()
-                    }
-                });
+                y.iter_mut().for_each(|v| *v = super::elementwise::relu(*v));
             }
             Self::from_vec(y)
         })

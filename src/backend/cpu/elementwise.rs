@@ -6,6 +6,17 @@ use rayon::prelude::*;
 /// Below this many elements the rayon split costs more than it saves.
 pub(crate) const PAR_MIN: usize = 1 << 14;
 
+/// max(x, 0) that lets NaN through, as PyTorch's ReLU (`max` would hide it as 0, and a
+/// diverging run must reach the loss guard): the one ReLU of the CPU kernels.
+#[inline]
+pub(crate) fn relu<T: Float>(x: T) -> T {
+    if x < T::zero() {
+        T::zero()
+    } else {
+        x
+    }
+}
+
 /// Numerically stable logistic function (no overflow for large |x|).
 #[inline]
 pub(crate) fn sigmoid<T: Float>(x: T) -> T {
@@ -26,9 +37,8 @@ macro_rules! unary_fn {
                 let f = |$x: T| -$x;
                 $apply(f)
             }
-            // NaN passes through, as PyTorch's ReLU (max(x, 0) would hide it as 0)
             UnaryOp::Relu => {
-                let f = |$x: T| if $x < T::zero() { T::zero() } else { $x };
+                let f = |$x: T| relu($x);
                 $apply(f)
             }
             UnaryOp::Sigmoid => {

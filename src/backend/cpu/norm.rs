@@ -2,6 +2,7 @@
 //! backbones fused in (one pass over the activations instead of two, forward and backward).
 //! Sums run in independent accumulators of the storage's precision over one plane (so they
 //! vectorise) and in f64 across planes; the per-element passes apply per-channel coefficients.
+use super::elementwise::relu;
 use super::reduce::{lane_sum, LANES};
 use crate::backend::BatchNormGeom;
 use crate::tensor::Float;
@@ -46,16 +47,6 @@ fn planes_written<T: Float>(
     // chunk), and the chunks cover all `len` elements.
     unsafe { v.set_len(len) };
     v
-}
-
-/// ReLU that lets NaN through (as PyTorch's and the ReLU op).
-#[inline]
-fn relu<T: Float>(v: T) -> T {
-    if v < T::zero() {
-        T::zero()
-    } else {
-        v
-    }
 }
 
 /// y = (x − μ_c)·invstd_c·γ_c + β_c, then max(y, 0) when `relu`. Returns (y, μ, invstd,
