@@ -1,4 +1,7 @@
-//! conv2d as im2col + GEMM, and its two backward products (col2im for the input gradient).
+//! conv2d as im2col + GEMM, and its two backward products (col2im for the input gradient): the
+//! path for every convolution the direct kernels of `conv_direct` (f32, 3×3, stride 1, AVX-512)
+//! do not take, and their reference in tests.
+use super::conv_direct;
 use super::matmul::{gemm_into, parallelism};
 use super::profile::timed_as;
 use crate::backend::Conv2dGeom;
@@ -253,32 +256,57 @@ fn layer(op: &str, g: &Conv2dGeom) -> String {
 
 impl crate::backend::ConvOps for super::CpuStorage {
     fn conv2d(&self, w: &Self, bias: Option<&Self>, g: &Conv2dGeom, relu: bool) -> Self {
-        super::with_dtype!(self.dtype(), {
-            let b = bias.map(|b| b.slice::<T>());
-            let mut y = timed_as(
-                || layer("conv2d", g),
-                || forward(self.slice::<T>(), w.slice::<T>(), b, g),
-            );
-            if relu {
-                y.iter_mut().for_each(|v| *v = super::elementwise::relu(*v));
+        let mut y = match (self, w) {
+            (Self::F32(x), Self::F32(wt)) if conv_direct::applies(g) => {
+                let b = bias.map(|b| b.slice::<f32>());
+                Self::from_vec(timed_as(
+                    || layer("conv2d", g),
+                    || conv_direct::forward(x, wt, b, g),
+                ))
             }
-            Self::from_vec(y)
-        })
+            _ => super::with_dtype!(self.dtype(), {
+                let b = bias.map(|b| b.slice::<T>());
+                Self::from_vec(timed_as(
+                    || layer("conv2d", g),
+                    || forward(self.slice::<T>(), w.slice::<T>(), b, g),
+                ))
+            }),
+        };
+        if relu {
+            super::with_dtype!(y.dtype(), {
+                y.slice_mut::<T>()
+                    .iter_mut()
+                    .for_each(|v| *v = super::elementwise::relu(*v));
+            })
+        }
+        y
     }
     fn conv2d_backward_input(&self, w: &Self, g: &Conv2dGeom) -> Self {
-        super::with_dtype!(self.dtype(), {
-            Self::from_vec(timed_as(
+        match (self, w) {
+            (Self::F32(dy), Self::F32(wt)) if conv_direct::applies(g) => Self::from_vec(timed_as(
                 || layer("conv2d_backward_input", g),
-                || backward_input(self.slice::<T>(), w.slice::<T>(), g),
-            ))
-        })
+                || conv_direct::backward_input(dy, wt, g),
+            )),
+            _ => super::with_dtype!(self.dtype(), {
+                Self::from_vec(timed_as(
+                    || layer("conv2d_backward_input", g),
+                    || backward_input(self.slice::<T>(), w.slice::<T>(), g),
+                ))
+            }),
+        }
     }
     fn conv2d_backward_weight(&self, x: &Self, g: &Conv2dGeom) -> Self {
-        super::with_dtype!(self.dtype(), {
-            Self::from_vec(timed_as(
+        match (self, x) {
+            (Self::F32(dy), Self::F32(xs)) if conv_direct::applies(g) => Self::from_vec(timed_as(
                 || layer("conv2d_backward_weight", g),
-                || backward_weight(self.slice::<T>(), x.slice::<T>(), g),
-            ))
-        })
+                || conv_direct::backward_weight(dy, xs, g),
+            )),
+            _ => super::with_dtype!(self.dtype(), {
+                Self::from_vec(timed_as(
+                    || layer("conv2d_backward_weight", g),
+                    || backward_weight(self.slice::<T>(), x.slice::<T>(), g),
+                ))
+            }),
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! family's trait of `backend::interface` implemented for [`CpuStorage`].
 pub mod coattention;
 pub mod conv;
+pub mod conv_direct;
 pub mod elementwise;
 pub mod layout;
 pub mod loss;
