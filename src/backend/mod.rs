@@ -400,24 +400,27 @@ impl Storage {
             (w(y), w(m), w(i), w(v))
         })
     }
-    /// self = x; returns (dx, dγ, dβ); `relu_out` as in [`NormOps::batch_norm_backward`].
+    /// self = x; returns (dx, dγ, dβ); `relu` = (the forward's output, β) when the forward
+    /// applied the ReLU, as in [`NormOps::batch_norm_backward`].
+    #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_backward(
         &self,
         dy: &Storage,
         gamma: &Storage,
         mean: &Storage,
         invstd: &Storage,
-        relu_out: Option<&Storage>,
+        relu: Option<(&Storage, &Storage)>,
         g: &BatchNormGeom,
     ) -> Result<(Storage, Storage, Storage)> {
-        match relu_out {
+        match relu {
             None => dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd], w => {
                 let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, None, g);
                 (w(dx), w(dg), w(db))
             }),
-            Some(y) => {
-                dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd, y], w => {
-                    let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, Some(y), g);
+            Some((out, beta)) => {
+                dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd, out, beta], w => {
+                    let relu = Some(FusedRelu { out, beta });
+                    let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, relu, g);
                     (w(dx), w(dg), w(db))
                 })
             }

@@ -88,44 +88,64 @@ impl Flat {
             offs,
         }
     }
+    /// The slot of one padded input plane.
+    fn input_slot(&self, top: usize, left: usize) -> Slot {
+        Slot {
+            len: self.plane,
+            pitch: self.pitch,
+            top,
+            left,
+        }
+    }
     /// The flat outputs rounded up to whole vectors (what the weight gradient sums over).
     fn vectors(&self) -> usize {
         self.used.div_ceil(LANES) * LANES
     }
 }
 
-/// `planes` h×w planes of x, each zero-padded by (ph, pw) into a plane of `f.plane` values of
-/// `out` (a reused scratch buffer: every value is written).
-#[allow(clippy::too_many_arguments)]
+/// Where one padded plane goes: `len` values at row pitch `pitch`, the h×w input at row
+/// `top`, column `left`; zeros elsewhere.
+struct Slot {
+    len: usize,
+    pitch: usize,
+    top: usize,
+    left: usize,
+}
+
+/// The h×w planes of x, each written padded into its slot of `out` (a reused scratch buffer:
+/// every value is written, the gaps between rows with zeros, not the whole plane). Slot s
+/// holds input plane `src(s)`.
 fn pad(
     x: &[f32],
-    planes: usize,
-    h: usize,
-    w: usize,
-    ph: usize,
-    pw: usize,
-    f: &Flat,
+    (h, w): (usize, usize),
+    slot: &Slot,
+    src: impl Fn(usize) -> usize + Sync,
     out: &mut [f32],
 ) {
-    out[..planes * f.plane]
-        .par_chunks_mut(f.plane)
-        .zip(x.par_chunks(h * w))
+    let planes = x.len() / (h * w);
+    out[..planes * slot.len]
+        .par_chunks_mut(slot.len)
+        .enumerate()
         .with_min_len(4)
-        .for_each(|(dst, src)| {
-            dst.fill(0.0);
-            for (r, row) in src.chunks(w).enumerate() {
-                dst[(r + ph) * f.pitch + pw..][..w].copy_from_slice(row);
+        .for_each(|(sl, dst)| {
+            let plane = &x[src(sl) * h * w..][..h * w];
+            let mut at = 0;
+            for (r, row) in plane.chunks(w).enumerate() {
+                let s = (r + slot.top) * slot.pitch + slot.left;
+                dst[at..s].fill(0.0);
+                dst[s..s + w].copy_from_slice(row);
+                at = s + w;
             }
+            dst[at..].fill(0.0);
         });
 }
 
 /// y = conv(x, wt) + bias for a stride-1 3×3 convolution ([`applies`] holds).
 pub fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
     assert!(applies(g), "the direct kernels do not apply to {g:?}");
-    assert!(applies(g), "the direct kernels do not apply to {g:?}");
     let f = Flat::new(g.h, g.w, g.ph, g.pw, g.dh, g.dw, g.ho);
     super::with_scratch(g.n * g.cin * f.plane, |xp: &mut [f32]| {
-        pad(x, g.n * g.cin, g.h, g.w, g.ph, g.pw, &f, xp);
+        pad(x, (g.h, g.w), &f.input_slot(g.ph, g.pw), |p| p, xp);
         product(xp, &f, wt, bias, g.n, g.cin, g.cout, g.ho, g.wo, false)
     })
 }
@@ -134,11 +154,10 @@ pub fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> V
 /// its channel axes swapped, at the complementary padding (2·d − p).
 pub fn backward_input(dy: &[f32], wt: &[f32], g: &Conv2dGeom) -> Vec<f32> {
     assert!(applies(g), "the direct kernels do not apply to {g:?}");
-    assert!(applies(g), "the direct kernels do not apply to {g:?}");
     let (ph, pw) = (2 * g.dh - g.ph, 2 * g.dw - g.pw);
     let f = Flat::new(g.ho, g.wo, ph, pw, g.dh, g.dw, g.h);
     super::with_scratch(g.n * g.cout * f.plane, |dyp: &mut [f32]| {
-        pad(dy, g.n * g.cout, g.ho, g.wo, ph, pw, &f, dyp);
+        pad(dy, (g.ho, g.wo), &f.input_slot(ph, pw), |p| p, dyp);
         product(dyp, &f, wt, None, g.n, g.cout, g.cin, g.h, g.w, true)
     })
 }
@@ -261,24 +280,30 @@ unsafe fn product_block(
 /// dW (cout × cin × 3 × 3) = Σ_images Σ_positions dy · shifted x for a stride-1 3×3 convolution.
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &Conv2dGeom) -> Vec<f32> {
     assert!(applies(g), "the direct kernels do not apply to {g:?}");
-    assert!(applies(g), "the direct kernels do not apply to {g:?}");
     let f = Flat::new(g.h, g.w, g.ph, g.pw, g.dh, g.dw, g.ho);
     let len = f.vectors();
     super::with_scratch(
         g.n * (g.cin * f.plane + g.cout * len),
         |buf: &mut [f32]| {
             let (xp, dyp) = buf.split_at_mut(g.n * g.cin * f.plane);
-            pad(x, g.n * g.cin, g.h, g.w, g.ph, g.pw, &f, xp);
+            // channel-major slots (channel, image): the sums over the images of one channel
+            // read one contiguous run
+            let (n, cin, cout) = (g.n, g.cin, g.cout);
+            pad(
+                x,
+                (g.h, g.w),
+                &f.input_slot(g.ph, g.pw),
+                |s| (s % n) * cin + s / n,
+                xp,
+            );
             // dy at the flat positions (zero in the dropped columns and past the last row)
-            dyp.par_chunks_mut(len)
-                .zip(dy.par_chunks(g.ho * g.wo))
-                .with_min_len(4)
-                .for_each(|(dst, src)| {
-                    dst.fill(0.0);
-                    for (r, row) in src.chunks(g.wo).enumerate() {
-                        dst[r * f.pitch..][..g.wo].copy_from_slice(row);
-                    }
-                });
+            let dslot = Slot {
+                len,
+                pitch: f.pitch,
+                top: 0,
+                left: 0,
+            };
+            pad(dy, (g.ho, g.wo), &dslot, |s| (s % n) * cout + s / n, dyp);
             weight_sums(dyp, xp, &f, g)
         },
     )
@@ -357,11 +382,17 @@ unsafe fn weight_task(
                 std::array::from_fn(|c| (ROWS * (pr.start + k) + c).min(g.cout - 1));
             let mut r = *a;
             for &(i, t0, t1) in tile {
-                let xb = xp.as_ptr().add((i * g.cin + ci) * f.plane);
-                let d = co.map(|c| dyp.as_ptr().add((i * g.cout + c) * len));
+                let xb = xp.as_ptr().add((ci * g.n + i) * f.plane);
+                let mut d = [dyp.as_ptr(); ROWS];
+                for (p, &c) in d.iter_mut().zip(&co) {
+                    *p = p.add((c * g.n + i) * len);
+                }
                 let mut j = t0;
                 while j < t1 {
-                    let a = d.map(|p| _mm512_loadu_ps(p.add(j)));
+                    let mut a = [_mm512_setzero_ps(); ROWS];
+                    for (v, p) in a.iter_mut().zip(&d) {
+                        *v = _mm512_loadu_ps(p.add(j));
+                    }
                     for (t, &off) in f.offs.iter().enumerate() {
                         let v = _mm512_loadu_ps(xb.add(j + off));
                         for (rc, ac) in r.iter_mut().zip(&a) {
@@ -374,9 +405,16 @@ unsafe fn weight_task(
             *a = r;
         }
     }
-    acc.iter()
-        .map(|r| r.map(|rc| rc.map(|v| _mm512_reduce_add_ps(v))))
-        .collect()
+    // explicit loops: a closure here would not inherit the AVX-512 target feature
+    let mut sums = vec![[[0f32; 9]; ROWS]; acc.len()];
+    for (s, r) in sums.iter_mut().zip(&acc) {
+        for (sc, rc) in s.iter_mut().zip(r) {
+            for (v, x) in sc.iter_mut().zip(rc) {
+                *v = _mm512_reduce_add_ps(*x);
+            }
+        }
+    }
+    sums
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ fn window_max<T: Float>(
 
 /// Index (within the plane) of the first maximum of a window in row-major order (NaN wins,
 /// as in PyTorch): the first value equal to the window's maximum. None when it is empty.
+/// One pass: a later value replaces the best only if it is larger, or NaN while the best
+/// is not (so the first NaN, or the first of equal maxima, stays).
 #[inline]
 fn argmax<T: Float>(
     x: &[T],
@@ -68,11 +70,19 @@ fn argmax<T: Float>(
     if y0 >= y1 || x0 >= x1 {
         return None;
     }
-    let m = window_max(x, w, (y0, y1), (x0, x1));
-    let hit = |v: T| if m.is_nan() { v.is_nan() } else { v == m };
-    (y0..y1)
-        .flat_map(|iy| (x0..x1).map(move |ix| iy * w + ix))
-        .find(|&i| hit(x[i]))
+    let mut best = y0 * w + x0;
+    let mut m = x[best];
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let i = iy * w + ix;
+            let v = x[i];
+            if !m.is_nan() && (v.is_nan() || v > m) {
+                best = i;
+                m = v;
+            }
+        }
+    }
+    Some(best)
 }
 
 /// 2×2 windows at stride 2 without padding that tile the plane exactly (the VGG pools): each
