@@ -27,6 +27,7 @@ pub mod tensor;
 pub mod testing;
 
 pub use autograd::{backward, backward_from, no_grad, Gradients};
+pub use backend::cpu::run_on_workers;
 pub use backend::Device;
 pub use error::{Error, Result};
 pub use ops::{coattention, Conv2dParams, Pool2dParams};

@@ -49,7 +49,7 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.cmd {
+    let result = coatt::run_on_workers(|| match cli.cmd {
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
@@ -74,7 +74,7 @@ fn main() {
         Some(Cmd::Infer(a)) => cli::infer_cmd(&a),
         Some(Cmd::Pipeline(a)) => cli::pipeline_cmd(&a),
         Some(Cmd::Bench(a)) => coatt::cli::bench::run(&a),
-    };
+    });
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(2);

@@ -16,6 +16,7 @@
 //! depend on the thread count. Machines without AVX-512, and f64, keep the im2col path.
 use crate::backend::Conv2dGeom;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -23,7 +24,9 @@ use std::arch::x86_64::*;
 /// f32 lanes of one AVX-512 register.
 const LANES: usize = 16;
 /// Outputs of one register block: two vectors.
-const BLOCK: usize = 2 * LANES;
+const BLOCK: usize = NV * LANES;
+/// Vectors per register block.
+const NV: usize = 3;
 /// Output channels of one register block: 8 channels × 2 vectors = 16 accumulators.
 const COB: usize = 8;
 /// Output channels per register group of the weight gradient: 27 accumulators, and 3 + 9
@@ -194,28 +197,25 @@ fn product(
         }
     }
     let hw = ho * wo;
-    let mut out = vec![0f32; n * cout * hw];
-    out.par_chunks_mut(cout * hw)
-        .enumerate()
-        .for_each(|(i, oi)| {
-            let xi = &xp[i * cin * f.plane..(i + 1) * cin * f.plane];
-            oi.par_chunks_mut(COB * hw).enumerate().for_each(|(b, ob)| {
-                let mut bb = [0f32; COB];
-                if let Some(bias) = bias {
-                    for (c, v) in bb.iter_mut().enumerate() {
-                        *v = bias.get(b * COB + c).copied().unwrap_or(0.0);
-                    }
+    // every output is written by the blocks' scatter, so no zero-fill first
+    super::written_by_planes(n * cout * hw, cout * hw, |i, oi| {
+        let xi = &xp[i * cin * f.plane..(i + 1) * cin * f.plane];
+        oi.par_chunks_mut(COB * hw).enumerate().for_each(|(b, ob)| {
+            let mut bb = [0f32; COB];
+            if let Some(bias) = bias {
+                for (c, v) in bb.iter_mut().enumerate() {
+                    *v = bias.get(b * COB + c).copied().unwrap_or(0.0);
                 }
-                let wb = &packed[b * cin * 9 * COB..(b + 1) * cin * 9 * COB];
-                // SAFETY: `applies` checked AVX-512; the padded planes hold
-                // nblk·BLOCK + offs[8] values each, so every load is in bounds.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    product_block(xi, wb, &bb, f, cin, ho, wo, ob)
-                };
-            });
+            }
+            let wb = &packed[b * cin * 9 * COB..(b + 1) * cin * 9 * COB];
+            // SAFETY: `applies` checked AVX-512; the padded planes hold
+            // nblk·BLOCK + offs[8] values each, so every load is in bounds.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                product_block(xi, wb, &bb, f, cin, ho, wo, ob)
+            };
         });
-    out
+    })
 }
 
 /// One image's 8 output channels (or fewer: `ob` holds ob.len() / (ho·wo) of them).
@@ -230,7 +230,7 @@ unsafe fn product_block(
     cin: usize,
     ho: usize,
     wo: usize,
-    ob: &mut [f32],
+    ob: &mut [MaybeUninit<f32>],
 ) {
     let hw = ho * wo;
     let nco = ob.len() / hw;
@@ -238,28 +238,31 @@ unsafe fn product_block(
     let mut buf = [[0f32; BLOCK]; COB];
     for blk in 0..f.nblk {
         let j0 = blk * BLOCK;
-        let mut acc = [[_mm512_setzero_ps(); 2]; COB];
+        let mut acc = [[_mm512_setzero_ps(); NV]; COB];
         for (c, a) in acc.iter_mut().enumerate() {
-            a[0] = _mm512_set1_ps(bias[c]);
-            a[1] = a[0];
+            *a = [_mm512_set1_ps(bias[c]); NV];
         }
         for ci in 0..cin {
             let base = xi.as_ptr().add(ci * f.plane + j0);
             let w = wb.as_ptr().add(ci * 9 * COB);
             for t in 0..9 {
                 let p = base.add(f.offs[t]);
-                let v0 = _mm512_loadu_ps(p);
-                let v1 = _mm512_loadu_ps(p.add(LANES));
+                let mut v = [_mm512_setzero_ps(); NV];
+                for (k, vk) in v.iter_mut().enumerate() {
+                    *vk = _mm512_loadu_ps(p.add(k * LANES));
+                }
                 for (c, a) in acc.iter_mut().enumerate() {
                     let wv = _mm512_set1_ps(*w.add(t * COB + c));
-                    a[0] = _mm512_fmadd_ps(wv, v0, a[0]);
-                    a[1] = _mm512_fmadd_ps(wv, v1, a[1]);
+                    for (ak, vk) in a.iter_mut().zip(&v) {
+                        *ak = _mm512_fmadd_ps(wv, *vk, *ak);
+                    }
                 }
             }
         }
         for (c, a) in acc.iter().enumerate().take(nco) {
-            _mm512_storeu_ps(buf[c].as_mut_ptr(), a[0]);
-            _mm512_storeu_ps(buf[c].as_mut_ptr().add(LANES), a[1]);
+            for (k, ak) in a.iter().enumerate() {
+                _mm512_storeu_ps(buf[c].as_mut_ptr().add(k * LANES), *ak);
+            }
         }
         // the block's flat positions [j0, j0 + BLOCK) cut into the valid runs of their rows
         let mut y = j0 / f.pitch;
@@ -269,7 +272,10 @@ unsafe fn product_block(
             if lo < hi {
                 let x0 = lo - y * f.pitch;
                 for (c, row) in buf.iter().enumerate().take(nco) {
-                    ob[c * hw + y * wo + x0..][..hi - lo].copy_from_slice(&row[lo - j0..hi - j0]);
+                    let dst = &mut ob[c * hw + y * wo + x0..][..hi - lo];
+                    for (d, &v) in dst.iter_mut().zip(&row[lo - j0..hi - j0]) {
+                        d.write(v);
+                    }
                 }
             }
             y += 1;

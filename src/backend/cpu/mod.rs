@@ -98,24 +98,44 @@ impl BackendStorage for CpuStorage {
     }
 }
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has them, else as plain x86-64 (SSE2).
-/// The crate is built for the baseline x86-64 so that the binary runs anywhere; inlined into
-/// this function, the element-wise loops of a kernel's task vectorise 8 f32 wide instead
-/// of 4. `f` must be the innermost work of a task (what rayon calls is not inlined here).
-#[inline(always)]
-pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features `avx2` was compiled for.
-            return unsafe { avx2(f) };
-        }
+/// A vector of `len` values that `fill` writes whole, `plane` values at a time (in parallel
+/// above [`elementwise::PAR_MIN`] values, at least 8K values per task): no zero-fill first
+/// for outputs that are written everywhere.
+pub(crate) fn written_by_planes<T: Float>(
+    len: usize,
+    plane: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    let out = &mut v.spare_capacity_mut()[..len];
+    if len >= elementwise::PAR_MIN {
+        out.par_chunks_mut(plane.max(1))
+            .with_min_len((8192 / plane.max(1)).max(1))
+            .enumerate()
+            .for_each(|(p, o)| fill(p, o));
+    } else {
+        out.chunks_mut(plane.max(1))
+            .enumerate()
+            .for_each(|(p, o)| fill(p, o));
     }
-    f()
+    // SAFETY: every caller's `fill` writes each element of its chunk, and the chunks cover
+    // all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Runs `f` on one of rayon's worker threads (the global pool, whose workers get a main
+/// thread's 8 MiB stack). Called from a thread outside the pool, every parallel kernel hands
+/// its work to the pool and puts the caller to sleep until it is done: two thread switches per
+/// op, a few hundred per training step. Called from a worker, the kernel splits its work with
+/// the other workers and the caller does its share.
+pub fn run_on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    // an error means the pool exists already (a test harness, a second call): use it as it is
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
+    rayon::scope(|_| f())
 }
 
 thread_local! {

@@ -66,7 +66,7 @@ fn per_channel<T: Float, R: Send>(
                     std::slice::from_raw_parts_mut(planes.base().add((i * c + ch) * hw), hw)
                 })
                 .collect();
-            super::wide(|| task(ch, outs))
+            task(ch, outs)
         })
         .collect();
     // SAFETY: the channels' planes cover all `len` elements and every task writes its own.

@@ -151,9 +151,9 @@ pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
 
 pub fn max_backward<T: Float>(x: &[T], dy: &[T], g: &Pool2dGeom) -> Vec<T> {
     if tiles_2x2(g) {
-        // each input pixel is in one window: its gradient at the arg-max, the rest stays 0
-        let mut dx = vec![T::zero(); g.planes * g.h * g.w];
-        planes(&mut dx, g.h * g.w, |p, d| {
+        // each input pixel is in one window: its gradient at the arg-max, 0 at the other three
+        // (every value written: the planes tile exactly, so no zero-filled buffer first)
+        return super::written_by_planes(g.planes * g.h * g.w, g.h * g.w, |p, d| {
             let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
             let dyp = &dy[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
             for ((rows, drows), grow) in xp
@@ -171,15 +171,14 @@ pub fn max_backward<T: Float>(x: &[T], dy: &[T], g: &Pool2dGeom) -> Vec<T> {
                     .zip(grow)
                 {
                     let k = argmax4([a[0], a[1], b[0], b[1]]);
-                    if k < 2 {
-                        da[k] = gv;
-                    } else {
-                        db[k - 2] = gv;
-                    }
+                    let at = |i: usize| if i == k { gv } else { T::zero() };
+                    da[0].write(at(0));
+                    da[1].write(at(1));
+                    db[0].write(at(2));
+                    db[1].write(at(3));
                 }
             }
         });
-        return dx;
     }
     let (wy, wx) = windows(g);
     let mut dx = vec![T::zero(); g.planes * g.h * g.w];
