@@ -257,7 +257,7 @@ fn layer(op: &str, g: &Conv2dGeom) -> String {
 impl crate::backend::ConvOps for super::CpuStorage {
     fn conv2d(&self, w: &Self, bias: Option<&Self>, g: &Conv2dGeom, relu: bool) -> Self {
         let mut y = match (self, w) {
-            (Self::F32(x), Self::F32(wt)) if conv_direct::applies(g) => {
+            (Self::F32(x), Self::F32(wt)) if conv_direct::for_product(g) => {
                 let b = bias.map(|b| b.slice::<f32>());
                 Self::from_vec(timed_as(
                     || layer("conv2d", g),
@@ -283,10 +283,12 @@ impl crate::backend::ConvOps for super::CpuStorage {
     }
     fn conv2d_backward_input(&self, w: &Self, g: &Conv2dGeom) -> Self {
         match (self, w) {
-            (Self::F32(dy), Self::F32(wt)) if conv_direct::applies(g) => Self::from_vec(timed_as(
-                || layer("conv2d_backward_input", g),
-                || conv_direct::backward_input(dy, wt, g),
-            )),
+            (Self::F32(dy), Self::F32(wt)) if conv_direct::for_product(g) => {
+                Self::from_vec(timed_as(
+                    || layer("conv2d_backward_input", g),
+                    || conv_direct::backward_input(dy, wt, g),
+                ))
+            }
             _ => super::with_dtype!(self.dtype(), {
                 Self::from_vec(timed_as(
                     || layer("conv2d_backward_input", g),
@@ -297,10 +299,12 @@ impl crate::backend::ConvOps for super::CpuStorage {
     }
     fn conv2d_backward_weight(&self, x: &Self, g: &Conv2dGeom) -> Self {
         match (self, x) {
-            (Self::F32(dy), Self::F32(xs)) if conv_direct::applies(g) => Self::from_vec(timed_as(
-                || layer("conv2d_backward_weight", g),
-                || conv_direct::backward_weight(dy, xs, g),
-            )),
+            (Self::F32(dy), Self::F32(xs)) if conv_direct::for_weight(g) => {
+                Self::from_vec(timed_as(
+                    || layer("conv2d_backward_weight", g),
+                    || conv_direct::backward_weight(dy, xs, g),
+                ))
+            }
             _ => super::with_dtype!(self.dtype(), {
                 Self::from_vec(timed_as(
                     || layer("conv2d_backward_weight", g),

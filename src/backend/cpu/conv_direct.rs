@@ -36,7 +36,8 @@ const ROWS: usize = 3;
 /// in L1 while every output-channel group of the task passes over them.
 const TILE: usize = 128 * LANES;
 
-/// Whether the direct kernels run this convolution.
+/// Whether the direct kernels can run this convolution (which of them do: [`for_product`],
+/// [`for_weight`]).
 pub fn applies(g: &Conv2dGeom) -> bool {
     g.kh == 3
         && g.kw == 3
@@ -47,6 +48,20 @@ pub fn applies(g: &Conv2dGeom) -> bool {
         && g.ho > 0
         && g.wo > 0
         && avx512()
+}
+
+/// Whether the direct forward (and input gradient) beats im2col + GEMM: up to 128 × 128
+/// channels. Above, the GEMM's blocking reuses each loaded value more than 24 accumulators can
+/// (`examples/conv_variants`, GFLOP/s direct / GEMM: 128 → 128 at 32 px 281 / 235 forward,
+/// 512 → 512 at 32 px 191 / 293).
+pub fn for_product(g: &Conv2dGeom) -> bool {
+    applies(g) && g.cin * g.cout <= 128 * 128
+}
+
+/// Whether the direct weight gradient beats im2col + GEMM: up to 64 × 64 channels (64 → 64 at
+/// 16 px 144 / 111 GFLOP/s, 128 → 128 at 32 px 162 / 184).
+pub fn for_weight(g: &Conv2dGeom) -> bool {
+    applies(g) && g.cin * g.cout <= 64 * 64
 }
 
 fn avx512() -> bool {

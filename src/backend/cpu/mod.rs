@@ -129,12 +129,17 @@ pub(crate) fn written_by_planes<T: Float>(
 /// thread's 8 MiB stack). Called from a thread outside the pool, every parallel kernel hands
 /// its work to the pool and puts the caller to sleep until it is done: two thread switches per
 /// op, a few hundred per training step. Called from a worker, the kernel splits its work with
-/// the other workers and the caller does its share.
+/// the other workers and the caller does its share. With one worker `f` runs where it is
+/// called: a command that waits for a loader thread whose parallel decoding needs a free
+/// worker must not take the only one.
 pub fn run_on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // an error means the pool exists already (a test harness, a second call): use it as it is
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(8 << 20)
         .build_global();
+    if rayon::current_num_threads() < 2 {
+        return f();
+    }
     rayon::scope(|_| f())
 }
 
