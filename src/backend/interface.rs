@@ -106,26 +106,17 @@ pub trait NormOps: Sized {
         eps: f64,
         relu: bool,
     ) -> (Self, Self, Self, Self);
-    /// self = x; returns (dx, dγ, dβ). `relu`: set when the forward applied the ReLU (dy
-    /// counts only where the output is > 0).
+    /// self = x; returns (dx, dγ, dβ). `relu_out`: the forward's output when it applied the
+    /// ReLU (dy counts only where it is > 0).
     fn batch_norm_backward(
         &self,
         dy: &Self,
         gamma: &Self,
         mean: &Self,
         invstd: &Self,
-        relu: Option<FusedRelu<'_, Self>>,
+        relu_out: Option<&Self>,
         g: &BatchNormGeom,
     ) -> (Self, Self, Self);
-}
-
-/// What the batch-norm backward knows of the ReLU its forward applied: the forward's output
-/// (whose sign is the ReLU's gradient) and β. A backend may read the sign from `out`, or
-/// recompute it from x, γ, β and the statistics as its forward did (the CPU does: one
-/// stream fewer over memory, and the same bits, see `cpu::norm::coefficients`).
-pub struct FusedRelu<'a, S> {
-    pub out: &'a S,
-    pub beta: &'a S,
 }
 
 /// The size of one pixel-wise cross entropy: `b` images, `k` classes, `hw` pixels, the label

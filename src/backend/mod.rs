@@ -400,27 +400,24 @@ impl Storage {
             (w(y), w(m), w(i), w(v))
         })
     }
-    /// self = x; returns (dx, dγ, dβ); `relu` = (the forward's output, β) when the forward
-    /// applied the ReLU, as in [`NormOps::batch_norm_backward`].
-    #[allow(clippy::too_many_arguments)]
+    /// self = x; returns (dx, dγ, dβ); `relu_out` as in [`NormOps::batch_norm_backward`].
     pub fn batch_norm_backward(
         &self,
         dy: &Storage,
         gamma: &Storage,
         mean: &Storage,
         invstd: &Storage,
-        relu: Option<(&Storage, &Storage)>,
+        relu_out: Option<&Storage>,
         g: &BatchNormGeom,
     ) -> Result<(Storage, Storage, Storage)> {
-        match relu {
+        match relu_out {
             None => dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd], w => {
                 let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, None, g);
                 (w(dx), w(dg), w(db))
             }),
-            Some((out, beta)) => {
-                dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd, out, beta], w => {
-                    let relu = Some(FusedRelu { out, beta });
-                    let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, relu, g);
+            Some(y) => {
+                dispatch!("batch_norm_backward", s = self, [dy, gamma, mean, invstd, y], w => {
+                    let (dx, dg, db) = s.batch_norm_backward(dy, gamma, mean, invstd, Some(y), g);
                     (w(dx), w(dg), w(db))
                 })
             }

@@ -2,8 +2,6 @@
 //! backbones fused in (one pass over the activations instead of two, forward and backward).
 //! Sums run in independent accumulators of the storage's precision over one plane (so they
 //! vectorise) and in f64 across planes; the per-element passes apply per-channel coefficients.
-//! Each channel is one task that reads its planes for the statistics and writes its outputs
-//! right after, while they are still in the core's cache.
 use super::elementwise::relu;
 use super::reduce::{lane_sum, LANES};
 use crate::backend::BatchNormGeom;
@@ -33,53 +31,22 @@ fn lane_sum2<T: Float>(xs: &[T], ds: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, 
     (total(a) + ta, total(b) + tb)
 }
 
-/// The output's base pointer, shared by tasks that write disjoint planes.
-struct Planes<T>(*mut MaybeUninit<T>);
-// SAFETY: the tasks that share it write disjoint planes (see `per_channel`).
-unsafe impl<T: Send> Sync for Planes<T> {}
-impl<T> Planes<T> {
-    fn base(&self) -> *mut MaybeUninit<T> {
-        self.0
-    }
-}
-
-/// A vector laid out like the activations (N, C, H·W) and one result per channel, from
-/// `task(channel, that channel's N output planes)`, the channels in parallel. One task reads
-/// and writes one channel's planes while they are in cache: the statistics pass and the
-/// element-wise pass over a channel follow each other, instead of two passes over the
-/// whole tensor. `task` must write every element of its planes.
-fn per_channel<T: Float, R: Send>(
-    g: &BatchNormGeom,
-    task: impl Fn(usize, Vec<&mut [MaybeUninit<T>]>) -> R + Sync,
-) -> (Vec<T>, Vec<R>) {
-    let (n, c, hw) = (g.n, g.c, g.hw);
-    let len = n * c * hw;
-    let mut v: Vec<T> = Vec::with_capacity(len);
-    let planes = Planes(v.spare_capacity_mut().as_mut_ptr());
-    let results = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let outs = (0..n)
-                // SAFETY: plane i·C + ch lies inside the capacity, and no other channel's
-                // task touches it.
-                .map(|i| unsafe {
-                    std::slice::from_raw_parts_mut(planes.base().add((i * c + ch) * hw), hw)
-                })
-                .collect();
-            task(ch, outs)
-        })
-        .collect();
-    // SAFETY: the channels' planes cover all `len` elements and every task writes its own.
+/// A vector of `len` values that `fill` writes plane by plane (`plane` values each, in
+/// parallel), without zero-filling it first.
+fn planes_written<T: Float>(
+    len: usize,
+    plane: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(p, out)| fill(p, out));
+    // SAFETY: every caller's `fill` writes each element of its plane (a loop over the whole
+    // chunk), and the chunks cover all `len` elements.
     unsafe { v.set_len(len) };
-    (v, results)
-}
-
-/// The forward's y = x·scale + shift per channel, from the statistics as stored (μ and
-/// invstd rounded to T): the backward recomputes the ReLU's mask from x with the same bits.
-#[inline]
-fn coefficients<T: Float>(gamma: T, beta: T, mean: T, invstd: T) -> (T, T) {
-    let sc = gamma.as_f64() * invstd.as_f64();
-    (T::of(sc), T::of(beta.as_f64() - mean.as_f64() * sc))
+    v
 }
 
 /// y = (x − μ_c)·invstd_c·γ_c + β_c, then max(y, 0) when `relu`. Returns (y, μ, invstd,
@@ -94,28 +61,40 @@ pub fn forward<T: Float>(
 ) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
     let (n, c, hw) = (g.n, g.c, g.hw);
     let cnt = (n * hw) as f64;
-    let row = |i: usize, ch: usize| &x[(i * c + ch) * hw..][..hw];
-    let (y, stats) = per_channel(g, |ch, outs| {
-        let mean = (0..n).map(|i| lane_sum(row(i, ch), |v| v)).sum::<f64>() / cnt;
-        let m = T::of(mean);
-        let var = (0..n)
-            .map(|i| lane_sum(row(i, ch), |v| (v - m) * (v - m)))
-            .sum::<f64>()
-            / cnt;
-        let (s, b) = coefficients(gamma[ch], beta[ch], m, T::of(1.0 / (var + eps).sqrt()));
-        for (i, out) in outs.into_iter().enumerate() {
-            let src = row(i, ch);
-            if with_relu {
-                for (o, &v) in out.iter_mut().zip(src) {
-                    o.write(relu(v * s + b));
-                }
-            } else {
-                for (o, &v) in out.iter_mut().zip(src) {
-                    o.write(v * s + b);
-                }
+    let rows = |ch: usize| (0..n).map(move |i| &x[(i * c + ch) * hw..][..hw]);
+    let stats: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = rows(ch).map(|r| lane_sum(r, |v| v)).sum::<f64>() / cnt;
+            let m = T::of(mean);
+            let var = rows(ch)
+                .map(|r| lane_sum(r, |v| (v - m) * (v - m)))
+                .sum::<f64>()
+                / cnt;
+            (mean, var)
+        })
+        .collect();
+    // y = x·scale + shift per channel
+    let coef: Vec<(T, T)> = stats
+        .iter()
+        .enumerate()
+        .map(|(ch, &(mean, var))| {
+            let s = gamma[ch].as_f64() / (var + eps).sqrt();
+            (T::of(s), T::of(beta[ch].as_f64() - mean * s))
+        })
+        .collect();
+    let y = planes_written(x.len(), hw, |p, out| {
+        let (s, b) = coef[p % c];
+        let src = &x[p * hw..(p + 1) * hw];
+        if with_relu {
+            for (o, &v) in out.iter_mut().zip(src) {
+                o.write(relu(v * s + b));
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(src) {
+                o.write(v * s + b);
             }
         }
-        (mean, var)
     });
     let mean = stats.iter().map(|s| T::of(s.0)).collect();
     let invstd = stats
@@ -127,9 +106,9 @@ pub fn forward<T: Float>(
 }
 
 /// dx = γ·invstd/M·(M·dy − Σdy − x̂·Σ(dy·x̂)); dγ = Σ dy·x̂; dβ = Σ dy; with dy first zeroed
-/// where the forward's output was not > 0 when it applied a ReLU (`relu_beta`: its β, from
-/// which that output's sign is recomputed).
-/// Per channel: its sums, then its dx while its planes are in cache.
+/// where the forward's output `relu_out` is not > 0 when the forward applied a ReLU.
+/// Two passes: the per-channel sums, which also leave the (masked) dy in dx's memory, then dx
+/// in place from it.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     x: &[T],
@@ -137,54 +116,60 @@ pub fn backward<T: Float>(
     gamma: &[T],
     mean: &[T],
     invstd: &[T],
-    relu_beta: Option<&[T]>,
+    relu_out: Option<&[T]>,
     g: &BatchNormGeom,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (n, c, hw) = (g.n, g.c, g.hw);
     let cnt = (n * hw) as f64;
-    let rows = |i: usize, ch: usize| (i * c + ch) * hw..(i * c + ch + 1) * hw;
-    let (dx, sums) = per_channel(g, |ch, outs| {
-        let (m, inv) = (mean[ch], invstd[ch]);
-        // the ReLU's gradient: dy where the forward's output x·s + b was > 0
-        let (s, b) = relu_beta.map_or((T::zero(), T::zero()), |beta| {
-            coefficients(gamma[ch], beta[ch], m, inv)
-        });
-        let on = relu_beta.is_some();
-        let pass = |d: T, x: T| if x * s + b > T::zero() { d } else { T::zero() };
-        let (mut sd, mut sdx) = (0f64, 0f64);
-        for i in 0..n {
-            let r = rows(i, ch);
-            let (a, b) = if on {
-                lane_sum2(&x[r.clone()], &dy[r], |xv, dv| {
-                    let dv = pass(dv, xv);
-                    (dv, dv * (xv - m) * inv)
-                })
-            } else {
-                lane_sum2(&x[r.clone()], &dy[r], |xv, dv| (dv, dv * (xv - m) * inv))
-            };
-            sd += a;
-            sdx += b;
-        }
-        // dx = A·dy + B·x + C
-        let (mf, invf, gm) = (m.as_f64(), inv.as_f64(), gamma[ch].as_f64());
-        let a = gm * invf;
-        let b = -gm * invf * invf * sdx / cnt;
-        let (ta, tb, tk) = (T::of(a), T::of(b), T::of(-a * sd / cnt - b * mf));
-        for (i, out) in outs.into_iter().enumerate() {
-            let r = rows(i, ch);
-            let (xs, ds) = (&x[r.clone()], &dy[r]);
-            if on {
-                for ((o, &xv), &dv) in out.iter_mut().zip(xs).zip(ds) {
-                    o.write(ta * pass(dv, xv) + tb * xv + tk);
+    let mut dx = planes_written(x.len(), hw, |p, out| {
+        let d = &dy[p * hw..(p + 1) * hw];
+        match relu_out {
+            Some(y) => {
+                for ((o, &dv), &yv) in out.iter_mut().zip(d).zip(&y[p * hw..(p + 1) * hw]) {
+                    o.write(if yv > T::zero() { dv } else { T::zero() });
                 }
-            } else {
-                for ((o, &xv), &dv) in out.iter_mut().zip(xs).zip(ds) {
-                    o.write(ta * dv + tb * xv + tk);
+            }
+            None => {
+                for (o, &dv) in out.iter_mut().zip(d) {
+                    o.write(dv);
                 }
             }
         }
-        (sd, sdx)
     });
+    let dym = &dx;
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (m, inv) = (mean[ch], invstd[ch]);
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for i in 0..n {
+                let p = i * c + ch;
+                let r = p * hw..(p + 1) * hw;
+                let (a, b) = lane_sum2(&x[r.clone()], &dym[r], |xv, dv| (dv, dv * (xv - m) * inv));
+                sd += a;
+                sdx += b;
+            }
+            (sd, sdx)
+        })
+        .collect();
+    // dx = A·dy + B·x + C per channel
+    let coef: Vec<(T, T, T)> = (0..c)
+        .map(|ch| {
+            let (m, inv, gm) = (mean[ch].as_f64(), invstd[ch].as_f64(), gamma[ch].as_f64());
+            let (sd, sdx) = sums[ch];
+            let a = gm * inv;
+            let b = -gm * inv * inv * sdx / cnt;
+            (T::of(a), T::of(b), T::of(-a * sd / cnt - b * m))
+        })
+        .collect();
+    dx.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(p, out)| {
+            let (a, b, k) = coef[p % c];
+            for (o, &xv) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+                *o = a * *o + b * xv + k;
+            }
+        });
     let dgamma = sums.iter().map(|s| T::of(s.1)).collect();
     let dbeta = sums.iter().map(|s| T::of(s.0)).collect();
     (dx, dgamma, dbeta)
@@ -222,7 +207,7 @@ impl crate::backend::NormOps for super::CpuStorage {
         gamma: &Self,
         mean: &Self,
         invstd: &Self,
-        relu: Option<crate::backend::FusedRelu<'_, Self>>,
+        relu_out: Option<&Self>,
         g: &BatchNormGeom,
     ) -> (Self, Self, Self) {
         super::with_dtype!(self.dtype(), {
@@ -235,7 +220,7 @@ impl crate::backend::NormOps for super::CpuStorage {
                         gamma.slice::<T>(),
                         mean.slice::<T>(),
                         invstd.slice::<T>(),
-                        relu.map(|r| r.beta.slice::<T>()),
+                        relu_out.map(|y| y.slice::<T>()),
                         g,
                     )
                 },

@@ -1,7 +1,7 @@
 //! Batch norm in training mode, forward and backward (kernels/norm.cu).
 use super::runtime::{arg, rt};
 use super::storage::CudaStorage;
-use crate::backend::{BatchNormGeom, BinaryOp, ElementwiseOps, FusedRelu, UnaryOp};
+use crate::backend::{BatchNormGeom, BinaryOp, ElementwiseOps, UnaryOp};
 
 impl crate::backend::NormOps for CudaStorage {
     fn batch_norm_train(
@@ -63,14 +63,13 @@ impl crate::backend::NormOps for CudaStorage {
         gamma: &CudaStorage,
         mean: &CudaStorage,
         invstd: &CudaStorage,
-        relu: Option<FusedRelu<'_, CudaStorage>>,
+        relu_out: Option<&CudaStorage>,
         g: &BatchNormGeom,
     ) -> (Self, Self, Self) {
         let BatchNormGeom { n, c, hw } = *g;
-        // the ReLU's gradient as its own kernel first, from the forward's output (the CPU
-        // fuses the two)
+        // the ReLU's gradient as its own kernel first (the CPU fuses the two)
         let masked;
-        let dy = match relu.map(|r| r.out) {
+        let dy = match relu_out {
             Some(y) => {
                 let sh = crate::tensor::Shape::from(vec![self.len()]);
                 masked = dy.binary(BinaryOp::ReluGrad, &sh, y, &sh, &sh);
