@@ -66,19 +66,19 @@ impl Tensor {
                     .add(&unbiased.mul_scalar(momentum))?,
             )
         })?;
-        let (x, g, b) = (self.clone(), gamma.clone(), beta.clone());
+        let (x, g) = (self.clone(), gamma.clone());
         Ok(finish(
             y,
             self.shape().clone(),
             &[self, gamma, beta],
             move |dy, y, needs| {
-                let (y, beta) = (y.storage(), b.storage());
+                let y = relu.then(|| y.storage());
                 let (dx, dg, db) = x.storage().batch_norm_backward(
                     &dy.storage(),
                     &g.storage(),
                     &mean.storage(),
                     &invstd.storage(),
-                    relu.then_some((&*y, &*beta)),
+                    y.as_deref(),
                     &geom,
                 )?;
                 Ok(vec![
