@@ -499,7 +499,7 @@ mod tests {
     }
 
     /// The direct kernels against the im2col + GEMM path: odd channel counts (a partial block
-    /// of 8 and an odd last pair), widths below, at and above a vector, no padding, dilation.
+    /// of 8 and a short last group of three), widths below, at and above a vector, no padding, dilation.
     #[test]
     fn direct_kernels_match_im2col() {
         if !applies(&geom(1, 1, 1, 4, 4, 1, 1)) {
