@@ -256,22 +256,19 @@ fn layer(op: &str, g: &Conv2dGeom) -> String {
 
 impl crate::backend::ConvOps for super::CpuStorage {
     fn conv2d(&self, w: &Self, bias: Option<&Self>, g: &Conv2dGeom, relu: bool) -> Self {
-        let mut y = match (self, w) {
-            (Self::F32(x), Self::F32(wt)) if conv_direct::for_product(g) => {
-                let b = bias.map(|b| b.slice::<f32>());
-                Self::from_vec(timed_as(
-                    || layer("conv2d", g),
-                    || conv_direct::forward(x, wt, b, g),
-                ))
-            }
-            _ => super::with_dtype!(self.dtype(), {
-                let b = bias.map(|b| b.slice::<T>());
-                Self::from_vec(timed_as(
-                    || layer("conv2d", g),
-                    || forward(self.slice::<T>(), w.slice::<T>(), b, g),
-                ))
-            }),
-        };
+        let mut y = timed_as(
+            || layer("conv2d", g),
+            || match (self, w) {
+                (Self::F32(x), Self::F32(wt)) if conv_direct::for_product(g) => {
+                    let b = bias.map(|b| b.slice::<f32>());
+                    Self::from_vec(conv_direct::forward(x, wt, b, g))
+                }
+                _ => super::with_dtype!(self.dtype(), {
+                    let b = bias.map(|b| b.slice::<T>());
+                    Self::from_vec(forward(self.slice::<T>(), w.slice::<T>(), b, g))
+                }),
+            },
+        );
         if relu {
             super::with_dtype!(y.dtype(), {
                 y.slice_mut::<T>()
@@ -282,35 +279,29 @@ impl crate::backend::ConvOps for super::CpuStorage {
         y
     }
     fn conv2d_backward_input(&self, w: &Self, g: &Conv2dGeom) -> Self {
-        match (self, w) {
-            (Self::F32(dy), Self::F32(wt)) if conv_direct::for_product(g) => {
-                Self::from_vec(timed_as(
-                    || layer("conv2d_backward_input", g),
-                    || conv_direct::backward_input(dy, wt, g),
-                ))
-            }
-            _ => super::with_dtype!(self.dtype(), {
-                Self::from_vec(timed_as(
-                    || layer("conv2d_backward_input", g),
-                    || backward_input(self.slice::<T>(), w.slice::<T>(), g),
-                ))
-            }),
-        }
+        timed_as(
+            || layer("conv2d_backward_input", g),
+            || match (self, w) {
+                (Self::F32(dy), Self::F32(wt)) if conv_direct::for_product(g) => {
+                    Self::from_vec(conv_direct::backward_input(dy, wt, g))
+                }
+                _ => super::with_dtype!(self.dtype(), {
+                    Self::from_vec(backward_input(self.slice::<T>(), w.slice::<T>(), g))
+                }),
+            },
+        )
     }
     fn conv2d_backward_weight(&self, x: &Self, g: &Conv2dGeom) -> Self {
-        match (self, x) {
-            (Self::F32(dy), Self::F32(xs)) if conv_direct::for_weight(g) => {
-                Self::from_vec(timed_as(
-                    || layer("conv2d_backward_weight", g),
-                    || conv_direct::backward_weight(dy, xs, g),
-                ))
-            }
-            _ => super::with_dtype!(self.dtype(), {
-                Self::from_vec(timed_as(
-                    || layer("conv2d_backward_weight", g),
-                    || backward_weight(self.slice::<T>(), x.slice::<T>(), g),
-                ))
-            }),
-        }
+        timed_as(
+            || layer("conv2d_backward_weight", g),
+            || match (self, x) {
+                (Self::F32(dy), Self::F32(xs)) if conv_direct::for_weight(g) => {
+                    Self::from_vec(conv_direct::backward_weight(dy, xs, g))
+                }
+                _ => super::with_dtype!(self.dtype(), {
+                    Self::from_vec(backward_weight(self.slice::<T>(), x.slice::<T>(), g))
+                }),
+            },
+        )
     }
 }

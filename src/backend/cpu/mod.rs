@@ -98,27 +98,35 @@ impl BackendStorage for CpuStorage {
     }
 }
 
-/// A vector of `len` values that `fill` writes whole, `plane` values at a time (in parallel
-/// above [`elementwise::PAR_MIN`] values, at least 8K values per task): no zero-fill first
-/// for outputs that are written everywhere.
+/// Runs `f(p, chunk)` over the `plane`-sized chunks of `out`: in parallel above
+/// [`elementwise::PAR_MIN`] values, at least 8K values per task (the deep layers' planes are
+/// 36-256 values).
+pub(crate) fn for_each_plane<E: Send>(
+    out: &mut [E],
+    plane: usize,
+    f: impl Fn(usize, &mut [E]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let plane = plane.max(1);
+    if out.len() >= elementwise::PAR_MIN {
+        out.par_chunks_mut(plane)
+            .with_min_len((8192 / plane).max(1))
+            .enumerate()
+            .for_each(|(p, o)| f(p, o));
+    } else {
+        out.chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
+    }
+}
+
+/// A vector of `len` values that `fill` writes whole, `plane` values at a time
+/// ([`for_each_plane`]): no zero-fill first for outputs that are written everywhere.
 pub(crate) fn written_by_planes<T: Float>(
     len: usize,
     plane: usize,
-    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync + Send,
 ) -> Vec<T> {
-    use rayon::prelude::*;
     let mut v = Vec::with_capacity(len);
-    let out = &mut v.spare_capacity_mut()[..len];
-    if len >= elementwise::PAR_MIN {
-        out.par_chunks_mut(plane.max(1))
-            .with_min_len((8192 / plane.max(1)).max(1))
-            .enumerate()
-            .for_each(|(p, o)| fill(p, o));
-    } else {
-        out.chunks_mut(plane.max(1))
-            .enumerate()
-            .for_each(|(p, o)| fill(p, o));
-    }
+    for_each_plane(&mut v.spare_capacity_mut()[..len], plane, fill);
     // SAFETY: every caller's `fill` writes each element of its chunk, and the chunks cover
     // all `len` elements.
     unsafe { v.set_len(len) };

@@ -7,7 +7,6 @@ use super::reduce::{lane_sum, LANES};
 use crate::backend::BatchNormGeom;
 use crate::tensor::Float;
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 /// Σ f(x, d) over two rows, as [`lane_sum`] with two totals.
 #[inline]
@@ -29,24 +28,6 @@ fn lane_sum2<T: Float>(xs: &[T], ds: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, 
     }
     let total = |acc: [T; LANES]| acc.iter().map(|v| v.as_f64()).sum::<f64>();
     (total(a) + ta, total(b) + tb)
-}
-
-/// A vector of `len` values that `fill` writes plane by plane (`plane` values each, in
-/// parallel), without zero-filling it first.
-fn planes_written<T: Float>(
-    len: usize,
-    plane: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
-) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(plane.max(1))
-        .enumerate()
-        .for_each(|(p, out)| fill(p, out));
-    // SAFETY: every caller's `fill` writes each element of its plane (a loop over the whole
-    // chunk), and the chunks cover all `len` elements.
-    unsafe { v.set_len(len) };
-    v
 }
 
 /// y = (x − μ_c)·invstd_c·γ_c + β_c, then max(y, 0) when `relu`. Returns (y, μ, invstd,
@@ -83,7 +64,7 @@ pub fn forward<T: Float>(
             (T::of(s), T::of(beta[ch].as_f64() - mean * s))
         })
         .collect();
-    let y = planes_written(x.len(), hw, |p, out| {
+    let y = super::written_by_planes(x.len(), hw, |p, out| {
         let (s, b) = coef[p % c];
         let src = &x[p * hw..(p + 1) * hw];
         if with_relu {
@@ -121,7 +102,7 @@ pub fn backward<T: Float>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (n, c, hw) = (g.n, g.c, g.hw);
     let cnt = (n * hw) as f64;
-    let mut dx = planes_written(x.len(), hw, |p, out| {
+    let mut dx = super::written_by_planes(x.len(), hw, |p, out| {
         let d = &dy[p * hw..(p + 1) * hw];
         match relu_out {
             Some(y) => {

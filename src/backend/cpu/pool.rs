@@ -3,19 +3,6 @@
 //! so the op needs no second output on any backend.
 use crate::backend::Pool2dGeom;
 use crate::tensor::Float;
-use rayon::prelude::*;
-
-fn planes<T: Float>(out: &mut [T], plane: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if out.len() >= super::elementwise::PAR_MIN {
-        // at least 8K values per task: the deep layers' planes are 36-256 values
-        out.par_chunks_mut(plane)
-            .with_min_len((8192 / plane.max(1)).max(1))
-            .enumerate()
-            .for_each(|(p, o)| f(p, o));
-    } else {
-        out.chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
-    }
-}
 
 /// Window [start, end) clipped to the input, per output index.
 fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) {
@@ -120,7 +107,7 @@ fn argmax4<T: Float>(v: [T; 4]) -> usize {
 pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
     if tiles_2x2(g) {
         let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
-        planes(&mut out, g.ho * g.wo, |p, o| {
+        super::for_each_plane(&mut out, g.ho * g.wo, |p, o| {
             let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
             // row pairs of the input against rows of the output, pixel pairs against pixels
             for (rows, orow) in xp.chunks_exact(2 * g.w).zip(o.chunks_exact_mut(g.wo)) {
@@ -138,7 +125,7 @@ pub fn max_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
     }
     let (wy, wx) = windows(g);
     let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
-    planes(&mut out, g.ho * g.wo, |p, o| {
+    super::for_each_plane(&mut out, g.ho * g.wo, |p, o| {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for (oy, &ry) in wy.iter().enumerate() {
             for (ox, &rx) in wx.iter().enumerate() {
@@ -182,7 +169,7 @@ pub fn max_backward<T: Float>(x: &[T], dy: &[T], g: &Pool2dGeom) -> Vec<T> {
     }
     let (wy, wx) = windows(g);
     let mut dx = vec![T::zero(); g.planes * g.h * g.w];
-    planes(&mut dx, g.h * g.w, |p, d| {
+    super::for_each_plane(&mut dx, g.h * g.w, |p, d| {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for (oy, &ry) in wy.iter().enumerate() {
             for (ox, &rx) in wx.iter().enumerate() {
@@ -207,7 +194,7 @@ fn avg_divisor(g: &Pool2dGeom, oy: usize, ox: usize) -> usize {
 
 pub fn avg_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
     let mut out = vec![T::zero(); g.planes * g.ho * g.wo];
-    planes(&mut out, g.ho * g.wo, |p, o| {
+    super::for_each_plane(&mut out, g.ho * g.wo, |p, o| {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for oy in 0..g.ho {
             let (y0, y1) = window(oy, g.kh, g.sh, g.ph, g.h);
@@ -228,7 +215,7 @@ pub fn avg_forward<T: Float>(x: &[T], g: &Pool2dGeom) -> Vec<T> {
 
 pub fn avg_backward<T: Float>(dy: &[T], g: &Pool2dGeom) -> Vec<T> {
     let mut dx = vec![T::zero(); g.planes * g.h * g.w];
-    planes(&mut dx, g.h * g.w, |p, d| {
+    super::for_each_plane(&mut dx, g.h * g.w, |p, d| {
         for oy in 0..g.ho {
             let (y0, y1) = window(oy, g.kh, g.sh, g.ph, g.h);
             for ox in 0..g.wo {
