@@ -126,11 +126,24 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
     other.beta = 4.0;
     let e = run_refine(&other).unwrap_err().to_string();
     assert!(e.contains("refine.json") && e.contains("beta"), "{e}");
-    // pseudo (auto): argmax over the background channel, equal to the rule applied directly
-    let rule = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0).unwrap();
-    assert!(matches!(rule, PseudoRule::Argmax { .. }));
+    // pseudo with every pixel labelled (`off`): the argmax over the background channel
+    let rule = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, "off").unwrap();
+    assert!(matches!(
+        rule,
+        PseudoRule::Argmax {
+            confident: None,
+            ..
+        }
+    ));
     let labels = f.root.join("labels");
-    coatt::cam::run_pseudo(&refined, &labels, &rule, 0.0, 4).unwrap();
+    coatt::cam::run_pseudo(
+        &refined,
+        &labels,
+        &rule,
+        &coatt::cam::LabelFilters::min_fg(0.0),
+        4,
+    )
+    .unwrap();
     for it in ds.items.iter().filter(|it| !it.labels.is_empty()) {
         let c = read_cam(&refined, &it.id).unwrap();
         let want = coatt::cam::pseudo::argmax_labels(&c, 0.0).unwrap();
@@ -141,6 +154,77 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
             want
         );
     }
+    // the default (`auto`): the raw maps come from refine.json, t is their Otsu threshold,
+    // and exactly the background pixels where a scaled raw map reaches t become 255 (on this
+    // fixture the CRF leaves no such pixel; tests/cam.rs has a hand-made map that has them)
+    let rule = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, "auto").unwrap();
+    let PseudoRule::Argmax {
+        confident: Some(c), ..
+    } = &rule
+    else {
+        panic!("refined maps take the confident-background rule by default: {rule:?}");
+    };
+    assert_eq!(c.raw, f.cams);
+    assert_eq!(
+        c.t,
+        coatt::cam::threshold::auto_threshold_normalised(&f.cams).unwrap()
+    );
+    let confident = f.root.join("labels-confident");
+    coatt::cam::run_pseudo(
+        &refined,
+        &confident,
+        &rule,
+        &coatt::cam::LabelFilters::min_fg(0.0),
+        4,
+    )
+    .unwrap();
+    for it in ds.items.iter().filter(|it| !it.labels.is_empty()) {
+        let all = read_label_png(&labels.join(format!("{}.png", it.id)))
+            .unwrap()
+            .data;
+        let got = read_label_png(&confident.join(format!("{}.png", it.id)))
+            .unwrap()
+            .data;
+        let raw = read_cam(&f.cams, &it.id).unwrap();
+        let hw = raw.height * raw.width;
+        let peaks: Vec<f32> = (0..raw.classes.len())
+            .map(|j| {
+                raw.maps[j * hw..(j + 1) * hw]
+                    .iter()
+                    .cloned()
+                    .fold(0f32, f32::max)
+            })
+            .collect();
+        for p in 0..hw {
+            let object = (0..raw.classes.len())
+                .any(|j| peaks[j] > 0.0 && raw.maps[j * hw + p].max(0.0) / peaks[j] >= c.t);
+            let want = if all[p] == 0 && object { 255 } else { all[p] };
+            assert_eq!(got[p], want, "{} pixel {p}", it.id);
+        }
+    }
+    // a record naming raw maps that are gone is an error that says what to pass
+    let moved = f.root.join("cams-moved");
+    std::fs::rename(&f.cams, &moved).unwrap();
+    let e = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, "auto")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refine.json") && e.contains("--confident-background"),
+        "{e}"
+    );
+    let with_dir =
+        coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, moved.to_str().unwrap()).unwrap();
+    assert_eq!(
+        with_dir,
+        PseudoRule::Argmax {
+            ignore_margin: 0.0,
+            confident: Some(coatt::cam::pseudo::ConfidentBackground {
+                raw: moved.clone(),
+                t: c.t
+            })
+        }
+    );
+    std::fs::rename(&moved, &f.cams).unwrap();
     // eval-cam: the sweep over t still works (a diagnostic), and the argmax is scored
     let sweep = coatt::cam::sweep_thresholds(&refined, &f.data, "train", &[0.1, 0.3]).unwrap();
     assert_eq!(sweep.miou.len(), 2);
@@ -156,7 +240,7 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
             .is_none()
     );
     assert!(matches!(
-        coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0).unwrap(),
+        coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, "auto").unwrap(),
         PseudoRule::Threshold { .. }
     ));
 }

@@ -277,7 +277,14 @@ fn cam_run_end_to_end_on_a_micro_dataset() {
         bg: 0.25,
         ignore_margin: 0.0,
     };
-    let stats = run_pseudo(&o.out, &labels, &rule, 0.01, ds.class_names.len()).unwrap();
+    let stats = run_pseudo(
+        &o.out,
+        &labels,
+        &rule,
+        &coatt::cam::LabelFilters::min_fg(0.01),
+        ds.class_names.len(),
+    )
+    .unwrap();
     assert_eq!(stats.images, ds.items.len());
     let mut total = 0;
     for m in &maps {
@@ -313,7 +320,7 @@ fn missing_maps_and_bad_options_are_clear_errors() {
             bg: 0.2,
             ignore_margin: 0.0,
         },
-        0.01,
+        &coatt::cam::LabelFilters::min_fg(0.01),
         4,
     )
     .unwrap_err()
@@ -419,4 +426,138 @@ fn coattentive_fusion_is_per_image_and_ignores_the_order_of_related_images() {
     close_tol(&changed[0][0], &maps[0][0], 0.0);
     close_tol(&changed[1][0], &maps[1][0], 0.0);
     assert_ne!(changed[0][1], maps[0][1]);
+}
+
+#[test]
+fn confident_background_ignores_only_background_the_raw_maps_call_object() {
+    use coatt::cam::pseudo::{ignore_unsure_background, ConfidentBackground};
+    // raw maps of classes 0 and 2 over six pixels; class 2 peaks at 0.5, so scaled to a
+    // maximum of 1 it reaches t = 0.5 at pixels 3 (0.3 / 0.5) and 4
+    let raw = CamFile {
+        id: "a".into(),
+        height: 1,
+        width: 6,
+        classes: vec![0, 2],
+        maps: vec![
+            0.1, 1.0, 0.4, 0.0, 0.0, 0.0, // class 0
+            0.0, 0.0, 0.0, 0.3, 0.5, 0.2, // class 2
+        ],
+        background: None,
+    };
+    // the refinement's labels: background, class 0, background, background, class 2, bg
+    let mut labels = vec![0u8, 1, 0, 0, 3, 0];
+    ignore_unsure_background(&mut labels, &raw, 0.5);
+    // pixel 2: 0.4 < t stays background; pixel 3: 0.6 ≥ t becomes 255; labels kept
+    assert_eq!(labels, vec![0, 1, 0, 255, 3, 0]);
+
+    // through `run_pseudo`: refined maps with a background channel and their raw maps
+    let tmp = tempfile::tempdir().unwrap();
+    let (refined, raw_dir) = (tmp.path().join("refined"), tmp.path().join("raw"));
+    let r = CamFile {
+        maps: vec![
+            0.0, 0.9, 0.1, 0.1, 0.0, 0.0, // class 0
+            0.0, 0.0, 0.0, 0.2, 0.8, 0.0, // class 2
+        ],
+        background: Some(vec![0.9, 0.1, 0.8, 0.7, 0.2, 0.9]),
+        ..raw.clone()
+    };
+    write_cam(&refined, &r).unwrap();
+    write_cam(&raw_dir, &raw).unwrap();
+    let rule = |raw: &Path| PseudoRule::Argmax {
+        ignore_margin: 0.0,
+        confident: Some(ConfidentBackground {
+            raw: raw.to_path_buf(),
+            t: 0.5,
+        }),
+    };
+    let out = tmp.path().join("labels");
+    let stats = run_pseudo(
+        &refined,
+        &out,
+        &rule(&raw_dir),
+        &coatt::cam::LabelFilters::min_fg(0.0),
+        4,
+    )
+    .unwrap();
+    assert_eq!(
+        read_label_png(&out.join("a.png")).unwrap().data,
+        vec![0, 1, 0, 255, 3, 0]
+    );
+    assert_eq!((stats.ignored, stats.pixels[0]), (1, 3));
+
+    // raw maps of another size, or none for an image, are named
+    write_cam(
+        &raw_dir,
+        &CamFile {
+            width: 3,
+            maps: vec![0.5; 6],
+            ..raw.clone()
+        },
+    )
+    .unwrap();
+    let e = run_pseudo(
+        &refined,
+        &tmp.path().join("l2"),
+        &rule(&raw_dir),
+        &coatt::cam::LabelFilters::min_fg(0.0),
+        4,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a.safetensors") && e.contains("3×1"), "{e}");
+    let e = run_pseudo(
+        &refined,
+        &tmp.path().join("l3"),
+        &rule(&tmp.path().join("nothing")),
+        &coatt::cam::LabelFilters::min_fg(0.0),
+        4,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a.safetensors") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn border_regions_are_ignored_by_their_boundary_connectivity() {
+    use coatt::cam::pseudo::ignore_border_regions;
+    // 8×8: a ground band of class 1 over the two bottom rows (10 border pixels / √16 = 2.5),
+    // a 2×2 object of class 2 inside (0), a 3×3 object of class 2 in the top-left corner
+    // (5 / 3 = 1.67), two interior objects (classes 3 and 4, no border pixel) and a 255
+    #[rustfmt::skip]
+    let mut labels: Vec<u8> = vec![
+        2, 2, 2, 0, 0, 0, 0, 0,
+        2, 2, 2, 0, 4, 4, 0, 0,
+        2, 2, 2, 0, 4, 4, 0, 0,
+        0, 0, 0, 0, 4, 4, 0, 0,
+        0, 3, 3, 0, 4, 4, 0, 0,
+        0, 3, 3, 0, 0, 0, 255, 0,
+        1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1,
+    ];
+    let before = labels.clone();
+    let ignored = ignore_border_regions(&mut labels, 8, 8, 1.18);
+    // ignored: the band (16 px) and the corner object (9 px); kept: the interior objects
+    // (class 3, 0 border pixels; class 4, 0) and background and 255 as they were
+    assert_eq!(ignored, 25);
+    for (p, (&b, &a)) in before.iter().zip(&labels).enumerate() {
+        let want = if b == 1 || b == 2 { 255 } else { b };
+        assert_eq!(a, want, "pixel {p}");
+    }
+    // one class, two regions: only the one on the border goes; an object that touches the
+    // border along a short edge stays (4 border pixels of 16: 4 / 4 = 1.0 ≤ 1.18)
+    #[rustfmt::skip]
+    let mut labels: Vec<u8> = vec![
+        0, 5, 5, 5, 5, 0, 0, 0,
+        0, 5, 5, 5, 5, 0, 0, 0,
+        0, 5, 5, 5, 5, 0, 0, 0,
+        0, 5, 5, 5, 5, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 5,
+        0, 0, 0, 0, 0, 0, 5, 5,
+        0, 0, 0, 0, 0, 5, 5, 5,
+    ];
+    let ignored = ignore_border_regions(&mut labels, 8, 8, 1.18);
+    assert_eq!(ignored, 6, "the corner region: 5 border pixels / √6 = 2.04");
+    assert!(labels[..32].iter().all(|&l| l != 255));
+    assert!(labels[40..].iter().all(|&l| l == 0 || l == 255));
 }

@@ -202,6 +202,18 @@ fn numeric_options_are_checked_when_the_command_line_is_parsed() {
             "--ignore-margin",
         ),
         (
+            &[
+                "pseudo",
+                "--cams",
+                "c",
+                "--out",
+                "o",
+                "--border-connectivity",
+                "-1",
+            ],
+            "--border-connectivity",
+        ),
+        (
             &["eval-cam", "--cams", "c", "--data", "d", "--t-max", "nan"],
             "--t-max",
         ),

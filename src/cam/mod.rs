@@ -10,7 +10,7 @@ pub mod sweep;
 pub mod threshold;
 
 pub use infer::{run_cams, Affinity, CamMode, CamOptions, CamSummary};
-pub use pseudo::{run_pseudo, PseudoRule, PseudoStats};
+pub use pseudo::{run_pseudo, LabelFilters, PseudoRule, PseudoStats};
 pub use store::{read_cam, write_cam, CamFile};
 pub use sweep::{default_thresholds, sweep_thresholds, thresholds_up_to, CamSweep};
 pub use threshold::auto_threshold;

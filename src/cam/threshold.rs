@@ -106,8 +106,15 @@ fn threshold_of(cams: &Path, normalised: bool) -> Result<f32> {
 
 /// The labelling rule of `pseudo` without saliency: `auto` takes the maps' own background
 /// channel when they carry one (refined maps) and Otsu's t otherwise; a number in [0, 1] is a
-/// constant t.
-pub fn choose_rule(cams: &Path, bg: &str, ignore_margin: f32) -> Result<super::PseudoRule> {
+/// constant t. `confident` applies to refined maps: `auto` labels background only where the
+/// raw maps named in their `refine.json` are below their own Otsu threshold, a folder names
+/// those raw maps, `off` labels every pixel (see `pseudo`'s module comment).
+pub fn choose_rule(
+    cams: &Path,
+    bg: &str,
+    ignore_margin: f32,
+    confident: &str,
+) -> Result<super::PseudoRule> {
     if !(0.0..=1.0).contains(&ignore_margin) {
         return Err(Error::Msg(format!(
             "--ignore-margin must be in [0, 1], got {ignore_margin}"
@@ -119,7 +126,10 @@ pub fn choose_rule(cams: &Path, bg: &str, ignore_margin: f32) -> Result<super::P
             .next()
             .expect("cam_ids is non-empty");
         if read_cam(cams, &first)?.background.is_some() {
-            return Ok(super::PseudoRule::Argmax { ignore_margin });
+            return Ok(super::PseudoRule::Argmax {
+                ignore_margin,
+                confident: confident_background(cams, confident)?,
+            });
         }
         return Ok(super::PseudoRule::Threshold {
             bg: auto_threshold(cams)?,
@@ -135,6 +145,47 @@ pub fn choose_rule(cams: &Path, bg: &str, ignore_margin: f32) -> Result<super::P
             "--bg-threshold must be a number in [0, 1] or `auto`, got '{bg}'"
         ))),
     }
+}
+
+/// The confident-background rule of the refined maps in `refined`: `off`, `auto` (the raw
+/// maps their `refine.json` names) or the raw maps' folder. The threshold is Otsu's on the
+/// raw maps scaled as the refinement sees them, the same t that set the refinement's α.
+pub fn confident_background(
+    refined: &Path,
+    spec: &str,
+) -> Result<Option<super::pseudo::ConfidentBackground>> {
+    let raw = match spec {
+        "off" => return Ok(None),
+        "auto" => {
+            let rec = refined.join("refine.json");
+            let text = std::fs::read_to_string(&rec).map_err(|e| {
+                Error::file(
+                    &rec,
+                    format!("cannot read it ({e}), so the raw maps are unknown: pass --confident-background DIR or off"),
+                )
+            })?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::file(&rec, format!("is not valid JSON ({e})")))?;
+            let raw = v
+                .get("cams")
+                .and_then(|c| c.as_str())
+                .ok_or_else(|| Error::file(&rec, "names no raw maps (\"cams\")"))?;
+            let raw = std::path::PathBuf::from(raw);
+            if !raw.is_dir() {
+                return Err(Error::file(
+                    &rec,
+                    format!(
+                        "names the raw maps {}, which are not there (from here): pass --confident-background DIR or off",
+                        raw.display()
+                    ),
+                ));
+            }
+            raw
+        }
+        dir => std::path::PathBuf::from(dir),
+    };
+    let t = auto_threshold_normalised(&raw)?;
+    Ok(Some(super::pseudo::ConfidentBackground { raw, t }))
 }
 
 /// The background power α at which (1 − m)^α = m at m = `at`: the background then beats a

@@ -101,12 +101,24 @@ pub struct PseudoArgs {
     /// Threshold mode: pixels whose two best scores differ by less than this become 255.
     #[arg(long, default_value_t = 0.0, value_parser = super::values::fraction)]
     pub ignore_margin: f32,
+    /// Refined maps: where background may be labelled. `auto`: only where the raw maps the
+    /// refinement read (named in its refine.json) are below their Otsu threshold; the rest of
+    /// the refinement's background becomes 255 (docs/quality.md measures it). A folder: those
+    /// raw maps. `off`: every pixel labelled (PSA's labels).
+    #[arg(long, default_value = "auto", conflicts_with = "saliency")]
+    pub confident_background: String,
     /// Saliency maps (<id>.png, greyscale, image size): the official MCIS rules.
     #[arg(long)]
     pub saliency: Option<PathBuf>,
     /// Images whose foreground covers less than this share become all 255 (official 0.01).
     #[arg(long, default_value_t = 0.01, value_parser = super::values::fraction64)]
     pub min_fg: f64,
+    /// The boundary prior: class regions whose pixels on the image border / √area exceed
+    /// this become 255 (class-typical ground the maps spread over). `off` disables it; off
+    /// with --saliency. Default 1.18, where Zhu et al. (CVPR 2014)'s background probability
+    /// passes 1/2 (docs/quality.md measures it).
+    #[arg(long, default_value = "1.18", value_parser = super::values::positive_or_off)]
+    pub border_connectivity: super::values::OrOff,
     /// The dataset, for the class names and count (default: K from the maps, no names).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -143,10 +155,22 @@ pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
     let rule = match &a.saliency {
         Some(dir) => PseudoRule::Saliency { dir: dir.clone() },
         None => {
-            let r = cam::threshold::choose_rule(&a.cams, &a.bg_threshold, a.ignore_margin)?;
+            let r = cam::threshold::choose_rule(
+                &a.cams,
+                &a.bg_threshold,
+                a.ignore_margin,
+                &a.confident_background,
+            )?;
             match &r {
-                PseudoRule::Argmax { .. } => {
-                    println!("labels: argmax over the maps' background channel and the classes")
+                PseudoRule::Argmax { confident, .. } => {
+                    println!("labels: argmax over the maps' background channel and the classes");
+                    if let Some(c) = confident {
+                        println!(
+                            "background only where the raw maps {} are below t = {:.3} (Otsu), elsewhere 255",
+                            c.raw.display(),
+                            c.t
+                        );
+                    }
                 }
                 PseudoRule::Threshold { bg, .. } if a.bg_threshold == "auto" => {
                     println!("background threshold t = {bg:.3} (Otsu's rule on the maps alone)")
@@ -156,7 +180,21 @@ pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
             r
         }
     };
-    let stats = cam::run_pseudo(&a.cams, &a.out, &rule, a.min_fg, num_labels)?;
+    // the saliency rules already mark background context
+    let border_connectivity = match rule {
+        PseudoRule::Saliency { .. } => None,
+        _ => a.border_connectivity.0,
+    };
+    if let Some(t) = border_connectivity {
+        println!(
+            "class regions with boundary connectivity above {t} (image border / √area) become 255"
+        );
+    }
+    let filters = cam::LabelFilters {
+        min_fg: a.min_fg,
+        border_connectivity,
+    };
+    let stats = cam::run_pseudo(&a.cams, &a.out, &rule, &filters, num_labels)?;
     println!(
         "wrote {} label PNGs to {} ({} images all ignored by the {:.0}% foreground rule)",
         stats.images,

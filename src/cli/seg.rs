@@ -210,6 +210,15 @@ pub struct PipelineArgs {
     /// favoured inference) or baseline (the basic classifier's CAMs; needs the baseline).
     #[arg(long, value_enum)]
     pub labels_from: Option<LabelsFromArg>,
+    /// Refined maps label background only where the raw maps are below their Otsu threshold,
+    /// the rest of the refinement's background 255 (on by default; false labels every pixel,
+    /// as PSA does; docs/quality.md measures both).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub confident_background: Option<bool>,
+    /// The boundary prior on the pseudo labels: class regions that touch the image border
+    /// along much of their size become 255 (on by default; docs/quality.md measures it).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub border_prior: Option<bool>,
     /// Seed of the data, the classifiers and AffinityNet.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -273,6 +282,12 @@ pub fn pipeline_cmd(a: &PipelineArgs) -> Result<()> {
         Some(LabelsFromArg::Coattention) => preset.labels_from = LabelsFrom::Coattention,
         Some(LabelsFromArg::Baseline) => preset.labels_from = LabelsFrom::Baseline,
         None => {}
+    }
+    if let Some(c) = a.confident_background {
+        preset.confident_background = c;
+    }
+    if let Some(b) = a.border_prior {
+        preset.border_prior = b;
     }
     if let Some(s) = a.seed {
         preset.cls.seed = s;

@@ -137,6 +137,20 @@ pub fn bg_threshold(s: &str) -> Result<String, String> {
         .map_err(|_| format!("expected `auto` or a number in [0, 1], got '{s}'"))
 }
 
+/// A threshold that can be switched off (clap reads a bare `Option` as "may be absent").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OrOff(pub Option<f32>);
+
+/// `off` or a finite number > 0 (the boundary prior's threshold).
+pub fn positive_or_off(s: &str) -> Result<OrOff, String> {
+    if s == "off" {
+        return Ok(OrOff(None));
+    }
+    positive(s)
+        .map(|v| OrOff(Some(v as f32)))
+        .map_err(|_| format!("expected `off` or a finite number > 0, got '{s}'"))
+}
+
 /// A finite, positive number (learning rates, temperatures).
 pub fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
