@@ -209,7 +209,7 @@ fn numeric_options_are_checked_when_the_command_line_is_parsed() {
                 "--out",
                 "o",
                 "--border-connectivity",
-                "-1",
+                "nan",
             ],
             "--border-connectivity",
         ),
