@@ -7,18 +7,19 @@
 //! 255, argmax, pixels left as background where the saliency (or a map > 0.95) is ≥ 32/255 →
 //! 255. Both modes: an image whose foreground covers < `min_fg` of its pixels becomes all 255.
 //!
-//! Argmax mode (refined maps) labels background only where it is confident by default: a pixel
-//! the refinement gives to background while the raw maps it started from still mark it as an
-//! object (max ≥ their Otsu threshold) becomes 255. The refinement cuts the raw blobs down to
-//! colour-bounded regions and often drops the object's less discriminative body with the blur;
-//! labelled background, those bodies teach the segmentation network to miss objects (FN/TP
-//! 1.4-2.2 per class on the demo); ignored, they leave it free to learn them from the images
-//! where the maps did cover them. It is the saliency rule's principle (background is only
-//! labelled where the saliency is low; the rest is 255) with the raw maps in place of a
-//! saliency detector. docs/quality.md has the measurement; `--confident-background off`
-//! labels every pixel as PSA does.
+//! Argmax mode (refined maps) can label background only where it is confident
+//! (`--confident-background auto`; off by default): a pixel the refinement gives to
+//! background while the raw maps it started from still mark it as an object (max ≥ their Otsu
+//! threshold) becomes 255. The refinement cuts the raw blobs down to colour-bounded regions
+//! and often drops the object's less discriminative body; labelled background, those bodies
+//! teach the segmentation network to miss objects (FN/TP 1.4-2.2 per class on the demo). It is
+//! the saliency rule's principle (background only where the saliency is low, the rest 255)
+//! with the raw maps in place of a saliency detector. It is not the default: without negative
+//! labels around its objects the network over-extends them (FP/TP ≈ 1), which only the CRF at
+//! inference takes back, and on the target set, whose distractors look like the objects'
+//! bodies, it costs 15 points (docs/quality.md, "Pseudo labels that say less").
 //!
-//! Then, in every mode but saliency, the boundary prior of saliency detection (Zhu et al.,
+//! In every mode but saliency, the boundary prior of saliency detection (Zhu et al.,
 //! "Saliency Optimization from Robust Background Detection", CVPR 2014): a region that
 //! touches the image border along much of its size is background context, not an object.
 //! Each connected region of one class whose boundary connectivity (pixels on the image's
@@ -27,7 +28,7 @@
 //! classifier learns as evidence of its class (boats on water) and the refinement then
 //! spreads over the whole ground band; objects, even cut by the border, stay below it.
 //! Ignored rather than made background, so a large object that fills the frame costs
-//! supervision, not a wrong label.
+//! supervision, not a wrong label. On by default (`--border-connectivity off` disables it).
 use super::store::{read_cam, CamFile};
 use crate::error::{Error, Result};
 use crate::eval::IGNORE;

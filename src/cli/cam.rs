@@ -101,11 +101,12 @@ pub struct PseudoArgs {
     /// Threshold mode: pixels whose two best scores differ by less than this become 255.
     #[arg(long, default_value_t = 0.0, value_parser = super::values::fraction)]
     pub ignore_margin: f32,
-    /// Refined maps: where background may be labelled. `auto`: only where the raw maps the
-    /// refinement read (named in its refine.json) are below their Otsu threshold; the rest of
-    /// the refinement's background becomes 255 (docs/quality.md measures it). A folder: those
-    /// raw maps. `off`: every pixel labelled (PSA's labels).
-    #[arg(long, default_value = "auto", conflicts_with = "saliency")]
+    /// Refined maps: where background may be labelled. `off` (default): wherever the
+    /// refinement says so (PSA's labels). `auto`: only where the raw maps the refinement read
+    /// (named in its refine.json) are below their Otsu threshold, the rest of its background
+    /// 255; a folder: those raw maps. Better labels, and a network that needs the CRF at
+    /// inference; harmful on the target set (docs/quality.md).
+    #[arg(long, default_value = "off", conflicts_with = "saliency")]
     pub confident_background: String,
     /// Saliency maps (<id>.png, greyscale, image size): the official MCIS rules.
     #[arg(long)]

@@ -211,8 +211,8 @@ pub struct PipelineArgs {
     #[arg(long, value_enum)]
     pub labels_from: Option<LabelsFromArg>,
     /// Refined maps label background only where the raw maps are below their Otsu threshold,
-    /// the rest of the refinement's background 255 (on by default; false labels every pixel,
-    /// as PSA does; docs/quality.md measures both).
+    /// the rest of the refinement's background 255 (off by default: it helps the segmentation
+    /// only with the CRF at inference, and not on the target set; docs/quality.md).
     #[arg(long, action = clap::ArgAction::Set)]
     pub confident_background: Option<bool>,
     /// The boundary prior on the pseudo labels: class regions that touch the image border
