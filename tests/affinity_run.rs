@@ -240,9 +240,14 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
             .is_none()
     );
     assert!(matches!(
-        coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, "auto").unwrap(),
+        coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, "off").unwrap(),
         PseudoRule::Threshold { .. }
     ));
+    // the confident background needs refined maps: asked of raw ones, an error says so
+    let e = coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, "auto")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--confident-background"), "{e}");
 }
 
 #[test]

@@ -154,7 +154,8 @@ pub fn saliency_labels(cam: &CamFile, sal: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Rules applied to every image's labels after its mode's rule.
+/// Rules applied to every image's labels after its mode's rule: the boundary prior, then the
+/// small-foreground rule (an image whose only foreground was border context is all 255).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LabelFilters {
     /// Images whose foreground covers less than this share become all 255 (official 0.01).

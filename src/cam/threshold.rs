@@ -131,6 +131,14 @@ pub fn choose_rule(
                 confident: confident_background(cams, confident)?,
             });
         }
+    }
+    if confident != "off" {
+        return Err(Error::file(
+            cams,
+            "--confident-background applies to refined maps (with a background channel) labelled by their argmax; these are labelled at a threshold",
+        ));
+    }
+    if bg == "auto" {
         return Ok(super::PseudoRule::Threshold {
             bg: auto_threshold(cams)?,
             ignore_margin,

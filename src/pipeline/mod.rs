@@ -566,7 +566,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                     &label_maps,
                     "auto",
                     0.0,
-                    if p.confident_background {
+                    if p.confident_background && refining {
                         label_raw.to_str().ok_or_else(|| {
                             crate::Error::file(&label_raw, "path is not UTF-8")
                         })?
