@@ -119,6 +119,8 @@ pub struct InferArgs {
     pub scales: Vec<f64>,
     #[arg(long)]
     pub flip: bool,
+    /// The dense CRF on each prediction: on by default (MCIS's setting); `off` for the
+    /// network's own labels (the pipeline reports both).
     #[arg(long, value_enum, default_value_t = CrfPreset::Mcis)]
     pub crf: CrfPreset,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
@@ -168,12 +170,16 @@ pub fn infer_cmd(a: &InferArgs) -> Result<()> {
     };
     let s = run_infer(&model, &images, &a.out, &opts, device, false)?;
     println!(
-        "wrote {} predictions to {} in {:.1} s ({} already there, {} unreadable)",
+        "wrote {} predictions to {} in {:.1} s ({} already there, {} unreadable); CRF: {}",
         s.written,
         a.out.display(),
         s.secs,
         s.existing,
-        s.failed.len()
+        s.failed.len(),
+        match a.crf {
+            CrfPreset::Off => "off".to_string(),
+            c => format!("{c:?} (--crf off for the network's own labels)"),
+        }
     );
     for (p, e) in &s.failed {
         println!("  skipped {}: {e}", p.display());
