@@ -2,6 +2,7 @@
 //! round-trip through `pseudo` and `eval-cam`, and the bad inputs (maps of another size, a
 //! missing map, an image whose confident regions are empty, maps of another run on resume).
 use coatt::affinity::{run_refine, train_affinity, AffConfig, RefineOptions, TrainAffOptions};
+use coatt::cam::threshold::RawMaps;
 use coatt::cam::{read_cam, run_cams, write_cam, CamFile, CamMode, CamOptions, PseudoRule};
 
 use coatt::cls::{train_cls, ClsConfig, TrainClsOptions};
@@ -127,7 +128,7 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
     let e = run_refine(&other).unwrap_err().to_string();
     assert!(e.contains("refine.json") && e.contains("beta"), "{e}");
     // pseudo with every pixel labelled (`off`): the argmax over the background channel
-    let rule = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, "off").unwrap();
+    let rule = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, &RawMaps::Off).unwrap();
     assert!(matches!(
         rule,
         PseudoRule::Argmax {
@@ -157,7 +158,8 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
     // the default (`auto`): the raw maps come from refine.json, t is their Otsu threshold,
     // and exactly the background pixels where a scaled raw map reaches t become 255 (on this
     // fixture the CRF leaves no such pixel; tests/cam.rs has a hand-made map that has them)
-    let rule = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, "auto").unwrap();
+    let rule =
+        coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, &RawMaps::Recorded).unwrap();
     let PseudoRule::Argmax {
         confident: Some(c), ..
     } = &rule
@@ -205,7 +207,7 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
     // a record naming raw maps that are gone is an error that says what to pass
     let moved = f.root.join("cams-moved");
     std::fs::rename(&f.cams, &moved).unwrap();
-    let e = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, "auto")
+    let e = coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, &RawMaps::Recorded)
         .unwrap_err()
         .to_string();
     assert!(
@@ -213,7 +215,8 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
         "{e}"
     );
     let with_dir =
-        coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, moved.to_str().unwrap()).unwrap();
+        coatt::cam::threshold::choose_rule(&refined, "auto", 0.0, &RawMaps::Folder(moved.clone()))
+            .unwrap();
     assert_eq!(
         with_dir,
         PseudoRule::Argmax {
@@ -240,11 +243,11 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
             .is_none()
     );
     assert!(matches!(
-        coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, "off").unwrap(),
+        coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, &RawMaps::Off).unwrap(),
         PseudoRule::Threshold { .. }
     ));
     // the confident background needs refined maps: asked of raw ones, an error says so
-    let e = coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, "auto")
+    let e = coatt::cam::threshold::choose_rule(&f.cams, "auto", 0.0, &RawMaps::Recorded)
         .unwrap_err()
         .to_string();
     assert!(e.contains("--confident-background"), "{e}");

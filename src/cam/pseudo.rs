@@ -52,6 +52,26 @@ pub enum PseudoRule {
     Saliency { dir: PathBuf },
 }
 
+impl PseudoRule {
+    /// The rule in words, for the `pseudo` command's output and the pipeline's report.
+    pub fn describe(&self) -> String {
+        match self {
+            PseudoRule::Threshold { bg, .. } => format!("background threshold t = {bg:.3}"),
+            PseudoRule::Argmax {
+                confident: None, ..
+            } => "argmax over the maps' background channel".to_string(),
+            PseudoRule::Argmax {
+                confident: Some(c),
+                ..
+            } => format!(
+                "argmax over the maps' background channel; background only where the raw maps are below t = {:.3} (Otsu), elsewhere 255",
+                c.t
+            ),
+            PseudoRule::Saliency { .. } => "the official saliency rules".to_string(),
+        }
+    }
+}
+
 /// Where background may be labelled: only where the raw maps (`raw`, the folder the refined
 /// maps were made from; each class map scaled to a maximum of 1, as the refinement sees them)
 /// stay below `t`.
@@ -167,6 +187,16 @@ pub struct LabelFilters {
 impl LabelFilters {
     /// The boundary prior's threshold: 1 − exp(−b²/2) = 1/2 at b = √(2 ln 2) ≈ 1.18.
     pub const BORDER_CONNECTIVITY: f32 = 1.18;
+
+    /// The filters beyond the small-foreground rule in words (empty when there are none).
+    pub fn describe(&self) -> String {
+        match self.border_connectivity {
+            Some(t) => format!(
+                "class regions on the image border (boundary connectivity > {t:.2}) ignored"
+            ),
+            None => String::new(),
+        }
+    }
 
     /// Only the small-foreground rule.
     pub fn min_fg(min_fg: f64) -> LabelFilters {

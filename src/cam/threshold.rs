@@ -12,7 +12,7 @@ use super::pseudo::cam_ids;
 use super::store::read_cam;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Histogram bins over [0, 1].
 const BINS: usize = 200;
@@ -104,16 +104,35 @@ fn threshold_of(cams: &Path, normalised: bool) -> Result<f32> {
     })
 }
 
+/// Where the confident-background rule of refined maps finds the raw maps they were made
+/// from: nowhere (the rule is off), their `refine.json`, or a folder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawMaps {
+    Off,
+    Recorded,
+    Folder(PathBuf),
+}
+
+impl RawMaps {
+    /// `off`, `auto` (recorded) or a folder, as `pseudo --confident-background` takes them.
+    pub fn from_arg(s: &str) -> RawMaps {
+        match s {
+            "off" => RawMaps::Off,
+            "auto" => RawMaps::Recorded,
+            dir => RawMaps::Folder(PathBuf::from(dir)),
+        }
+    }
+}
+
 /// The labelling rule of `pseudo` without saliency: `auto` takes the maps' own background
 /// channel when they carry one (refined maps) and Otsu's t otherwise; a number in [0, 1] is a
-/// constant t. `confident` applies to refined maps: `auto` labels background only where the
-/// raw maps named in their `refine.json` are below their own Otsu threshold, a folder names
-/// those raw maps, `off` labels every pixel (see `pseudo`'s module comment).
+/// constant t. `raw` applies to refined maps only: unless off, background is labelled only
+/// where those raw maps are below their own Otsu threshold (see `pseudo`'s module comment).
 pub fn choose_rule(
     cams: &Path,
     bg: &str,
     ignore_margin: f32,
-    confident: &str,
+    raw: &RawMaps,
 ) -> Result<super::PseudoRule> {
     if !(0.0..=1.0).contains(&ignore_margin) {
         return Err(Error::Msg(format!(
@@ -128,11 +147,11 @@ pub fn choose_rule(
         if read_cam(cams, &first)?.background.is_some() {
             return Ok(super::PseudoRule::Argmax {
                 ignore_margin,
-                confident: confident_background(cams, confident)?,
+                confident: confident_background(cams, raw)?,
             });
         }
     }
-    if confident != "off" {
+    if *raw != RawMaps::Off {
         return Err(Error::file(
             cams,
             "--confident-background applies to refined maps (with a background channel) labelled by their argmax; these are labelled at a threshold",
@@ -155,16 +174,16 @@ pub fn choose_rule(
     }
 }
 
-/// The confident-background rule of the refined maps in `refined`: `off`, `auto` (the raw
-/// maps their `refine.json` names) or the raw maps' folder. The threshold is Otsu's on the
-/// raw maps scaled as the refinement sees them, the same t that set the refinement's α.
+/// The confident-background rule of the refined maps in `refined`. The threshold is Otsu's
+/// on the raw maps scaled as the refinement sees them, the same t that set its α.
 pub fn confident_background(
     refined: &Path,
-    spec: &str,
+    raw: &RawMaps,
 ) -> Result<Option<super::pseudo::ConfidentBackground>> {
-    let raw = match spec {
-        "off" => return Ok(None),
-        "auto" => {
+    let raw = match raw {
+        RawMaps::Off => return Ok(None),
+        RawMaps::Folder(dir) => dir.clone(),
+        RawMaps::Recorded => {
             let rec = refined.join("refine.json");
             let text = std::fs::read_to_string(&rec).map_err(|e| {
                 Error::file(
@@ -178,7 +197,7 @@ pub fn confident_background(
                 .get("cams")
                 .and_then(|c| c.as_str())
                 .ok_or_else(|| Error::file(&rec, "names no raw maps (\"cams\")"))?;
-            let raw = std::path::PathBuf::from(raw);
+            let raw = PathBuf::from(raw);
             if !raw.is_dir() {
                 return Err(Error::file(
                     &rec,
@@ -190,7 +209,6 @@ pub fn confident_background(
             }
             raw
         }
-        dir => std::path::PathBuf::from(dir),
     };
     let t = auto_threshold_normalised(&raw)?;
     Ok(Some(super::pseudo::ConfidentBackground { raw, t }))

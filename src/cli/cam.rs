@@ -155,46 +155,41 @@ pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
     };
     let rule = match &a.saliency {
         Some(dir) => PseudoRule::Saliency { dir: dir.clone() },
-        None => {
-            let r = cam::threshold::choose_rule(
-                &a.cams,
-                &a.bg_threshold,
-                a.ignore_margin,
-                &a.confident_background,
-            )?;
-            match &r {
-                PseudoRule::Argmax { confident, .. } => {
-                    println!("labels: argmax over the maps' background channel and the classes");
-                    if let Some(c) = confident {
-                        println!(
-                            "background only where the raw maps {} are below t = {:.3} (Otsu), elsewhere 255",
-                            c.raw.display(),
-                            c.t
-                        );
-                    }
-                }
-                PseudoRule::Threshold { bg, .. } if a.bg_threshold == "auto" => {
-                    println!("background threshold t = {bg:.3} (Otsu's rule on the maps alone)")
-                }
-                _ => {}
-            }
-            r
-        }
+        None => cam::threshold::choose_rule(
+            &a.cams,
+            &a.bg_threshold,
+            a.ignore_margin,
+            &cam::threshold::RawMaps::from_arg(&a.confident_background),
+        )?,
     };
     // the saliency rules already mark background context
     let border_connectivity = match rule {
         PseudoRule::Saliency { .. } => None,
         _ => a.border_connectivity.0,
     };
-    if let Some(t) = border_connectivity {
-        println!(
-            "class regions with boundary connectivity above {t} (image border / √area) become 255"
-        );
-    }
     let filters = cam::LabelFilters {
         min_fg: a.min_fg,
         border_connectivity,
     };
+    let otsu = matches!(rule, PseudoRule::Threshold { .. }) && a.bg_threshold == "auto";
+    println!(
+        "labels: {}{}",
+        rule.describe(),
+        if otsu {
+            " (Otsu's rule on the maps alone)"
+        } else {
+            ""
+        }
+    );
+    if let PseudoRule::Argmax {
+        confident: Some(c), ..
+    } = &rule
+    {
+        println!("raw maps: {}", c.raw.display());
+    }
+    if border_connectivity.is_some() {
+        println!("{}", filters.describe());
+    }
     let stats = cam::run_pseudo(&a.cams, &a.out, &rule, &filters, num_labels)?;
     println!(
         "wrote {} label PNGs to {} ({} images all ignored by the {:.0}% foreground rule)",

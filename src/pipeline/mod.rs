@@ -137,8 +137,9 @@ impl PipelinePreset {
                 cam_scales: vec![2.0],
                 refine: Refinement::Crf(CrfPreset::Psa),
                 labels_from: LabelsFrom::Single,
-                // off: the segmentation without the CRF loses with it (on scenes −2.2 points
-                // over three classifier seeds, on target −15.7; docs/quality.md)
+                // off: without the CRF the segmentation loses with it (scenes, three
+                // classifier seeds: −2.2 points added to the boundary prior, −1.2 alone;
+                // target: −15.7 alone; docs/quality.md)
                 confident_background: false,
                 // the boundary prior, a departure from PSA's labels: +4.4 points of
                 // segmentation (no CRF) over three classifier seeds on scenes, −2.2 on target
@@ -520,8 +521,8 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     };
     let refining = !matches!(p.refine, Refinement::None);
     let mut map_sets = Vec::new();
+    // (refined, raw): the maps that become the pseudo labels and the ones they were refined from
     let mut label_maps = None;
-    let mut label_raw = PathBuf::new();
     for (key, suffix, _, _) in &sets {
         let dir = out.join(format!("cams{suffix}"));
         let raw = quality(&mut st, &format!("eval-cams{suffix}"), &dir)?;
@@ -541,8 +542,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
             None
         };
         if *key == p.labels_from {
-            label_maps = Some(refined_dir);
-            label_raw = dir.clone();
+            label_maps = Some((refined_dir, dir));
         }
         map_sets.push(MapSet {
             key: *key,
@@ -550,7 +550,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
             refined,
         });
     }
-    let label_maps = label_maps.expect("checked above");
+    let (label_maps, label_raw) = label_maps.expect("checked above");
     // pseudo labels: from the maps alone (no masks)
     let pseudo = out.join("pseudo");
     let names = VocDataset::open(&data, "train")?.class_names;
@@ -562,18 +562,12 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                 "border_prior": p.border_prior}),
             std::slice::from_ref(&pseudo),
             || {
-                let rule = cam::threshold::choose_rule(
-                    &label_maps,
-                    "auto",
-                    0.0,
-                    if p.confident_background && refining {
-                        label_raw.to_str().ok_or_else(|| {
-                            crate::Error::file(&label_raw, "path is not UTF-8")
-                        })?
-                    } else {
-                        "off"
-                    },
-                )?;
+                let raw = if p.confident_background && refining {
+                    cam::threshold::RawMaps::Folder(label_raw.clone())
+                } else {
+                    cam::threshold::RawMaps::Off
+                };
+                let rule = cam::threshold::choose_rule(&label_maps, "auto", 0.0, &raw)?;
                 let filters = cam::LabelFilters {
                     min_fg: 0.01,
                     border_connectivity: p
@@ -585,27 +579,16 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                     &pseudo.join("stats.md"),
                     stats.markdown(&names).as_bytes(),
                 )?;
-                let border = match filters.border_connectivity {
-                    Some(t) => format!("; class regions on the image border (boundary connectivity > {t:.2}) ignored"),
-                    None => String::new(),
-                };
+                let mut rule_text = rule.describe();
+                if matches!(rule, PseudoRule::Threshold { .. }) {
+                    rule_text += " (Otsu)";
+                }
+                if filters.border_connectivity.is_some() {
+                    rule_text += &format!("; {}", filters.describe());
+                }
                 to_value(&PseudoResult {
                     images: stats.images,
-                    rule: match rule {
-                        PseudoRule::Argmax { confident: None, .. } => {
-                            "argmax over the maps' background channel".to_string()
-                        }
-                        PseudoRule::Argmax {
-                            confident: Some(c), ..
-                        } => format!(
-                            "argmax over the maps' background channel; background only where the raw maps are below t = {:.3} (Otsu), elsewhere 255",
-                            c.t
-                        ),
-                        PseudoRule::Threshold { bg, .. } => {
-                            format!("background threshold {bg:.3} (Otsu)")
-                        }
-                        PseudoRule::Saliency { .. } => "saliency".to_string(),
-                    } + &border,
+                    rule: rule_text,
                 })
             },
         )?,

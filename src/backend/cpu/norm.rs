@@ -88,8 +88,8 @@ pub fn forward<T: Float>(
 
 /// dx = γ·invstd/M·(M·dy − Σdy − x̂·Σ(dy·x̂)); dγ = Σ dy·x̂; dβ = Σ dy; with dy first zeroed
 /// where the forward's output `relu_out` is not > 0 when the forward applied a ReLU.
-/// Two passes: the per-channel sums, which also leave the (masked) dy in dx's memory, then dx
-/// in place from it.
+/// Three passes: the (masked) dy into dx's memory, the per-channel sums over it, then dx in
+/// place from it.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     x: &[T],
@@ -143,14 +143,12 @@ pub fn backward<T: Float>(
             (T::of(a), T::of(b), T::of(-a * sd / cnt - b * m))
         })
         .collect();
-    dx.par_chunks_mut(hw.max(1))
-        .enumerate()
-        .for_each(|(p, out)| {
-            let (a, b, k) = coef[p % c];
-            for (o, &xv) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-                *o = a * *o + b * xv + k;
-            }
-        });
+    super::for_each_plane(&mut dx, hw, |p, out| {
+        let (a, b, k) = coef[p % c];
+        for (o, &xv) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+            *o = a * *o + b * xv + k;
+        }
+    });
     let dgamma = sums.iter().map(|s| T::of(s.1)).collect();
     let dbeta = sums.iter().map(|s| T::of(s.0)).collect();
     (dx, dgamma, dbeta)
