@@ -399,6 +399,26 @@ fn config_file_values_survive_unless_a_flag_overrides_them() {
     assert_eq!((c.variant, c.lr), (coatt::cls::Variant::Basic, 0.123));
     let c = parse(&["--variant", "coatt", "--lr", "0.5"]).unwrap();
     assert_eq!((c.variant, c.lr), (coatt::cls::Variant::Coatt, 0.5));
+    // the co-attention scorer: the official code's separate φ unless the file or a flag says
+    assert_eq!(c.scorer, coatt::nn::Scorer::Separate);
+    let c = parse(&["--scorer", "shared"]).unwrap();
+    assert_eq!(c.scorer, coatt::nn::Scorer::Shared);
+    std::fs::write(&p, "scorer = \"shared\"\n").unwrap();
+    assert_eq!(parse(&[]).unwrap().scorer, coatt::nn::Scorer::Shared);
+    assert_eq!(
+        parse(&["--scorer", "separate"]).unwrap().scorer,
+        coatt::nn::Scorer::Separate
+    );
+    // saved and read back; the default is not written, so records made before the option match
+    coatt::cls::ClsConfig {
+        scorer: coatt::nn::Scorer::Shared,
+        ..cfg.clone()
+    }
+    .save(&p)
+    .unwrap();
+    assert_eq!(parse(&[]).unwrap().scorer, coatt::nn::Scorer::Shared);
+    cfg.save(&p).unwrap();
+    assert!(!std::fs::read_to_string(&p).unwrap().contains("scorer"));
     // a partial file lies over the preset: only its keys change (tables merge key by key)
     std::fs::write(&p, "epochs = 8\nlr_steps = [6]\n[backbone]\nextra = 32\n").unwrap();
     let c = parse(&["--preset", "tiny"]).unwrap();

@@ -211,3 +211,47 @@ fn cosine_affinity_maps_equal_the_dot_maps_on_unit_length_features() {
         .fold(0.0f32, f32::max);
     assert!(diff > 1e-3, "{diff}");
 }
+
+#[test]
+fn shared_scorer_scores_the_coattentive_features_with_the_single_image_classifier() {
+    // Features equal at every position: whatever the attention, F∩ is that same vector, so
+    // the shared scorer's co-attention logits are the single-image logits (bias included)
+    // and the separate φ gives φ·f. Its gradient reaches the single-image classifier, not φ.
+    let cfg = ClsConfig::preset("micro").unwrap();
+    let mut rng = coatt::testing::rng(9);
+    let model = Classifier::new(&cfg, 3, Device::Cpu, &mut rng);
+    let mut shared = model.head.clone();
+    shared.scorer = coatt::nn::Scorer::Shared;
+    let c = cfg.feature_channels();
+    let v = Tensor::randn([1, c, 1, 1], 1.0, DType::F32, Device::Cpu, &mut rng).relu();
+    let f = v
+        .mul(&Tensor::full(1.0, [1, 1, 3, 4], DType::F32, Device::Cpu))
+        .unwrap();
+    let g = v
+        .mul(&Tensor::full(1.0, [1, 1, 2, 2], DType::F32, Device::Cpu))
+        .unwrap();
+    let single = model.head.single(&f).unwrap().to_vec_f32();
+    let phi_f: Vec<f32> = {
+        let (w, x) = (model.head.phi.to_vec_f32(), v.to_vec_f32());
+        (0..3)
+            .map(|k| (0..c).map(|i| w[k * c + i] * x[i]).sum())
+            .collect()
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    let (co_shared, _) = shared.pair(&f, &g, false).unwrap();
+    let (co_sep, _) = model.head.pair(&f, &g, false).unwrap();
+    for i in 0..2 {
+        assert!(close(&co_shared[i].to_vec_f32(), &single), "shared {i}");
+        assert!(close(&co_sep[i].to_vec_f32(), &phi_f), "separate {i}");
+    }
+    assert!(!close(&single, &phi_f), "the two scorers differ");
+    let (co, cx) = shared.pair(&f, &g, true).unwrap();
+    let loss = co[0]
+        .sum_all()
+        .unwrap()
+        .add(&cx.unwrap()[1].sum_all().unwrap())
+        .unwrap();
+    let grads = coatt::autograd::backward(&loss).unwrap();
+    assert!(grads.get(&shared.last_w).is_some() && grads.get(&shared.last_b).is_some());
+    assert!(grads.get(&shared.phi).is_none(), "φ is not used");
+}

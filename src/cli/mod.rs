@@ -228,6 +228,11 @@ pub struct TrainClsArgs {
     /// Co-attention affinity: dot (the paper's) or cosine (unit-length features).
     #[arg(long, value_enum)]
     pub affinity: Option<crate::nn::Affinity>,
+    /// Which layer scores the co-attentive features: `separate` (a φ of its own, the official
+    /// code; the default) or `shared` (the single-image classifier, as the paper's Eq. 1 and
+    /// Eq. 5 write it; docs/quality.md measures both).
+    #[arg(long, value_enum)]
+    pub scorer: Option<crate::nn::Scorer>,
     /// Extra training data, repeatable: DIR or LIST, with `:single` (single-label images of
     /// another domain: three W_P, paper §3.2) or `:web` (noisy web images, the default: paired
     /// like target images). A VOC-layout folder or a list of `path class [class ...]` lines.
@@ -262,7 +267,8 @@ pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
         seed,
         checkpoint_every,
         max_iters_per_epoch,
-        affinity
+        affinity,
+        scorer
     );
     if let Some(p) = &a.pretrained {
         c.pretrained = Some(p.display().to_string());
@@ -293,6 +299,7 @@ pub fn train_cls_cmd(a: &TrainClsArgs) -> Result<()> {
             ("--input-size", a.input_size.is_some()),
             ("--seed", a.seed.is_some()),
             ("--affinity", a.affinity.is_some()),
+            ("--scorer", a.scorer.is_some()),
             ("--config", a.config.is_some()),
             ("--extra", !a.extra.is_empty()),
             ("--pretrained", a.pretrained.is_some()),

@@ -4,7 +4,7 @@ use crate::cam::infer::Probe;
 use crate::cam::CamMode;
 use crate::cls::Variant;
 use crate::crf::CrfPreset;
-use crate::nn::Affinity;
+use crate::nn::{Affinity, Scorer};
 use crate::seg::SegBackbone;
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
@@ -38,6 +38,21 @@ value_enum!(
             Affinity::Cosine,
             "cosine",
             "the same on unit-length features (not in the paper; docs/quality.md)"
+        ),
+    ]
+);
+value_enum!(
+    Scorer,
+    [
+        (
+            Scorer::Separate,
+            "separate",
+            "a 1×1 layer φ of its own: the official code"
+        ),
+        (
+            Scorer::Shared,
+            "shared",
+            "the single-image classifier: the paper's text (Eq. 1 and 5 both write ϕ)"
         ),
     ]
 );

@@ -68,6 +68,11 @@ pub struct ClsConfig {
     /// How W_P starts (the paper's: random, like every new layer).
     #[serde(default)]
     pub wp_init: crate::nn::WpInit,
+    /// Which layer scores the co-attentive features: a separate φ (the official code) or the
+    /// single-image classifier (the paper's text). Written only when not the default, so the
+    /// configs and pipeline stage records of runs made before the option still match.
+    #[serde(default, skip_serializing_if = "crate::nn::Scorer::is_separate")]
+    pub scorer: crate::nn::Scorer,
     /// First (0-based) epoch with the contrastive loss.
     pub contrastive_from: usize,
     pub backbone: VggConfig,
@@ -122,6 +127,7 @@ impl ClsConfig {
             temperature: 1.0,
             learn_temperature: false,
             wp_init: crate::nn::WpInit::Random,
+            scorer: crate::nn::Scorer::Separate,
             warmup_iters: 0,
             backbone: VggConfig::full(),
             backbone_init: Init::KaimingNormal,

@@ -49,6 +49,7 @@ impl Classifier {
             rng,
         );
         head.affinity = cfg.affinity;
+        head.scorer = cfg.scorer;
         if cfg.domain_wp() {
             head.add_domain_wp(cfg.head_init, rng);
         }

@@ -21,6 +21,25 @@ pub enum Affinity {
     Cosine,
 }
 
+/// Which layer scores the co-attentive and contrastive features.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scorer {
+    /// A layer φ of its own (1×1, no bias): the official code (`extra_gate` beside the
+    /// single-image `extra_last_conv`).
+    #[default]
+    Separate,
+    /// The single-image classifier itself (with its bias): the paper's text, whose Eq. 1 and
+    /// Eq. 5 both write ϕ. The co-attention terms then train the layer the CAMs come from.
+    Shared,
+}
+
+impl Scorer {
+    pub fn is_separate(&self) -> bool {
+        *self == Scorer::Separate
+    }
+}
+
 /// How the affinity S is scaled before the two softmaxes: S/τ.
 #[derive(Clone, Debug)]
 pub enum Temperature {
@@ -50,8 +69,11 @@ pub struct CoattHead {
     /// Single-image classifier (K,C) and bias (K).
     pub last_w: Tensor,
     pub last_b: Tensor,
-    /// φ (K,C), shared by the co-attention and contrastive branches.
+    /// φ (K,C), shared by the co-attention and contrastive branches (unused when `scorer`
+    /// is [`Scorer::Shared`]).
     pub phi: Tensor,
+    /// Which layer scores F∩ and the contrastive features.
+    pub scorer: Scorer,
     /// Gate W_B (1,C).
     pub wb: Tensor,
     pub affinity: Affinity,
@@ -85,6 +107,7 @@ impl CoattHead {
             last_b: p(vec![k]),
             phi: p(vec![k, c]),
             wb: p(vec![1, c]),
+            scorer: Scorer::Separate,
             affinity: Affinity::Dot,
             temperature: Temperature::Fixed(1.0),
             wp_domains: Vec::new(),
@@ -170,6 +193,24 @@ impl CoattHead {
         f.reshape(&[d[0], d[1], d[2] * d[3]])
     }
 
+    /// The weights and bias that score F∩ and the contrastive features.
+    fn co_scorer(&self) -> (&Tensor, Option<&Tensor>) {
+        match self.scorer {
+            Scorer::Separate => (&self.phi, None),
+            Scorer::Shared => (&self.last_w, Some(&self.last_b)),
+        }
+    }
+
+    /// GAP scores (B,K) of flat features (B,C,N) under the co-attention scorer.
+    fn co_score(&self, f: &Tensor) -> Result<Tensor> {
+        let (w, b) = self.co_scorer();
+        let s = Self::score(f, w)?;
+        match b {
+            Some(b) => s.add(b),
+            None => Ok(s),
+        }
+    }
+
     /// Single-image logits (B,K) of features (B,C,H,W).
     pub fn single(&self, f: &Tensor) -> Result<Tensor> {
         Self::score(&Self::flat(f)?, &self.last_w)?.add(&self.last_b)
@@ -199,9 +240,10 @@ impl CoattHead {
             let d = f.dims();
             att.reshape(&[d[0], d[1], d[2], d[3]])
         };
+        let (w, b) = self.co_scorer();
         Ok([
-            Self::class_maps(&grid(&fm_att, f1)?, &self.phi, None)?,
-            Self::class_maps(&grid(&fn_att, f2)?, &self.phi, None)?,
+            Self::class_maps(&grid(&fm_att, f1)?, w, b)?,
+            Self::class_maps(&grid(&fn_att, f2)?, w, b)?,
         ])
     }
 
@@ -278,17 +320,14 @@ impl CoattHead {
     ) -> Result<([Tensor; 2], Option<[Tensor; 2]>)> {
         let (fm, fnn) = (Self::flat(f1)?, Self::flat(f2)?);
         let (fm_att, fn_att) = self.attend(&fm, &fnn, self.wp_at(wp)?)?;
-        let co = [
-            Self::score(&fm_att, &self.phi)?,
-            Self::score(&fn_att, &self.phi)?,
-        ];
+        let co = [self.co_score(&fm_att)?, self.co_score(&fn_att)?];
         if !contrastive {
             return Ok((co, None));
         }
         let (g1, g2) = (self.gate(&fm_att)?, self.gate(&fn_att)?);
         let cx = [
-            Self::score(&fm.mul(&g1.neg().add_scalar(1.0))?, &self.phi)?,
-            Self::score(&fnn.mul(&g2.neg().add_scalar(1.0))?, &self.phi)?,
+            self.co_score(&fm.mul(&g1.neg().add_scalar(1.0))?)?,
+            self.co_score(&fnn.mul(&g2.neg().add_scalar(1.0))?)?,
         ];
         Ok((co, Some(cx)))
     }

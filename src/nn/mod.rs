@@ -8,7 +8,7 @@ pub mod vgg;
 
 pub use attention_stats::AttentionStats;
 pub use backbone::Backbone;
-pub use coatt_head::{Affinity, CoattHead, PairLogits, Temperature, WpInit};
+pub use coatt_head::{Affinity, CoattHead, PairLogits, Scorer, Temperature, WpInit};
 pub use norm::BatchNorm;
 pub use resnet::{ResNet, ResNetConfig};
 pub use vgg::{Vgg, VggConfig, VggLayout};
