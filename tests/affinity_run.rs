@@ -155,7 +155,7 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
             want
         );
     }
-    // the default (`auto`): the raw maps come from refine.json, t is their Otsu threshold,
+    // `--confident-background auto`: the raw maps come from refine.json, t is their Otsu threshold,
     // and exactly the background pixels where a scaled raw map reaches t become 255 (on this
     // fixture the CRF leaves no such pixel; tests/cam.rs has a hand-made map that has them)
     let rule =
@@ -164,7 +164,7 @@ fn affinity_training_resumes_bit_exactly_and_refined_maps_round_trip() {
         confident: Some(c), ..
     } = &rule
     else {
-        panic!("refined maps take the confident-background rule by default: {rule:?}");
+        panic!("refined maps with recorded raw maps take the confident-background rule: {rule:?}");
     };
     assert_eq!(c.raw, f.cams);
     assert_eq!(

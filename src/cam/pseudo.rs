@@ -207,6 +207,19 @@ impl LabelFilters {
     }
 }
 
+/// The whole labelling in one line, for the `pseudo` command's output and the pipeline's
+/// report: the rule (`otsu`: its threshold came from Otsu's rule), then the filters.
+pub fn describe_labelling(rule: &PseudoRule, otsu: bool, filters: &LabelFilters) -> String {
+    let mut s = rule.describe();
+    if otsu {
+        s += " (Otsu's rule on the maps alone)";
+    }
+    if filters.border_connectivity.is_some() {
+        s += &format!("; {}", filters.describe());
+    }
+    s
+}
+
 /// Sets to 255 every 4-connected region of one class whose pixels on the image's outermost
 /// ring, divided by the square root of its area, exceed `tau` (see the module comment).
 /// Background and ignored pixels are never changed. Returns the pixels set to 255.

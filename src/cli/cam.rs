@@ -173,22 +173,14 @@ pub fn pseudo_cmd(a: &PseudoArgs) -> Result<()> {
     };
     let otsu = matches!(rule, PseudoRule::Threshold { .. }) && a.bg_threshold == "auto";
     println!(
-        "labels: {}{}",
-        rule.describe(),
-        if otsu {
-            " (Otsu's rule on the maps alone)"
-        } else {
-            ""
-        }
+        "labels: {}",
+        cam::pseudo::describe_labelling(&rule, otsu, &filters)
     );
     if let PseudoRule::Argmax {
         confident: Some(c), ..
     } = &rule
     {
         println!("raw maps: {}", c.raw.display());
-    }
-    if border_connectivity.is_some() {
-        println!("{}", filters.describe());
     }
     let stats = cam::run_pseudo(&a.cams, &a.out, &rule, &filters, num_labels)?;
     println!(

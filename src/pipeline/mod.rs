@@ -579,13 +579,9 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                     &pseudo.join("stats.md"),
                     stats.markdown(&names).as_bytes(),
                 )?;
-                let mut rule_text = rule.describe();
-                if matches!(rule, PseudoRule::Threshold { .. }) {
-                    rule_text += " (Otsu)";
-                }
-                if filters.border_connectivity.is_some() {
-                    rule_text += &format!("; {}", filters.describe());
-                }
+                // the pipeline always asks for Otsu's threshold ("auto")
+                let otsu = matches!(rule, PseudoRule::Threshold { .. });
+                let rule_text = cam::pseudo::describe_labelling(&rule, otsu, &filters);
                 to_value(&PseudoResult {
                     images: stats.images,
                     rule: rule_text,
