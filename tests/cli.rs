@@ -487,3 +487,56 @@ fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
     let e = String::from_utf8_lossy(&r.stderr);
     assert!(e.contains("other options") && e.contains("seed"), "{e}");
 }
+
+#[test]
+fn pipeline_classifier_settings_come_from_a_config_file_under_the_flags() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: coatt::cli::PipelineArgs,
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("cls.toml");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["x", "--preset", "tiny"];
+        args.extend_from_slice(extra);
+        coatt::cli::build_pipeline_preset(&W::parse_from(args).a)
+    };
+    let tiny = build(&[]).unwrap().cls;
+    assert_eq!(tiny.affinity, coatt::nn::Affinity::Cosine);
+    // the paper's affinity and shared ϕ, one file away; untouched fields keep the preset's
+    std::fs::write(
+        &p,
+        "affinity = \"dot\"\nscorer = \"shared\"\ntemperature = 0.1\nseed = 4\n",
+    )
+    .unwrap();
+    let c = build(&["--cls-config", p.to_str().unwrap()]).unwrap().cls;
+    assert_eq!(
+        (c.affinity, c.scorer, c.temperature, c.seed),
+        (coatt::nn::Affinity::Dot, coatt::nn::Scorer::Shared, 0.1, 4)
+    );
+    assert_eq!(
+        (c.epochs, c.lr, c.variant),
+        (tiny.epochs, tiny.lr, tiny.variant)
+    );
+    // --seed overrides the file's
+    let c = build(&["--cls-config", p.to_str().unwrap(), "--seed", "9"])
+        .unwrap()
+        .cls;
+    assert_eq!((c.seed, c.affinity), (9, coatt::nn::Affinity::Dot));
+    // a misspelt key or an invalid value is an error naming the file
+    for (text, what) in [
+        ("affinty = \"dot\"\n", "affinty"),
+        ("temperature = -1.0\n", "temperature"),
+    ] {
+        std::fs::write(&p, text).unwrap();
+        let e = build(&["--cls-config", p.to_str().unwrap()]).unwrap_err();
+        assert!(
+            e.to_string().contains("cls.toml") && e.to_string().contains(what),
+            "{e}"
+        );
+    }
+    let e = build(&["--cls-config", "/nonexistent/cls.toml"]).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/cls.toml"), "{e}");
+}

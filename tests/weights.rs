@@ -129,6 +129,41 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
         &mut coatt::testing::rng(4),
     );
     assert_eq!(bn.load_pretrained(&path).unwrap(), 26);
+    // a checkpoint of a BN backbone (a pre-training run of ours) gives its BN too: γ, β and the
+    // running statistics the convs were trained with
+    let trained = Vgg::new(
+        VggConfig::narrow(16),
+        Init::KaimingNormal,
+        Init::TorchDefault,
+        DType::F32,
+        Device::Cpu,
+        &mut coatt::testing::rng(5),
+    );
+    let all: Vec<(String, coatt::Tensor)> = trained
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t, _)| (n, t))
+        .collect();
+    for (k, (n, t)) in all.iter().enumerate() {
+        if n.contains(".bn.") {
+            let v: Vec<f32> = (0..t.numel())
+                .map(|i| 0.5 + (i + k) as f32 * 0.01)
+                .collect();
+            t.assign(&coatt::Tensor::from_vec(v, t.dims().to_vec(), Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let full = dir.path().join("pre.safetensors");
+    save_checkpoint(&full, &all, &HashMap::new()).unwrap();
+    let n_bn = all.iter().filter(|(n, _)| n.contains(".bn.")).count();
+    assert_eq!(n_bn, 4 * 13);
+    assert_eq!(bn.load_pretrained(&full).unwrap(), 26 + n_bn);
+    let dst_all = bn.named_tensors();
+    for ((n, a), (_, b, _)) in all.iter().zip(&dst_all) {
+        if n.starts_with("features.") {
+            assert_eq!(a.to_vec_f64(), b.to_vec_f64(), "{n}");
+        }
+    }
     // a file for a narrow model does not fit a wider one: clear error
     let wide = Vgg::new(
         VggConfig::narrow(8),

@@ -222,7 +222,8 @@ pub struct TrainClsArgs {
     /// Cap on iterations per epoch (quick runs).
     #[arg(long)]
     pub max_iters_per_epoch: Option<usize>,
-    /// ImageNet VGG16 weights (torchvision .pth or safetensors).
+    /// Backbone weights to start from: ImageNet VGG16 (torchvision .pth or safetensors), or a
+    /// checkpoint of another run of the same backbone (its batch norm is loaded too).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
     /// Co-attention affinity: dot (the paper's) or cosine (unit-length features).
@@ -392,7 +393,10 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
 mod cam;
 pub use cam::{cams_cmd, eval_cam_cmd, pseudo_cmd, CamsArgs, EvalCamArgs, PseudoArgs};
 mod seg;
-pub use seg::{infer_cmd, pipeline_cmd, train_seg_cmd, InferArgs, PipelineArgs, TrainSegArgs};
+pub use seg::{
+    build_pipeline_preset, infer_cmd, pipeline_cmd, train_seg_cmd, InferArgs, PipelineArgs,
+    TrainSegArgs,
+};
 mod affinity;
 pub mod bench;
 mod report;

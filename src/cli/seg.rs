@@ -225,6 +225,12 @@ pub struct PipelineArgs {
     /// along much of their size become 255 (on by default; docs/quality.md measures it).
     #[arg(long, action = clap::ArgAction::Set)]
     pub border_prior: Option<bool>,
+    /// A TOML file with any subset of the classifier's config fields (as in a `train-cls` run's
+    /// config.toml), laid over the preset's classifier: both the method's and the baseline's
+    /// (which stays variant basic). E.g. `affinity = "dot"` for the paper's affinity, `scorer =
+    /// "shared"` for the paper's shared ϕ. --seed overrides its seed.
+    #[arg(long)]
+    pub cls_config: Option<PathBuf>,
     /// Seed of the data, the classifiers and AffinityNet.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -249,7 +255,9 @@ pub enum LabelsFromArg {
     Baseline,
 }
 
-pub fn pipeline_cmd(a: &PipelineArgs) -> Result<()> {
+/// The pipeline's settings from its command line: the preset, then --cls-config, then the
+/// flags.
+pub fn build_pipeline_preset(a: &PipelineArgs) -> Result<PipelinePreset> {
     let mut preset = PipelinePreset::named(&a.preset)?;
     match a.kind {
         Some(crate::cli::SynthKind::Target) => preset.kind = crate::data::synth::SetKind::Target,
@@ -295,9 +303,21 @@ pub fn pipeline_cmd(a: &PipelineArgs) -> Result<()> {
     if let Some(b) = a.border_prior {
         preset.border_prior = b;
     }
+    if let Some(path) = &a.cls_config {
+        preset.cls = crate::io::overlay_toml(&preset.cls, path)?;
+        preset
+            .cls
+            .validate()
+            .map_err(|e| crate::Error::file(path, e.to_string()))?;
+    }
     if let Some(s) = a.seed {
         preset.cls.seed = s;
     }
+    Ok(preset)
+}
+
+pub fn pipeline_cmd(a: &PipelineArgs) -> Result<()> {
+    let preset = build_pipeline_preset(a)?;
     let r = run_pipeline(&PipelineOptions {
         data: a.data.clone(),
         out: a.out.clone(),

@@ -26,6 +26,16 @@ pub fn read_named_tensors(path: &Path, want: &[String]) -> Result<Vec<(String, T
         .collect()
 }
 
+/// Whether a weight file holds a tensor of that name. torchvision `.pth` files are only read
+/// whole, so there the answer is no without reading them: their VGG16 carries no batch norm.
+pub fn holds_tensor(path: &Path, name: &str) -> Result<bool> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "pth" || ext == "pt" {
+        return Ok(false);
+    }
+    Ok(Checkpoint::open(path)?.contains(name))
+}
+
 /// Copies named tensors of a weight file into `params` (each must be present with the
 /// model's shape); returns how many were loaded.
 pub fn load_named_into(path: &Path, params: &[(String, Tensor)]) -> Result<usize> {

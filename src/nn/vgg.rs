@@ -238,13 +238,27 @@ impl super::Backbone for Vgg {
     }
     /// The 13 convs' weights and biases (`features.<i>.weight|bias`); each must be present with
     /// the model's shape (so a full-width model only, unless the file matches a narrow one).
-    /// BN parameters of a scratch backbone, if any, are left as they are: torchvision's plain
-    /// VGG16 has none.
+    /// Batch norm (γ, β and the running statistics) is loaded too when the file carries it (a
+    /// checkpoint of one of our runs, e.g. a pre-training on other data): the convs were trained
+    /// to feed those normalisations. torchvision's plain VGG16 has none, and a backbone without
+    /// BN reads none; then BN, if any, starts afresh.
     fn load_pretrained(&self, path: &std::path::Path) -> Result<usize> {
-        let params: Vec<(String, Tensor)> = Vgg::named_params(self)
+        let is_bn = |n: &str| n.contains(".bn.");
+        let mut tensors: Vec<(String, Tensor)> = Vgg::named_params(self)
             .into_iter()
-            .filter(|(n, _)| n.starts_with("features.") && !n.contains(".bn."))
+            .filter(|(n, _)| n.starts_with("features.") && !is_bn(n))
             .collect();
-        crate::io::weights::load_named_into(path, &params)
+        let bn: Vec<(String, Tensor)> = Vgg::named_params(self)
+            .into_iter()
+            .filter(|(n, _)| is_bn(n))
+            .chain(self.named_buffers())
+            .collect();
+        // all of them or none: a file with only some would leave a mixed normalisation
+        if let Some((first, _)) = bn.first() {
+            if crate::io::weights::holds_tensor(path, first)? {
+                tensors.extend(bn);
+            }
+        }
+        crate::io::weights::load_named_into(path, &tensors)
     }
 }
