@@ -190,7 +190,10 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
 
     let model = Classifier::new(&cfg, k, opts.device, &mut crate::seed::rng(cfg.seed));
     if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
-        crate::nn::Backbone::load_pretrained(&model.backbone, Path::new(p))?;
+        let n = crate::nn::Backbone::load_pretrained(&model.backbone, Path::new(p))?;
+        if !opts.quiet {
+            eprintln!("backbone: {n} tensors from {p}");
+        }
     }
     let mut opt = Sgd::new(model.param_groups(&cfg), cfg.momentum, cfg.nesterov)?;
     let mut pos = Position {

@@ -59,7 +59,7 @@ pub enum Refinement {
 pub enum LabelsFrom {
     /// The co-attention classifier's co-attentive maps (the paper's favoured inference).
     Coattention,
-    /// The co-attention classifier's single-round maps (the paper's Table 2, first row).
+    /// The co-attention classifier's single-round maps (the paper's Table 2, second row: its "variant").
     Single,
     /// The basic classifier's CAMs (the baseline).
     Baseline,
