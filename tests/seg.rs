@@ -307,7 +307,13 @@ fn pipeline_rerun_with_other_options_stops_and_force_redoes_from_there() {
     let mut other = micro_pipeline(&out);
     other.preset.seg.iterations += 1;
     let e = run_pipeline(&other).unwrap_err().to_string();
-    assert!(e.contains("train-seg") && e.contains("iterations"), "{e}");
+    // named by its key path, alone: not the whole config it sits in
+    let it = opts.preset.seg.iterations;
+    assert!(
+        e.contains("train-seg") && e.contains(&format!("config.iterations: {it} → {}", it + 1)),
+        "{e}"
+    );
+    assert!(!e.contains("crop"), "{e}");
     assert!(e.contains("--force"), "{e}");
     // --force: that stage and every stage after it run again; the earlier ones are kept
     other.force = true;

@@ -6,26 +6,42 @@ use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
 
-/// The keys whose values differ between two records (top-level keys of JSON objects).
+/// The values that differ between two records, by key path (`config.affinity: "dot" →
+/// "cosine"`): nested objects are compared key by key, so a changed option is named alone
+/// rather than with the whole table it sits in.
 pub fn differences(old: &Value, new: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff_into("", old, new, &mut out);
+    out
+}
+
+fn diff_into(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    if old == new {
+        return;
+    }
     match (old.as_object(), new.as_object()) {
         (Some(a), Some(b)) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
-            keys.into_iter()
-                .filter(|k| a.get(*k) != b.get(*k))
-                .map(|k| {
-                    format!(
-                        "{k}: {} → {}",
-                        a.get(k).map_or("(none)".into(), Value::to_string),
-                        b.get(k).map_or("(none)".into(), Value::to_string)
-                    )
-                })
-                .collect()
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_into(&p, x, y, out),
+                    (x, y) => out.push(format!(
+                        "{p}: {} → {}",
+                        x.map_or("(none)".into(), Value::to_string),
+                        y.map_or("(none)".into(), Value::to_string)
+                    )),
+                }
+            }
         }
-        _ if old == new => Vec::new(),
-        _ => vec![format!("{old} → {new}")],
+        _ if path.is_empty() => out.push(format!("{old} → {new}")),
+        _ => out.push(format!("{path}: {old} → {new}")),
     }
 }
 
