@@ -5,7 +5,6 @@ use coatt::io::LabelMap;
 use coatt::pipeline::{run_pipeline, PipelineOptions, PipelinePreset};
 use coatt::report::strip::{colorize, strip, Tile, CAPTION, TILE};
 use coatt::report::{show, write_html_report, ReportOptions};
-use coatt::Device;
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,12 +60,8 @@ fn a_strip_lays_tiles_side_by_side_under_their_captions() {
 
 fn micro_pipeline(out: &Path) {
     run_pipeline(&PipelineOptions {
-        data: None,
-        out: out.to_path_buf(),
-        preset: PipelinePreset::named("micro").unwrap(),
-        device: Device::Cpu,
         quiet: true,
-        force: false,
+        ..PipelineOptions::new(out, PipelinePreset::named("micro").unwrap())
     })
     .unwrap();
 }

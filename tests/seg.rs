@@ -207,12 +207,8 @@ fn interrupted_segmentation_training_resumes_to_the_same_weights() {
 
 fn micro_pipeline(out: &std::path::Path) -> PipelineOptions {
     PipelineOptions {
-        data: None,
-        out: out.to_path_buf(),
-        preset: PipelinePreset::named("micro").unwrap(),
-        device: Device::Cpu,
         quiet: true,
-        force: false,
+        ..PipelineOptions::new(out, PipelinePreset::named("micro").unwrap())
     }
 }
 

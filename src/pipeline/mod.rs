@@ -202,6 +202,20 @@ pub struct PipelineOptions {
     pub force: bool,
 }
 
+impl PipelineOptions {
+    /// A run of `preset` into `out` on synthesised data, on the CPU, with progress shown.
+    pub fn new(out: &Path, preset: PipelinePreset) -> PipelineOptions {
+        PipelineOptions {
+            data: None,
+            out: out.to_path_buf(),
+            preset,
+            device: Device::Cpu,
+            quiet: false,
+            force: false,
+        }
+    }
+}
+
 /// A classifier stage's result.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClsResult {
