@@ -2,7 +2,7 @@
 //! check-data on broken folders, the pair sampler and the loader threads.
 use coatt::data::check::check;
 use coatt::data::loader::{LoaderConfig, PairLoader};
-use coatt::data::sampler::epoch_pairs;
+use coatt::data::sampler::{epoch_pairs, epoch_pairs_with_negatives};
 use coatt::data::synth::{generate, SetKind, SynthConfig};
 use coatt::data::voc::{labels_from_mask, VocDataset};
 use coatt::io::{read_label_png, write_label_png, LabelMap};
@@ -371,6 +371,72 @@ fn pairs_share_a_class_and_are_seeded() {
         epoch_pairs(&ds, &by, 11, 1),
         "another epoch, another order"
     );
+}
+
+#[test]
+fn negative_pairs_share_no_class_and_off_means_the_official_pairs() {
+    let d = tempfile::tempdir().unwrap();
+    generate(&SynthConfig {
+        out: d.path().to_path_buf(),
+        train: 120,
+        val: 2,
+        size: 32,
+        classes: 6,
+        seed: 3,
+        kind: SetKind::Scenes,
+    })
+    .unwrap();
+    let ds = VocDataset::open(d.path(), "train").unwrap();
+    let by = ds.by_class();
+    // off: the official sampler's pairs, draw for draw
+    assert_eq!(
+        epoch_pairs_with_negatives(&ds, &by, 5, 2, 0.0),
+        epoch_pairs(&ds, &by, 5, 2)
+    );
+    let p = epoch_pairs_with_negatives(&ds, &by, 5, 2, 0.5);
+    let labels = |i: usize| &ds.items[i].labels;
+    let mut firsts: Vec<usize> = p.iter().map(|x| x.first).collect();
+    firsts.sort();
+    let labelled: Vec<usize> = (0..120).filter(|&i| !labels(i).is_empty()).collect();
+    assert!(labelled.len() > 100);
+    assert_eq!(firsts, labelled, "each labelled image is image 1 once");
+    for pair in &p {
+        assert!(labels(pair.first).contains(&pair.class));
+        if pair.negative {
+            assert!(
+                !labels(pair.second)
+                    .iter()
+                    .any(|c| labels(pair.first).contains(c)),
+                "{pair:?} shares a class"
+            );
+        } else {
+            assert!(labels(pair.second).contains(&pair.class), "{pair:?}");
+        }
+    }
+    // about half of them (a few fall back to a positive pair when no partner is found)
+    let neg = p.iter().filter(|x| x.negative).count();
+    assert!(
+        (35..=85).contains(&neg),
+        "{neg} negative pairs of {}",
+        p.len()
+    );
+    assert_eq!(p, epoch_pairs_with_negatives(&ds, &by, 5, 2, 0.5));
+    // a config outside [0, 1) is refused by name; 0 is not written, so older records match
+    let micro = coatt::cls::ClsConfig::preset("micro").unwrap();
+    for bad in [1.0, -0.1, f64::NAN] {
+        let e = coatt::cls::ClsConfig {
+            negative_pairs: bad,
+            ..micro.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("negative_pairs"), "{e}");
+    }
+    let f = d.path().join("c.toml");
+    micro.save(&f).unwrap();
+    assert!(!std::fs::read_to_string(&f)
+        .unwrap()
+        .contains("negative_pairs"));
 }
 
 #[test]

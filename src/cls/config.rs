@@ -73,6 +73,11 @@ pub struct ClsConfig {
     /// configs and pipeline stage records of runs made before the option still match.
     #[serde(default, skip_serializing_if = "crate::nn::Scorer::is_separate")]
     pub scorer: crate::nn::Scorer,
+    /// Share of the training pairs drawn against an image that shares no class with the first
+    /// (`data::sampler`; not in the paper, whose pairs always share a class: 0). Written only
+    /// when not 0, like `scorer`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub negative_pairs: f64,
     /// First (0-based) epoch with the contrastive loss.
     pub contrastive_from: usize,
     pub backbone: VggConfig,
@@ -96,6 +101,10 @@ pub struct ClsConfig {
 
 fn one() -> f64 {
     1.0
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl ClsConfig {
@@ -128,6 +137,7 @@ impl ClsConfig {
             learn_temperature: false,
             wp_init: crate::nn::WpInit::Random,
             scorer: crate::nn::Scorer::Separate,
+            negative_pairs: 0.0,
             warmup_iters: 0,
             backbone: VggConfig::full(),
             backbone_init: Init::KaimingNormal,
@@ -241,6 +251,12 @@ impl ClsConfig {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("{n} must be finite and > 0, got {v}"));
             }
+        }
+        if !(0.0..1.0).contains(&self.negative_pairs) {
+            return bad(format!(
+                "negative_pairs must be in [0, 1), got {}",
+                self.negative_pairs
+            ));
         }
         if self.small_scale > 8.0 || self.large_scale > 8.0 {
             return bad("small_scale and large_scale must be at most 8".into());

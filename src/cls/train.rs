@@ -5,7 +5,7 @@ use super::model::Classifier;
 use crate::autograd::{backward, no_grad};
 use crate::data::augment::prepare;
 use crate::data::loader::{multi_hot, LoaderConfig, PairLoader};
-use crate::data::sampler::epoch_pairs;
+use crate::data::sampler::epoch_pairs_with_negatives;
 use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::io::metrics::read_jsonl;
@@ -238,7 +238,13 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     let mut train_secs = 0f64;
     while pos.epoch < cfg.epochs {
         let epoch = pos.epoch;
-        let pairs = Arc::new(epoch_pairs(&train, &by_class, cfg.seed, epoch));
+        let pairs = Arc::new(epoch_pairs_with_negatives(
+            &train,
+            &by_class,
+            cfg.seed,
+            epoch,
+            cfg.negative_pairs,
+        ));
         let lcfg = LoaderConfig {
             size: cfg.input_size,
             batch: cfg.batch,
