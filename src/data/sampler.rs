@@ -22,8 +22,9 @@ pub struct Pair {
     pub negative: bool,
 }
 
-/// Uniform draws among the labelled images until one shares no class with image `i`: a
-/// bounded search, so a set where every image shares a class with `i` yields None.
+/// Uniform draws among the labelled images until one shares no class with image 1: a bounded
+/// search, so in a set where (almost) every image shares a class with it the pair falls back
+/// to a positive one instead of looping.
 const NEGATIVE_TRIES: usize = 64;
 
 /// All pairs of one epoch, in order (the official sampler); images without labels cannot be
