@@ -320,6 +320,21 @@ fn pipeline_rerun_with_other_options_stops_and_force_redoes_from_there() {
     // and the new record holds: a plain rerun skips everything
     other.force = false;
     assert!(run_pipeline(&other).unwrap().ran.is_empty());
+    // a classifier option that is not written at its default (as `pipeline --cls-config` sets
+    // it): named by its key path, and once redone, in the classifier's config and the report
+    other.preset.cls.negative_pairs = 0.5;
+    let e = run_pipeline(&other).unwrap_err().to_string();
+    assert!(
+        e.contains("train-cls") && e.contains("config.negative_pairs: (none) → 0.5"),
+        "{e}"
+    );
+    other.force = true;
+    let r = run_pipeline(&other).unwrap();
+    assert_eq!(r.ran[0], "train-cls", "{:?}", r.ran);
+    let cfg = std::fs::read_to_string(out.join("cls/config.toml")).unwrap();
+    assert!(cfg.contains("negative_pairs = 0.5"), "{cfg}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("50% of the pairs negative"), "{report}");
 }
 
 #[test]

@@ -151,7 +151,7 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         crate::seg::SegBackbone::Vgg16 => format!("VGG16 (widths {:?})", seg.vgg_widths),
     };
     s += &format!(
-        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}), co-attention scorer {:?}{}. Maps: co-attention, {} related images per class, input scales {:?}. Refinement: {}; pseudo labels from the {}. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
+        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}), co-attention scorer {:?}{}{}. Maps: co-attention, {} related images per class, input scales {:?}. Refinement: {}; pseudo labels from the {}. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
         data.display(),
         o.device,
         p.cls.preset,
@@ -162,6 +162,11 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         if p.cls.learn_temperature { ", learned" } else { "" },
         p.cls.wp_init,
         p.cls.scorer,
+        if p.cls.negative_pairs > 0.0 {
+            format!(", {:.0}% of the pairs negative (sharing no class)", 100.0 * p.cls.negative_pairs)
+        } else {
+            String::new()
+        },
         if p.baseline { "; baseline: the same classifier, variant basic, single-image CAMs" } else { "" },
         p.related,
         p.cam_scales,
