@@ -76,6 +76,18 @@ fn corrupt_torch_files_are_errors_naming_the_file() {
     assert!(e.contains("junk.pth") && e.contains("magic"), "{e}");
 }
 
+/// A VGG of `cfg` with the classifier's inits, drawn from seed `seed`.
+fn vgg(cfg: VggConfig, seed: u64) -> Vgg {
+    Vgg::new(
+        cfg,
+        Init::KaimingNormal,
+        Init::TorchDefault,
+        DType::F32,
+        Device::Cpu,
+        &mut coatt::testing::rng(seed),
+    )
+}
+
 #[test]
 fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
     // torchvision's layout: no BN
@@ -83,22 +95,8 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
         batch_norm: false,
         ..VggConfig::narrow(16)
     };
-    let src = Vgg::new(
-        cfg.clone(),
-        Init::KaimingNormal,
-        Init::TorchDefault,
-        DType::F32,
-        Device::Cpu,
-        &mut coatt::testing::rng(1),
-    );
-    let dst = Vgg::new(
-        cfg.clone(),
-        Init::KaimingNormal,
-        Init::TorchDefault,
-        DType::F32,
-        Device::Cpu,
-        &mut coatt::testing::rng(2),
-    );
+    let src = vgg(cfg.clone(), 1);
+    let dst = vgg(cfg.clone(), 2);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vgg.safetensors");
     let tensors: Vec<_> = src
@@ -120,25 +118,11 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
         assert_eq!(a.to_vec_f64(), b.to_vec_f64(), "{n}");
     }
     // a BN backbone takes the conv weights and keeps its own BN parameters
-    let bn = Vgg::new(
-        VggConfig::narrow(16),
-        Init::KaimingNormal,
-        Init::TorchDefault,
-        DType::F32,
-        Device::Cpu,
-        &mut coatt::testing::rng(4),
-    );
+    let bn = vgg(VggConfig::narrow(16), 4);
     assert_eq!(bn.load_pretrained(&path).unwrap(), 26);
     // a checkpoint of a BN backbone (a pre-training run of ours) gives its BN too: γ, β and the
     // running statistics the convs were trained with
-    let trained = Vgg::new(
-        VggConfig::narrow(16),
-        Init::KaimingNormal,
-        Init::TorchDefault,
-        DType::F32,
-        Device::Cpu,
-        &mut coatt::testing::rng(5),
-    );
+    let trained = vgg(VggConfig::narrow(16), 5);
     let all: Vec<(String, coatt::Tensor)> = trained
         .named_tensors()
         .into_iter()
@@ -165,14 +149,7 @@ fn backbone_loads_by_torchvision_names_and_rejects_wrong_shapes() {
         }
     }
     // a file for a narrow model does not fit a wider one: clear error
-    let wide = Vgg::new(
-        VggConfig::narrow(8),
-        Init::KaimingNormal,
-        Init::TorchDefault,
-        DType::F32,
-        Device::Cpu,
-        &mut coatt::testing::rng(3),
-    );
+    let wide = vgg(VggConfig::narrow(8), 3);
     let e = wide.load_pretrained(&path).unwrap_err().to_string();
     assert!(e.contains("vgg.safetensors") && e.contains("shape"), "{e}");
     assert!(Checkpoint::open(&path).is_ok());

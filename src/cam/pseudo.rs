@@ -214,8 +214,9 @@ pub fn describe_labelling(rule: &PseudoRule, otsu: bool, filters: &LabelFilters)
     if otsu {
         s += " (Otsu's rule on the maps alone)";
     }
-    if filters.border_connectivity.is_some() {
-        s += &format!("; {}", filters.describe());
+    let f = filters.describe();
+    if !f.is_empty() {
+        s += &format!("; {f}");
     }
     s
 }

@@ -243,16 +243,11 @@ impl super::Backbone for Vgg {
     /// to feed those normalisations. torchvision's plain VGG16 has none, and a backbone without
     /// BN reads none; then BN, if any, starts afresh.
     fn load_pretrained(&self, path: &std::path::Path) -> Result<usize> {
-        let is_bn = |n: &str| n.contains(".bn.");
-        let mut tensors: Vec<(String, Tensor)> = Vgg::named_params(self)
+        let (mut bn, mut tensors): (Vec<_>, Vec<_>) = Vgg::named_params(self)
             .into_iter()
-            .filter(|(n, _)| n.starts_with("features.") && !is_bn(n))
-            .collect();
-        let bn: Vec<(String, Tensor)> = Vgg::named_params(self)
-            .into_iter()
-            .filter(|(n, _)| is_bn(n))
-            .chain(self.named_buffers())
-            .collect();
+            .filter(|(n, _)| n.starts_with("features."))
+            .partition(|(n, _)| n.contains(".bn."));
+        bn.extend(self.named_buffers());
         // all of them or none: a file with only some would leave a mixed normalisation
         if let Some((first, _)) = bn.first() {
             if crate::io::weights::holds_tensor(path, first)? {
