@@ -257,6 +257,29 @@ fn cam_run_end_to_end_on_a_micro_dataset() {
         assert!(other.iter().zip(&maps).any(|(a, b)| a.maps != b.maps));
     }
 
+    // attention by feature similarity is W_P = I with the centred cosine at τ 0.03: the same
+    // maps as those three set by hand, other maps than the trained attention's, and a record
+    // that names it (a folder made with the other attention is not mixed with it)
+    let mut os = o1.clone();
+    os.out = tmp.path().join("cams_similarity");
+    os.attention = coatt::cam::infer::Attention::Similarity;
+    run_cams(&os).unwrap();
+    let mut oh = o1.clone();
+    oh.out = tmp.path().join("cams_by_hand");
+    oh.affinity = Some(coatt::nn::Affinity::Centered);
+    oh.temperature = Some(coatt::cam::infer::SIMILARITY_TAU);
+    oh.probes = vec![coatt::cam::infer::Probe::IdentityWp];
+    run_cams(&oh).unwrap();
+    let similar = all_maps(&os.out, &ds);
+    for (a, b) in similar.iter().zip(all_maps(&oh.out, &ds)) {
+        assert_eq!(a.maps, b.maps);
+    }
+    assert!(similar.iter().zip(&maps).any(|(a, b)| a.maps != b.maps));
+    let mut mixed = os.clone();
+    mixed.attention = coatt::cam::infer::Attention::Trained;
+    let e = run_cams(&mixed).unwrap_err().to_string();
+    assert!(e.contains("attention"), "{e}");
+
     // the sweep agrees with labelling every image at each t and scoring it directly
     let thresholds = [0.0f32, 0.1, 0.25, 0.4];
     let sweep = sweep_thresholds(&o.out, &data, "train", &thresholds).unwrap();

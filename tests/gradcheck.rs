@@ -288,26 +288,33 @@ fn cosine_affinity_head_backward() {
         coatt::Device::Cpu,
         &mut coatt::testing::rng(50),
     );
-    head.affinity = coatt::nn::Affinity::Cosine;
-    let (f1, f2, w) = (t(&[2, 5, 2, 3], 51), t(&[2, 5, 3, 2], 52), t(&[5, 5], 53));
-    check(&[f1, f2, w], |v| {
-        let mut h = head.clone();
-        h.wp = v[2].clone();
-        let (co, cx) = h.pair(&v[0], &v[1], true)?;
-        let cx = cx.unwrap();
-        co[0]
-            .sum_all()?
-            .add(&co[1].sqr().sum_all()?)?
-            .add(&cx[0].sum_all()?)?
-            .add(&cx[1].mul_scalar(0.5).sum_all()?)
-    });
+    // and the centred cosine (each image's channel means subtracted before the norm)
+    for affinity in [coatt::nn::Affinity::Cosine, coatt::nn::Affinity::Centered] {
+        head.affinity = affinity;
+        let (f1, f2, w) = (t(&[2, 5, 2, 3], 51), t(&[2, 5, 3, 2], 52), t(&[5, 5], 53));
+        check(&[f1, f2, w], |v| {
+            let mut h = head.clone();
+            h.wp = v[2].clone();
+            let (co, cx) = h.pair(&v[0], &v[1], true)?;
+            let cx = cx.unwrap();
+            co[0]
+                .sum_all()?
+                .add(&co[1].sqr().sum_all()?)?
+                .add(&cx[0].sum_all()?)?
+                .add(&cx[1].mul_scalar(0.5).sum_all()?)
+        });
+    }
 }
 
 #[test]
 fn learned_temperature_head_backward() {
     // S/τ with τ learned (the parameter is log 1/τ), through the whole pair head, for both
     // affinities: with respect to the feature maps, W_P and log(1/τ)
-    for affinity in [coatt::nn::Affinity::Cosine, coatt::nn::Affinity::Dot] {
+    for affinity in [
+        coatt::nn::Affinity::Cosine,
+        coatt::nn::Affinity::Centered,
+        coatt::nn::Affinity::Dot,
+    ] {
         let mut head = coatt::nn::CoattHead::new(
             5,
             3,

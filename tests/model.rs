@@ -213,6 +213,39 @@ fn cosine_affinity_maps_equal_the_dot_maps_on_unit_length_features() {
 }
 
 #[test]
+fn centred_affinity_ignores_what_every_position_of_an_image_shares() {
+    // The centred cosine subtracts each image's channel means: an offset common to all the
+    // positions of one image (the positive orthant's shared component of ReLU features) leaves
+    // its attention unchanged, where it moves the plain cosine's. It also equals the plain
+    // cosine on features centred by hand.
+    let cfg = ClsConfig::preset("micro").unwrap();
+    let mut rng = coatt::testing::rng(9);
+    let model = Classifier::new(&cfg, 3, Device::Cpu, &mut rng);
+    let (mut centred, mut cosine) = (model.head.clone(), model.head.clone());
+    centred.affinity = coatt::nn::Affinity::Centered;
+    cosine.affinity = coatt::nn::Affinity::Cosine;
+    let c = cfg.feature_channels();
+    let f1 = Tensor::randn([2, c, 3, 4], 1.0, DType::F32, Device::Cpu, &mut rng).relu();
+    let f2 = Tensor::randn([2, c, 2, 5], 1.0, DType::F32, Device::Cpu, &mut rng).relu();
+    let offset = Tensor::randn([2, c, 1, 1], 3.0, DType::F32, Device::Cpu, &mut rng).sqr();
+    let f2o = f2.add(&offset).unwrap();
+    let centre = |f: &Tensor| f.sub(&f.mean_axes(&[2, 3], true).unwrap()).unwrap();
+    let rows = |h: &coatt::nn::CoattHead, a: &Tensor, b: &Tensor| {
+        no_grad(|| h.attention_rows(a, b)).unwrap().to_vec_f32()
+    };
+    let max_diff = |a: Vec<f32>, b: Vec<f32>| {
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let base = rows(&centred, &f1, &f2);
+    assert!(max_diff(base.clone(), rows(&centred, &f1, &f2o)) < 1e-5);
+    assert!(max_diff(base, rows(&cosine, &centre(&f1), &centre(&f2))) < 1e-5);
+    assert!(max_diff(rows(&cosine, &f1, &f2), rows(&cosine, &f1, &f2o)) > 1e-3);
+}
+
+#[test]
 fn shared_scorer_scores_the_coattentive_features_with_the_single_image_classifier() {
     // Features equal at every position: whatever the attention, F∩ is that same vector, so
     // the shared scorer's co-attention logits are the single-image logits (bias included)

@@ -320,6 +320,21 @@ fn pipeline_rerun_with_other_options_stops_and_force_redoes_from_there() {
     // and the new record holds: a plain rerun skips everything
     other.force = false;
     assert!(run_pipeline(&other).unwrap().ran.is_empty());
+    // the co-attentive maps' attention: the maps stage is the first to differ, the classifiers
+    // are kept, and the report says which attention made the maps
+    other.preset.coatt_attention = coatt::cam::infer::Attention::Trained;
+    let e = run_pipeline(&other).unwrap_err().to_string();
+    assert!(
+        e.contains("cams") && e.contains("attention: \"similarity\" → \"trained\""),
+        "{e}"
+    );
+    other.force = true;
+    let r = run_pipeline(&other).unwrap();
+    assert_eq!(r.ran[0], "cams", "{:?}", r.ran);
+    assert!(r.skipped.contains(&"train-cls".to_string()));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("attention as trained"), "{report}");
+    other.force = false;
     // a classifier option that is not written at its default (as `pipeline --cls-config` sets
     // it): named by its key path, and once redone, in the classifier's config and the report
     other.preset.cls.negative_pairs = 0.5;

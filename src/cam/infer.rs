@@ -32,6 +32,25 @@ pub enum CamMode {
 
 pub use crate::nn::Affinity;
 
+/// How the co-attentive inference (coatt mode) attends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attention {
+    /// The classifier's own affinity, τ and trained W_P: the paper's.
+    #[default]
+    Trained,
+    /// Feature similarity: W_P = I, the centred cosine ([`Affinity::Centered`]) at τ =
+    /// [`SIMILARITY_TAU`], so each position attends to the related image's positions that
+    /// look like it. Not in the paper: trained from scratch, W_P stays near its random start
+    /// and the attention near uniform, and the co-attentive maps come out flat
+    /// (docs/quality.md, "The co-attentive inference by feature similarity").
+    Similarity,
+}
+
+/// τ of [`Attention::Similarity`]: sharp, close to matching each position with its nearest
+/// neighbours (docs/quality.md measures 0.1 and 0.03).
+pub const SIMILARITY_TAU: f64 = 0.03;
+
 /// Inference-time changes to a classifier's co-attention, to find out what its maps are made
 /// of (diagnostics; the method uses none of them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +85,8 @@ pub struct CamOptions {
     pub temperature: Option<f64>,
     /// Diagnostic changes to the co-attention ([`Probe`]).
     pub probes: Vec<Probe>,
+    /// How the co-attentive inference attends; `affinity` and `temperature` override it.
+    pub attention: Attention,
     /// Images per forward batch.
     pub batch: usize,
     pub device: Device,
@@ -75,7 +96,7 @@ impl CamOptions {
     /// What decides the maps (recorded in OUT/cams.json): a rerun with another record is an
     /// error instead of a folder of mixed maps. The device, batch and overlays do not count.
     pub fn record(&self, checkpoint: &Path) -> Result<serde_json::Value> {
-        Ok(serde_json::json!({
+        let mut r = serde_json::json!({
             "run": self.run.display().to_string(),
             "checkpoint": checkpoint.display().to_string(),
             "weights": crate::io::record::file_fingerprint(checkpoint)?,
@@ -89,7 +110,12 @@ impl CamOptions {
             "affinity": self.affinity,
             "temperature": self.temperature,
             "probes": self.probes,
-        }))
+        });
+        // written only when not the paper's, so folders made before the option still match
+        if self.attention != Attention::Trained {
+            r["attention"] = serde_json::json!(self.attention);
+        }
+        Ok(r)
     }
 
     pub fn new(run: &Path, data: &Path, out: &Path) -> CamOptions {
@@ -108,6 +134,7 @@ impl CamOptions {
             affinity: None,
             temperature: None,
             probes: Vec::new(),
+            attention: Attention::Trained,
             batch: 8,
             device: Device::Cpu,
         }
@@ -140,6 +167,11 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
         ds.num_classes(),
         opts.device,
     )?;
+    if opts.attention == Attention::Similarity {
+        model.head.affinity = Affinity::Centered;
+        model.head.set_temperature(SIMILARITY_TAU, false);
+        model.head.set_wp_identity()?;
+    }
     if let Some(a) = opts.affinity {
         model.head.affinity = a;
     }

@@ -31,13 +31,20 @@ pub struct CamsArgs {
     pub flip: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Co-attention affinity: dot (the paper's) or cosine (unit-length features; see
-    /// docs/quality.md). Default: the one the classifier was trained with.
+    /// Co-attention affinity: dot (the paper's), cosine (unit-length features) or centered
+    /// (cosine on features centred per image; see docs/quality.md). Default: the one the
+    /// classifier was trained with.
     #[arg(long, value_enum)]
     pub affinity: Option<cam::Affinity>,
     /// τ of the co-attention at inference (S/τ): overrides the one the classifier has.
     #[arg(long, value_parser = super::values::positive)]
     pub temperature: Option<f64>,
+    /// How the co-attentive inference attends: `trained` (the classifier's affinity, τ and
+    /// W_P: the paper's) or `similarity` (W_P = I, the centred cosine at τ 0.03: each position
+    /// attends to the related image's positions that look like it; docs/quality.md).
+    /// --affinity and --temperature override either.
+    #[arg(long, value_enum, default_value_t = cam::infer::Attention::Trained)]
+    pub attention: cam::infer::Attention,
     /// Diagnostics of what the co-attention maps are made of: `identity-wp` replaces the
     /// trained W_P by the identity (attention by feature similarity alone), `single-scorer`
     /// scores the attended features with the single-image classifier instead of φ. Repeatable.
@@ -68,6 +75,7 @@ pub fn cams_cmd(a: &CamsArgs) -> Result<()> {
         affinity: a.affinity,
         temperature: a.temperature,
         probes: a.probe.clone(),
+        attention: a.attention,
         batch: a.batch,
         device: select_device(a.device)?,
     };

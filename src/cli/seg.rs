@@ -225,6 +225,11 @@ pub struct PipelineArgs {
     /// along much of their size become 255 (on by default; docs/quality.md measures it).
     #[arg(long, action = clap::ArgAction::Set)]
     pub border_prior: Option<bool>,
+    /// How the co-attentive maps attend: similarity (W_P = I, the centred cosine at τ 0.03; the
+    /// default, docs/quality.md) or trained (the classifier's own affinity, τ and W_P: the
+    /// paper's).
+    #[arg(long, value_enum)]
+    pub coatt_attention: Option<crate::cam::infer::Attention>,
     /// A TOML file with any subset of the classifier's config fields (as in a `train-cls` run's
     /// config.toml), laid over the preset's classifier: both the method's and the baseline's
     /// (which stays variant basic). E.g. `affinity = "dot"` for the paper's affinity, `scorer =
@@ -302,6 +307,9 @@ pub fn build_pipeline_preset(a: &PipelineArgs) -> Result<PipelinePreset> {
     }
     if let Some(b) = a.border_prior {
         preset.border_prior = b;
+    }
+    if let Some(x) = a.coatt_attention {
+        preset.coatt_attention = x;
     }
     if let Some(path) = &a.cls_config {
         preset.cls = crate::io::overlay_toml(&preset.cls, path)?;

@@ -1,6 +1,6 @@
 //! The command line's names for the library's option enums (clap stays in `cli`: the lower
 //! layers know nothing of argument parsing).
-use crate::cam::infer::Probe;
+use crate::cam::infer::{Attention, Probe};
 use crate::cam::CamMode;
 use crate::cls::Variant;
 use crate::crf::CrfPreset;
@@ -38,6 +38,26 @@ value_enum!(
             Affinity::Cosine,
             "cosine",
             "the same on unit-length features (not in the paper; docs/quality.md)"
+        ),
+        (
+            Affinity::Centered,
+            "centered",
+            "cosine on features centred per image (not in the paper; docs/quality.md)"
+        ),
+    ]
+);
+value_enum!(
+    Attention,
+    [
+        (
+            Attention::Trained,
+            "trained",
+            "the classifier's affinity, τ and W_P: the paper's"
+        ),
+        (
+            Attention::Similarity,
+            "similarity",
+            "W_P = I, centred cosine, τ 0.03 (not in the paper; docs/quality.md)"
         ),
     ]
 );

@@ -19,6 +19,11 @@ pub enum Affinity {
     /// few high-norm positions of one image win the softmax for every position of the other
     /// (docs/results.md, docs/history.md), which flattens φ·F∩.
     Cosine,
+    /// Cosine on features centred per image (each channel's mean over the positions
+    /// subtracted): ReLU features all lie in the positive orthant, so their plain cosine is
+    /// high for every pair of positions; centring makes it contrast object with background.
+    /// Not in the paper (docs/quality.md).
+    Centered,
 }
 
 /// Which layer scores the co-attentive and contrastive features.
@@ -247,10 +252,16 @@ impl CoattHead {
         ])
     }
 
-    /// The affinity S/τ (B,N,M) of flat features (B,C,N), (B,C,M) (cosine affinity only;
-    /// the dot product runs inside the fused op).
-    fn cosine_affinity(fm: &Tensor, fnn: &Tensor, wp: &Tensor) -> Result<Tensor> {
+    /// The affinity S/τ (B,N,M) of flat features (B,C,N), (B,C,M) (the cosine affinities
+    /// only; the dot product runs inside the fused op).
+    fn cosine_affinity(&self, fm: &Tensor, fnn: &Tensor, wp: &Tensor) -> Result<Tensor> {
+        let centre = self.affinity == Affinity::Centered;
         let unit = |x: &Tensor| -> Result<Tensor> {
+            let x = if centre {
+                x.sub(&x.mean_axes(&[2], true)?)?
+            } else {
+                x.clone()
+            };
             x.div(&x.sqr().sum_axes(&[1], true)?.add_scalar(1e-12).sqrt())
         };
         unit(fm)?
@@ -269,7 +280,7 @@ impl CoattHead {
                 .transpose(1, 2)?
                 .matmul_t(&wp, false, true)?
                 .matmul(&fnn)?,
-            Affinity::Cosine => Self::cosine_affinity(&fm, &fnn, &wp)?,
+            Affinity::Cosine | Affinity::Centered => self.cosine_affinity(&fm, &fnn, &wp)?,
         };
         s.softmax(2)
     }
@@ -279,9 +290,9 @@ impl CoattHead {
         let wp = self.scaled_wp(wp)?;
         match self.affinity {
             Affinity::Dot => coattention(fm, fnn, &wp),
-            Affinity::Cosine => {
+            Affinity::Cosine | Affinity::Centered => {
                 // composed from differentiable ops (the fused op is for the paper's affinity)
-                let s = Self::cosine_affinity(fm, fnn, &wp)?;
+                let s = self.cosine_affinity(fm, fnn, &wp)?;
                 Ok((
                     fnn.matmul_t(&s.softmax(2)?, false, true)?,
                     fm.matmul(&s.softmax(1)?)?,

@@ -19,6 +19,7 @@ mod stages;
 pub use report::PipelineReport;
 
 use crate::affinity::{run_refine, train_affinity, AffConfig, RefineOptions, TrainAffOptions};
+use crate::cam::infer::Attention;
 use crate::cam::{self, CamMode, CamOptions, PseudoRule};
 use crate::cls::{train_cls, ClsConfig, TrainClsOptions, Variant};
 use crate::crf::CrfPreset;
@@ -98,6 +99,8 @@ pub struct PipelinePreset {
     /// Also train the basic classifier and report its CAMs beside the method's maps.
     pub baseline: bool,
     pub related: usize,
+    /// How the co-attentive maps attend (`cam::infer::Attention`).
+    pub coatt_attention: Attention,
     /// Input scales of the localization maps, relative to the classifier's input.
     pub cam_scales: Vec<f64>,
     /// How the maps are refined before they become pseudo labels.
@@ -133,6 +136,10 @@ impl PipelinePreset {
                 cls: ClsConfig::preset("tiny")?,
                 baseline: true,
                 related: 3,
+                // by feature similarity, not the trained W_P: the `tiny` classifier's W_P stays
+                // near its random start and its co-attentive maps come out flat (scenes, three
+                // seeds: 30.0 ± 2.0 mIoU against 14.4 ± 0.3; docs/quality.md)
+                coatt_attention: Attention::Similarity,
                 // maps at 2× the training input (a 16×16 grid instead of 8×8)
                 cam_scales: vec![2.0],
                 refine: Refinement::Crf(CrfPreset::Psa),
@@ -167,6 +174,7 @@ impl PipelinePreset {
                 },
                 baseline: true,
                 related: 1,
+                coatt_attention: Attention::Similarity,
                 cam_scales: vec![1.0],
                 refine: Refinement::Affinity {
                     config: Box::new(AffConfig::preset("micro")?),
@@ -399,20 +407,21 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         c.related = p.related;
         c.scales = p.cam_scales.clone();
         c.device = o.device;
-        let v = st.run(
-            name,
-            json!({"run": rel(run), "mode": mode, "related": p.related, "scales": p.cam_scales}),
-            std::slice::from_ref(&dir),
-            || {
-                let s = cam::run_cams(&c)?;
-                to_value(&MapsResult {
-                    written: s.written + s.existing,
-                    failed: s.failed.len(),
-                    attention: (s.attention.pairs > 0)
-                        .then(|| cam::infer::json_attention(&s.attention)),
-                })
-            },
-        )?;
+        let mut record =
+            json!({"run": rel(run), "mode": mode, "related": p.related, "scales": p.cam_scales});
+        if mode == CamMode::Coatt {
+            c.attention = p.coatt_attention;
+            record["attention"] = json!(p.coatt_attention);
+        }
+        let v = st.run(name, record, std::slice::from_ref(&dir), || {
+            let s = cam::run_cams(&c)?;
+            to_value(&MapsResult {
+                written: s.written + s.existing,
+                failed: s.failed.len(),
+                attention: (s.attention.pairs > 0)
+                    .then(|| cam::infer::json_attention(&s.attention)),
+            })
+        })?;
         typed(name, v)
     };
     // the map sets: the method's co-attention maps and single-round maps, the baseline's CAMs

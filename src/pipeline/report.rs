@@ -151,7 +151,7 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         crate::seg::SegBackbone::Vgg16 => format!("VGG16 (widths {:?})", seg.vgg_widths),
     };
     s += &format!(
-        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}), co-attention scorer {:?}{}{}. Maps: co-attention, {} related images per class, input scales {:?}. Refinement: {}; pseudo labels from the {}. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
+        "Data: `{}`. Device: {:?}. Classifier: preset `{}`, variant {:?}, {} epochs, affinity {:?} (τ {}{}, W_P {:?}), co-attention scorer {:?}{}{}. Maps: co-attention, {} related images per class, {}, input scales {:?}. Refinement: {}; pseudo labels from the {}. Segmentation: {backbone} LargeFOV, preset `{}`, crop {}, {} iterations; CRF {:?}; test scales {:?}{}.\n\n",
         data.display(),
         o.device,
         p.cls.preset,
@@ -169,6 +169,10 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         },
         if p.baseline { "; baseline: the same classifier, variant basic, single-image CAMs" } else { "" },
         p.related,
+        match p.coatt_attention {
+            crate::cam::infer::Attention::Trained => "attention as trained (the classifier's affinity, τ and W_P)",
+            crate::cam::infer::Attention::Similarity => "attention by feature similarity (W_P = I, centred cosine, τ 0.03)",
+        },
         p.cam_scales,
         r.refinement,
         p.labels_from.describe(),
