@@ -210,10 +210,10 @@ pub struct PipelineArgs {
     /// walk of 2^6 steps, then the CRF) or none (raw maps at Otsu's background threshold).
     #[arg(long, value_enum)]
     pub refine: Option<Refine>,
-    /// Which maps become the pseudo labels: coattention (the co-attention classifier's
-    /// co-attentive maps, the paper's favoured inference; the default), single (its
-    /// single-round maps) or baseline (the basic classifier's CAMs; needs the baseline).
-    /// docs/quality.md measures the three.
+    /// Which maps become the pseudo labels: single (the co-attention classifier's
+    /// single-round maps, the default), coattention (its co-attentive maps, the paper's
+    /// favoured inference: better on scenes, far worse on target; docs/quality.md) or
+    /// baseline (the basic classifier's CAMs; needs the baseline).
     #[arg(long, value_enum)]
     pub labels_from: Option<LabelsFromArg>,
     /// Refined maps label background only where the raw maps are below their Otsu threshold,
