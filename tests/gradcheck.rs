@@ -276,6 +276,18 @@ fn gradcheck_catches_a_wrong_backward() {
     assert!(err.is_err(), "gradcheck accepted a wrong gradient");
 }
 
+/// A scalar of every co-attention and contrastive logit of a pair, each weighted differently
+/// so that a swapped or dropped gradient shows.
+fn pair_objective(h: &coatt::nn::CoattHead, f1: &Tensor, f2: &Tensor) -> Result<Tensor> {
+    let (co, cx) = h.pair(f1, f2, true)?;
+    let cx = cx.expect("the contrastive branch was asked for");
+    co[0]
+        .sum_all()?
+        .add(&co[1].sqr().sum_all()?)?
+        .add(&cx[0].sum_all()?)?
+        .add(&cx[1].mul_scalar(0.5).sum_all()?)
+}
+
 #[test]
 fn cosine_affinity_head_backward() {
     // the norm-free co-attention (composed ops) through the whole pair head: co-attention and
@@ -295,21 +307,15 @@ fn cosine_affinity_head_backward() {
         check(&[f1, f2, w], |v| {
             let mut h = head.clone();
             h.wp = v[2].clone();
-            let (co, cx) = h.pair(&v[0], &v[1], true)?;
-            let cx = cx.unwrap();
-            co[0]
-                .sum_all()?
-                .add(&co[1].sqr().sum_all()?)?
-                .add(&cx[0].sum_all()?)?
-                .add(&cx[1].mul_scalar(0.5).sum_all()?)
+            pair_objective(&h, &v[0], &v[1])
         });
     }
 }
 
 #[test]
 fn learned_temperature_head_backward() {
-    // S/τ with τ learned (the parameter is log 1/τ), through the whole pair head, for both
-    // affinities: with respect to the feature maps, W_P and log(1/τ)
+    // S/τ with τ learned (the parameter is log 1/τ), through the whole pair head, for every
+    // affinity: with respect to the feature maps, W_P and log(1/τ)
     for affinity in [
         coatt::nn::Affinity::Cosine,
         coatt::nn::Affinity::Centered,
@@ -330,13 +336,7 @@ fn learned_temperature_head_backward() {
             let mut h = head.clone();
             h.wp = v[2].clone();
             h.temperature = coatt::nn::Temperature::Learned(v[3].clone());
-            let (co, cx) = h.pair(&v[0], &v[1], true)?;
-            let cx = cx.unwrap();
-            co[0]
-                .sum_all()?
-                .add(&co[1].sqr().sum_all()?)?
-                .add(&cx[0].sum_all()?)?
-                .add(&cx[1].mul_scalar(0.5).sum_all()?)
+            pair_objective(&h, &v[0], &v[1])
         });
     }
 }

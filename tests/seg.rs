@@ -293,59 +293,64 @@ fn micro_pipeline_runs_end_to_end_and_resumes_by_skipping_completed_stages() {
     assert_eq!(fourth.cls.val_map, r.cls.val_map);
 }
 
+/// A rerun of `o` with an option changed: it must stop at `stage` and name `change` (the
+/// error is returned for further checks); then `--force` must start again from that stage.
+fn stops_at_then_redoes(
+    o: &mut PipelineOptions,
+    stage: &str,
+    change: &str,
+) -> (String, coatt::pipeline::PipelineReport) {
+    let e = run_pipeline(o).unwrap_err().to_string();
+    assert!(e.contains(stage) && e.contains(change), "{e}");
+    o.force = true;
+    let r = run_pipeline(o).unwrap();
+    o.force = false;
+    assert_eq!(r.ran[0], stage, "{:?}", r.ran);
+    (e, r)
+}
+
 #[test]
 fn pipeline_rerun_with_other_options_stops_and_force_redoes_from_there() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p");
     let opts = micro_pipeline(&out);
     run_pipeline(&opts).unwrap();
-    // another segmentation schedule: the first stage that differs is named, nothing runs
+    // another segmentation schedule: the first stage that differs is named, nothing runs,
+    // named by its key path, alone: not the whole config it sits in; --force: that stage and
+    // every stage after it run again; the earlier ones are kept
     let mut other = micro_pipeline(&out);
     other.preset.seg.iterations += 1;
-    let e = run_pipeline(&other).unwrap_err().to_string();
-    // named by its key path, alone: not the whole config it sits in
     let it = opts.preset.seg.iterations;
-    assert!(
-        e.contains("train-seg") && e.contains(&format!("config.iterations: {it} → {}", it + 1)),
-        "{e}"
+    let (e, r) = stops_at_then_redoes(
+        &mut other,
+        "train-seg",
+        &format!("config.iterations: {it} → {}", it + 1),
     );
     assert!(!e.contains("crop"), "{e}");
     assert!(e.contains("--force"), "{e}");
-    // --force: that stage and every stage after it run again; the earlier ones are kept
-    other.force = true;
-    let r = run_pipeline(&other).unwrap();
-    assert_eq!(r.ran[0], "train-seg", "{:?}", r.ran);
     assert!(r.skipped.contains(&"train-cls".to_string()));
     assert!(r.ran.contains(&"infer-crf".to_string()));
     // and the new record holds: a plain rerun skips everything
-    other.force = false;
     assert!(run_pipeline(&other).unwrap().ran.is_empty());
     // the co-attentive maps' attention: the maps stage is the first to differ, the classifiers
     // are kept, and the report says which attention made the maps
     other.preset.coatt_attention = coatt::cam::infer::Attention::Trained;
-    let e = run_pipeline(&other).unwrap_err().to_string();
-    assert!(
-        e.contains("cams") && e.contains("attention: \"similarity\" → \"trained\""),
-        "{e}"
+    let (_, r) = stops_at_then_redoes(
+        &mut other,
+        "cams",
+        "attention: \"similarity\" → \"trained\"",
     );
-    other.force = true;
-    let r = run_pipeline(&other).unwrap();
-    assert_eq!(r.ran[0], "cams", "{:?}", r.ran);
     assert!(r.skipped.contains(&"train-cls".to_string()));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("attention as trained"), "{report}");
-    other.force = false;
     // a classifier option that is not written at its default (as `pipeline --cls-config` sets
     // it): named by its key path, and once redone, in the classifier's config and the report
     other.preset.cls.negative_pairs = 0.5;
-    let e = run_pipeline(&other).unwrap_err().to_string();
-    assert!(
-        e.contains("train-cls") && e.contains("config.negative_pairs: (none) → 0.5"),
-        "{e}"
+    stops_at_then_redoes(
+        &mut other,
+        "train-cls",
+        "config.negative_pairs: (none) → 0.5",
     );
-    other.force = true;
-    let r = run_pipeline(&other).unwrap();
-    assert_eq!(r.ran[0], "train-cls", "{:?}", r.ran);
     let cfg = std::fs::read_to_string(out.join("cls/config.toml")).unwrap();
     assert!(cfg.contains("negative_pairs = 0.5"), "{cfg}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -47,6 +47,18 @@ pub enum Attention {
     Similarity,
 }
 
+impl Attention {
+    /// How a report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Attention::Trained => "attention as trained (the classifier's affinity, τ and W_P)",
+            Attention::Similarity => {
+                "attention by feature similarity (W_P = I, centred cosine, τ 0.03)"
+            }
+        }
+    }
+}
+
 /// τ of [`Attention::Similarity`]: sharp, close to matching each position with its nearest
 /// neighbours (docs/quality.md measures 0.1 and 0.03).
 pub const SIMILARITY_TAU: f64 = 0.03;

@@ -226,8 +226,8 @@ pub struct TrainClsArgs {
     /// checkpoint of another run of the same backbone (its batch norm is loaded too).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
-    /// Co-attention affinity: dot (the paper's), cosine (unit-length features) or centered
-    /// (cosine on features centred per image: the `tiny` preset's).
+    /// Co-attention affinity: dot (the paper's), cosine (unit-length features: the `tiny`
+    /// preset's) or centered (cosine on features centred per image; docs/quality.md).
     #[arg(long, value_enum)]
     pub affinity: Option<crate::nn::Affinity>,
     /// Which layer scores the co-attentive features: `separate` (a φ of its own, the official

@@ -169,10 +169,7 @@ pub fn write_report(r: &PipelineReport, o: &PipelineOptions, data: &Path) -> Res
         },
         if p.baseline { "; baseline: the same classifier, variant basic, single-image CAMs" } else { "" },
         p.related,
-        match p.coatt_attention {
-            crate::cam::infer::Attention::Trained => "attention as trained (the classifier's affinity, τ and W_P)",
-            crate::cam::infer::Attention::Similarity => "attention by feature similarity (W_P = I, centred cosine, τ 0.03)",
-        },
+        p.coatt_attention.describe(),
         p.cam_scales,
         r.refinement,
         p.labels_from.describe(),
