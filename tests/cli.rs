@@ -540,3 +540,34 @@ fn pipeline_classifier_settings_come_from_a_config_file_under_the_flags() {
     let e = build(&["--cls-config", "/nonexistent/cls.toml"]).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/cls.toml"), "{e}");
 }
+
+#[test]
+fn the_shipped_wide_config_doubles_the_tiny_widths_and_changes_nothing_else() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: coatt::cli::PipelineArgs,
+    }
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny-wide.toml");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["x", "--preset", "tiny"];
+        args.extend_from_slice(extra);
+        coatt::cli::build_pipeline_preset(&W::parse_from(args).a)
+            .unwrap()
+            .cls
+    };
+    let (tiny, wide) = (build(&[]), build(&["--cls-config", file]));
+    let doubled: Vec<usize> = tiny.backbone.widths.iter().map(|w| 2 * w).collect();
+    assert_eq!(wide.backbone.widths, doubled);
+    assert_eq!(wide.backbone.extra, 2 * tiny.backbone.extra);
+    assert_eq!(wide.feature_channels(), 2 * tiny.feature_channels());
+    // everything but the widths stays the preset's (docs/quality.md compares the two at one
+    // schedule, input size and co-attention setting)
+    let mut same = wide.clone();
+    same.backbone = tiny.backbone.clone();
+    assert_eq!(
+        toml::to_string(&same).unwrap(),
+        toml::to_string(&tiny).unwrap()
+    );
+}
