@@ -48,13 +48,15 @@ pub enum Attention {
 }
 
 impl Attention {
-    /// How a report names it.
-    pub fn describe(self) -> &'static str {
+    /// How a report names it (τ read from [`SIMILARITY_TAU`], so the two cannot disagree).
+    pub fn describe(self) -> String {
         match self {
-            Attention::Trained => "attention as trained (the classifier's affinity, τ and W_P)",
-            Attention::Similarity => {
-                "attention by feature similarity (W_P = I, centred cosine, τ 0.03)"
+            Attention::Trained => {
+                "attention as trained (the classifier's affinity, τ and W_P)".to_string()
             }
+            Attention::Similarity => format!(
+                "attention by feature similarity (W_P = I, centred cosine, τ {SIMILARITY_TAU})"
+            ),
         }
     }
 }
