@@ -488,21 +488,24 @@ fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
     assert!(e.contains("other options") && e.contains("seed"), "{e}");
 }
 
-#[test]
-fn pipeline_classifier_settings_come_from_a_config_file_under_the_flags() {
+/// The pipeline's preset for `pipeline --preset tiny EXTRA...`, as the command builds it.
+fn tiny_pipeline_preset(extra: &[&str]) -> coatt::Result<coatt::pipeline::PipelinePreset> {
     use clap::Parser;
     #[derive(clap::Parser)]
     struct W {
         #[command(flatten)]
         a: coatt::cli::PipelineArgs,
     }
+    let mut args = vec!["x", "--preset", "tiny"];
+    args.extend_from_slice(extra);
+    coatt::cli::build_pipeline_preset(&W::parse_from(args).a)
+}
+
+#[test]
+fn pipeline_classifier_settings_come_from_a_config_file_under_the_flags() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("cls.toml");
-    let build = |extra: &[&str]| {
-        let mut args = vec!["x", "--preset", "tiny"];
-        args.extend_from_slice(extra);
-        coatt::cli::build_pipeline_preset(&W::parse_from(args).a)
-    };
+    let build = tiny_pipeline_preset;
     let tiny = build(&[]).unwrap().cls;
     assert_eq!(tiny.affinity, coatt::nn::Affinity::Cosine);
     // the paper's affinity and shared ϕ, one file away; untouched fields keep the preset's
@@ -543,20 +546,8 @@ fn pipeline_classifier_settings_come_from_a_config_file_under_the_flags() {
 
 #[test]
 fn the_shipped_wide_config_doubles_the_tiny_widths_and_changes_nothing_else() {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct W {
-        #[command(flatten)]
-        a: coatt::cli::PipelineArgs,
-    }
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny-wide.toml");
-    let build = |extra: &[&str]| {
-        let mut args = vec!["x", "--preset", "tiny"];
-        args.extend_from_slice(extra);
-        coatt::cli::build_pipeline_preset(&W::parse_from(args).a)
-            .unwrap()
-            .cls
-    };
+    let build = |extra: &[&str]| tiny_pipeline_preset(extra).unwrap().cls;
     let (tiny, wide) = (build(&[]), build(&["--cls-config", file]));
     let doubled: Vec<usize> = tiny.backbone.widths.iter().map(|w| 2 * w).collect();
     assert_eq!(wide.backbone.widths, doubled);
