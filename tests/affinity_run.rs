@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
         },
         device: Device::Cpu,
         resume: false,
+        start_from: None,
         stop_after: None,
         quiet: true,
     })

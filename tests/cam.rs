@@ -186,6 +186,7 @@ fn micro_run(data: &Path, run: &Path) {
         config: cfg,
         device: Device::Cpu,
         resume: false,
+        start_from: None,
         stop_after: None,
         quiet: true,
     })

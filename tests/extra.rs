@@ -494,6 +494,7 @@ fn training_with_extra_data_checkpoints_three_w_p_and_resumes() {
         config: cfg.clone(),
         device: Device::Cpu,
         resume,
+        start_from: None,
         stop_after,
         quiet: true,
     };

@@ -33,6 +33,7 @@ fn micro_cls(data: &Path, out: &Path) -> TrainClsOptions {
         },
         device: Device::Cpu,
         resume: false,
+        start_from: None,
         stop_after: None,
         quiet: true,
     }

@@ -44,6 +44,7 @@ fn opts(
         config: cfg,
         device: Device::Cpu,
         resume,
+        start_from: None,
         stop_after,
         quiet: true,
     }
@@ -297,4 +298,79 @@ fn coattention_lr_factor_applies_only_while_the_coattention_terms_are_on() {
             );
         }
     }
+}
+
+#[test]
+fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the_start() {
+    let d = tempfile::tempdir().unwrap();
+    micro_data(d.path());
+    let cfg = |variant| ClsConfig {
+        coattention_from: 2,
+        contrastive_from: 2,
+        ..micro_cfg(variant)
+    };
+    let (full, basic) = (cfg(Variant::Full), cfg(Variant::Basic));
+    assert_eq!(coatt::cls::shared_epochs(&full, &basic), Some(2));
+    assert_eq!(coatt::cls::shared_epochs(&basic, &basic), Some(3));
+    let other_lr = ClsConfig {
+        lr: basic.lr * 2.0,
+        ..basic.clone()
+    };
+    assert_eq!(coatt::cls::shared_epochs(&full, &other_lr), None);
+
+    let (a, b, c) = (
+        d.path().join("full"),
+        d.path().join("basic"),
+        d.path().join("forked"),
+    );
+    train_cls(&opts(d.path(), &a, full, false, None)).unwrap();
+    let scratch = train_cls(&opts(d.path(), &b, basic.clone(), false, None)).unwrap();
+    let forked = train_cls(&TrainClsOptions {
+        start_from: Some(a.clone()),
+        ..opts(d.path(), &c, basic.clone(), false, None)
+    })
+    .unwrap();
+    // the last epoch trained here, the first two taken
+    assert_eq!(forked.iterations, scratch.iterations);
+    assert_eq!((scratch.iterations_here, forked.iterations_here), (9, 3));
+    assert_eq!(forked.val_map, scratch.val_map);
+    let (wb, wc) = (
+        weights(&b.join("last.safetensors")),
+        weights(&c.join("last.safetensors")),
+    );
+    assert_eq!(wb.len(), wc.len());
+    for ((nb, vb), (nc, vc)) in wb.iter().zip(&wc) {
+        assert_eq!(nb, nc);
+        assert!(vb == vc, "{nb} differs from the run trained from the start");
+    }
+    let rows = |run: &Path| -> Vec<String> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                // the timing field differs between any two runs
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("images_per_sec");
+                v.to_string()
+            })
+            .collect()
+    };
+    // the taken epochs' rows come from the full run: the same losses, lr and val mAP
+    assert_eq!(rows(&c), rows(&b));
+    // the taken checkpoints name the variant of the run that holds them
+    for e in 1..=3 {
+        let ck = Checkpoint::open(c.join(format!("checkpoints/epoch_{e:03}.safetensors"))).unwrap();
+        assert_eq!(ck.metadata()["variant"], "Basic", "epoch {e}");
+    }
+    assert_eq!(ClsConfig::load(&c.join("config.toml")).unwrap(), basic);
+
+    // a source trained with other settings is refused, naming what differs
+    let e = train_cls(&TrainClsOptions {
+        start_from: Some(a.clone()),
+        ..opts(d.path(), &d.path().join("refused"), other_lr, false, None)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("config.toml") && e.contains("lr:"), "{e}");
+    assert!(!d.path().join("refused/last.safetensors").exists());
 }

@@ -249,6 +249,13 @@ pub struct TrainClsArgs {
     /// Continue the run in --out from its last checkpoint (its config.toml is used).
     #[arg(long)]
     pub resume: bool,
+    /// Take the first epochs from the classifier run RUN instead of training them again:
+    /// RUN's config must differ from this one only in the variant, and the epochs before the
+    /// co-attention terms join (`coattention_from`) are then the same training. How a full
+    /// classifier is continued from a basic run's epoch 3 (docs/quality.md), and what the
+    /// pipeline's baseline does.
+    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
+    pub start_from: Option<PathBuf>,
 }
 
 pub fn build_cls_config(a: &TrainClsArgs) -> Result<ClsConfig> {
@@ -324,12 +331,13 @@ pub fn train_cls_cmd(a: &TrainClsArgs) -> Result<()> {
         config,
         device,
         resume: a.resume,
+        start_from: a.start_from.clone(),
         stop_after: None,
         quiet: false,
     })?;
     println!(
-        "trained {} epochs ({} iterations) in {:.0} s of training steps, {:.1} images/s",
-        s.epochs_done, s.iterations, s.train_secs, s.images_per_sec
+        "trained {} epochs ({} iterations, {} of them in this run) in {:.0} s of training steps, {:.1} images/s",
+        s.epochs_done, s.iterations, s.iterations_here, s.train_secs, s.images_per_sec
     );
     if let Some(m) = s.val_map.last() {
         println!(

@@ -27,6 +27,10 @@ pub struct TrainClsOptions {
     pub config: ClsConfig,
     pub device: Device,
     pub resume: bool,
+    /// A fresh run takes this run's epochs that it would train the same way (its config may
+    /// differ only in the variant: the epochs before the co-attention terms join) instead of
+    /// training them again (`cls::fork`). Ignored on resume.
+    pub start_from: Option<PathBuf>,
     /// Stop after this many iterations in this invocation (simulates an interruption).
     pub stop_after: Option<usize>,
     pub quiet: bool,
@@ -36,6 +40,9 @@ pub struct TrainClsOptions {
 pub struct TrainSummary {
     pub epochs_done: usize,
     pub iterations: usize,
+    /// Iterations trained by this invocation (less than `iterations` after a resume or a
+    /// start from another run's epochs).
+    pub iterations_here: usize,
     pub val_map: Vec<f64>,
     pub images_per_sec: f64,
     pub train_secs: f64,
@@ -132,13 +139,14 @@ pub fn predict_scores(
 fn summary(
     pos: Position,
     val_map: Vec<f64>,
-    images: usize,
+    (images, iterations_here): (usize, usize),
     train_secs: f64,
     last: PathBuf,
 ) -> TrainSummary {
     TrainSummary {
         epochs_done: pos.epoch,
         iterations: pos.iteration,
+        iterations_here,
         val_map,
         images_per_sec: images as f64 / train_secs.max(1e-9),
         train_secs,
@@ -156,8 +164,8 @@ pub fn warmup_factor(n: usize, iteration: usize) -> f64 {
 }
 
 pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
-    let outline = TrainingRun::open(&opts.out, opts.resume, &opts.config, ClsConfig::load)?;
-    let (run, cfg, last) = (&outline.dir, outline.config.clone(), outline.last());
+    let mut outline = TrainingRun::open(&opts.out, opts.resume, &opts.config, ClsConfig::load)?;
+    let (run, cfg, last) = (&outline.dir.clone(), outline.config.clone(), outline.last());
     let (train, extra) =
         crate::data::extra::training_set(VocDataset::open(&opts.data, "train")?, &cfg.extra)?;
     for rep in &extra {
@@ -187,9 +195,22 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     let k = train.num_classes();
     outline.create(ClsConfig::save)?;
     std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
+    if let (Some(src), false) = (&opts.start_from, outline.resume) {
+        let taken = super::fork::start_from(src, run, &cfg)?;
+        if taken > 0 {
+            // from here on the run is a resumed one
+            outline.resume = true;
+            if !opts.quiet {
+                eprintln!(
+                    "train-cls: epochs 1-{taken} taken from {} (the same training until the co-attention terms join)",
+                    src.display()
+                );
+            }
+        }
+    }
 
     let model = Classifier::new(&cfg, k, opts.device, &mut crate::seed::rng(cfg.seed));
-    if let (Some(p), false) = (&cfg.pretrained, opts.resume) {
+    if let (Some(p), false) = (&cfg.pretrained, outline.resume) {
         let n = crate::nn::Backbone::load_pretrained(&model.backbone, Path::new(p))?;
         if !opts.quiet {
             eprintln!("backbone: {n} tensors from {p}");
@@ -220,7 +241,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     })?;
     // the val mAP of the epochs already completed (a resumed run that is already complete
     // still reports its result)
-    let mut val_map: Vec<f64> = if opts.resume {
+    let mut val_map: Vec<f64> = if outline.resume {
         read_jsonl(&outline.metrics_path())?
             .iter()
             .filter(|v| v.get("epoch_end").is_some())
@@ -322,7 +343,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
             if opts.stop_after.is_some_and(|n| run_iters >= n) {
                 save_state(&last, &model, &opt, pos, &cfg)?;
                 bar.finish_and_clear();
-                return Ok(summary(pos, val_map, images, train_secs, last));
+                return Ok(summary(pos, val_map, (images, run_iters), train_secs, last));
             }
         }
         drop(loader);
@@ -348,5 +369,5 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
         save_state(&last, &model, &opt, pos, &cfg)?;
     }
     outline.finish()?;
-    Ok(summary(pos, val_map, images, train_secs, last))
+    Ok(summary(pos, val_map, (images, run_iters), train_secs, last))
 }

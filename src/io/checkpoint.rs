@@ -294,6 +294,28 @@ impl Checkpoint {
         })
     }
 
+    /// Writes the same tensors, byte for byte, to `path` (atomically), with the metadata
+    /// entries in `changes` set (a run started from another run's checkpoint names its own
+    /// variant).
+    pub fn copy_with_metadata(&self, path: &Path, changes: &[(&str, String)]) -> Result<()> {
+        let raw: Vec<RawTensor> = self
+            .parsed()
+            .tensors()
+            .into_iter()
+            .map(|(name, v)| RawTensor {
+                name,
+                dtype: v.dtype(),
+                dims: v.shape().to_vec(),
+                bytes: v.data().to_vec(),
+            })
+            .collect();
+        let mut meta = self.metadata();
+        for (k, v) in changes {
+            meta.insert(k.to_string(), v.clone());
+        }
+        save_raw(path, &raw, &meta)
+    }
+
     /// An integer metadata entry (training position, label count, ...).
     pub fn meta_usize(&self, key: &str) -> Result<usize> {
         self.metadata()

@@ -358,34 +358,39 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
     };
     let data_s = rel(&data);
     // classifiers
-    let cls_stage =
-        |st: &mut Stages, name: &str, run: PathBuf, cfg: ClsConfig| -> Result<ClsResult> {
-            let v = st.run(
-                name,
-                json!({"data": data_s, "config": to_value(&cfg)?}),
-                std::slice::from_ref(&run),
-                || {
-                    let s = train_cls(&TrainClsOptions {
-                        data: data.clone(),
-                        out: run.clone(),
-                        config: cfg.clone(),
-                        device: o.device,
-                        resume: run.join(crate::cls::train::LAST).exists(),
-                        stop_after: None,
-                        quiet: o.quiet,
-                    })?;
-                    to_value(&ClsResult {
-                        val_map: s.val_map.last().copied(),
-                        val_map_per_epoch: s.val_map,
-                        images_per_sec: s.images_per_sec,
-                        train_secs: s.train_secs,
-                    })
-                },
-            )?;
-            typed(name, v)
-        };
+    let cls_stage = |st: &mut Stages,
+                     name: &str,
+                     run: PathBuf,
+                     cfg: ClsConfig,
+                     start_from: Option<PathBuf>|
+     -> Result<ClsResult> {
+        let v = st.run(
+            name,
+            json!({"data": data_s, "config": to_value(&cfg)?}),
+            std::slice::from_ref(&run),
+            || {
+                let s = train_cls(&TrainClsOptions {
+                    data: data.clone(),
+                    out: run.clone(),
+                    config: cfg.clone(),
+                    device: o.device,
+                    resume: run.join(crate::cls::train::LAST).exists(),
+                    start_from: start_from.clone(),
+                    stop_after: None,
+                    quiet: o.quiet,
+                })?;
+                to_value(&ClsResult {
+                    val_map: s.val_map.last().copied(),
+                    val_map_per_epoch: s.val_map,
+                    images_per_sec: s.images_per_sec,
+                    train_secs: s.train_secs,
+                })
+            },
+        )?;
+        typed(name, v)
+    };
     let cls_run = out.join("cls");
-    let cls = cls_stage(&mut st, "train-cls", cls_run.clone(), p.cls.clone())?;
+    let cls = cls_stage(&mut st, "train-cls", cls_run.clone(), p.cls.clone(), None)?;
     let basic_run = out.join("cls-basic");
     let basic = if p.baseline {
         Some(cls_stage(
@@ -396,6 +401,10 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                 variant: Variant::Basic,
                 ..p.cls.clone()
             },
+            // the baseline trains the method's classifier's first epochs again, bit for bit
+            // (the co-attention terms join later): it takes them from it (`cls::fork`; the
+            // stage's result is the same, so its record does not say)
+            Some(cls_run.clone()),
         )?)
     } else {
         None

@@ -1,0 +1,86 @@
+//! Starting a classifier run from another run's first epochs. Two configs that differ only in
+//! the variant train their first epochs bit for bit alike: every variant builds the same
+//! weights from the seed (W_P and φ∩ included), draws the same pairs and, until the
+//! co-attention terms join at `coattention_from`, trains the single-image loss alone. So a run
+//! (the pipeline's baseline, or `train-cls --start-from`) can take the other run's checkpoint
+//! at that epoch instead of training those epochs again; tests/train_cls.rs checks that the
+//! result equals a run trained from the start.
+use super::config::ClsConfig;
+use super::train::{epoch_checkpoint, LAST};
+use crate::error::{Error, Result};
+use crate::io::metrics::read_jsonl;
+use crate::io::record::differences;
+use crate::io::run::before_iteration;
+use crate::io::{write_atomic, Checkpoint};
+use std::path::Path;
+
+/// How many leading epochs a run of `b` trains exactly like a run of `a`: all of them when the
+/// configs are equal, those before the first co-attention epoch when they differ only in the
+/// variant, None when they differ in anything else.
+pub fn shared_epochs(a: &ClsConfig, b: &ClsConfig) -> Option<usize> {
+    if a == b {
+        return Some(a.epochs);
+    }
+    let b_as_a = ClsConfig {
+        variant: a.variant,
+        ..b.clone()
+    };
+    (b_as_a == *a).then_some(a.coattention_from.min(a.epochs))
+}
+
+/// Seeds the run folder `dst` (its config.toml written, nothing trained yet) with the epoch
+/// checkpoints and metrics of `src` up to the newest epoch both runs share, and makes that
+/// epoch its last checkpoint. Returns the epoch (0: nothing to take, the run trains from the
+/// start). A `src` whose config differs in more than the variant is an error naming it.
+pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig) -> Result<usize> {
+    let src_cfg_path = src.join("config.toml");
+    if !src_cfg_path.exists() {
+        return Err(Error::file(
+            src,
+            "cannot start from this folder: it holds no classifier run (no config.toml)",
+        ));
+    }
+    let src_cfg = ClsConfig::load(&src_cfg_path)?;
+    let Some(shared) = shared_epochs(&src_cfg, cfg) else {
+        let json = |c: &ClsConfig| serde_json::to_value(c).map_err(|e| Error::Msg(e.to_string()));
+        let mut diff = differences(&json(&src_cfg)?, &json(cfg)?);
+        diff.retain(|d| !d.starts_with("variant"));
+        return Err(Error::file(
+            &src_cfg_path,
+            format!(
+                "cannot start from this run: its config differs from this one in more than the variant ({}), so their first epochs are not the same training",
+                diff.join("; ")
+            ),
+        ));
+    };
+    // the newest shared epoch the source has finished (it may still be training)
+    let Some(epoch) = (1..=shared)
+        .rev()
+        .find(|&e| epoch_checkpoint(src, e).exists())
+    else {
+        return Ok(0);
+    };
+    let variant = format!("{:?}", cfg.variant);
+    for e in 1..=epoch {
+        Checkpoint::open(epoch_checkpoint(src, e))?
+            .copy_with_metadata(&epoch_checkpoint(dst, e), &[("variant", variant.clone())])?;
+    }
+    let at = Checkpoint::open(epoch_checkpoint(dst, epoch))?;
+    let iterations = at.meta_usize("iteration")?;
+    // the source's rows of those epochs: every iteration before the checkpoint, and the
+    // end-of-epoch rows (val mAP) up to it
+    let rows: String = read_jsonl(&src.join("metrics.jsonl"))?
+        .into_iter()
+        .filter(|v| {
+            before_iteration(v, iterations)
+                && v.get("epoch_end")
+                    .and_then(|e| e.as_u64())
+                    .is_none_or(|e| e as usize <= epoch)
+        })
+        .map(|v| format!("{v}\n"))
+        .collect();
+    write_atomic(&dst.join("metrics.jsonl"), rows.as_bytes())?;
+    // last: written after the metrics, so a folder with a last checkpoint is complete
+    at.copy_with_metadata(&dst.join(LAST), &[])?;
+    Ok(epoch)
+}
