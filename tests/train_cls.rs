@@ -364,6 +364,42 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
     }
     assert_eq!(ClsConfig::load(&c.join("config.toml")).unwrap(), basic);
 
+    // the other way round, with settings only the co-attention terms use changed too (the
+    // ablations' full classifiers continued from a basic run's epoch 2 here)
+    let tuned = ClsConfig {
+        affinity: coatt::nn::Affinity::Centered,
+        temperature: 0.1,
+        scorer: coatt::nn::Scorer::Shared,
+        coattention_lr_factor: 0.5,
+        contrastive_from: 3,
+        ..cfg(Variant::Full)
+    };
+    assert_eq!(coatt::cls::shared_epochs(&basic, &tuned), Some(2));
+    let (e, f) = (d.path().join("tuned"), d.path().join("tuned-forked"));
+    train_cls(&opts(d.path(), &e, tuned.clone(), false, None)).unwrap();
+    let forked = train_cls(&TrainClsOptions {
+        start_from: Some(b.clone()),
+        ..opts(d.path(), &f, tuned.clone(), false, None)
+    })
+    .unwrap();
+    assert_eq!(forked.iterations_here, 3);
+    for ((ne, ve), (nf, vf)) in weights(&e.join("last.safetensors"))
+        .iter()
+        .zip(&weights(&f.join("last.safetensors")))
+    {
+        assert_eq!(ne, nf);
+        assert!(
+            ve == vf,
+            "{ne} differs from the tuned run trained from the start"
+        );
+    }
+    // a learned τ is a parameter from the start: not the same training
+    let learned = ClsConfig {
+        learn_temperature: true,
+        ..tuned.clone()
+    };
+    assert_eq!(coatt::cls::shared_epochs(&basic, &learned), None);
+
     // a source trained with other settings is refused, naming what differs
     let e = train_cls(&TrainClsOptions {
         start_from: Some(a.clone()),
@@ -372,5 +408,9 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
     .unwrap_err()
     .to_string();
     assert!(e.contains("config.toml") && e.contains("lr:"), "{e}");
+    assert!(
+        !e.contains("variant:"),
+        "only what may not differ is named: {e}"
+    );
     assert!(!d.path().join("refused/last.safetensors").exists());
 }

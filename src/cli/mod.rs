@@ -249,11 +249,12 @@ pub struct TrainClsArgs {
     /// Continue the run in --out from its last checkpoint (its config.toml is used).
     #[arg(long)]
     pub resume: bool,
-    /// Take the first epochs from the classifier run RUN instead of training them again:
-    /// RUN's config must differ from this one only in the variant, and the epochs before the
-    /// co-attention terms join (`coattention_from`) are then the same training. How a full
-    /// classifier is continued from a basic run's epoch 3 (docs/quality.md), and what the
-    /// pipeline's baseline does.
+    /// Take the first epochs from the classifier run RUN instead of training them again: the
+    /// epochs before the co-attention terms join (`coattention_from`), which are the same
+    /// training when RUN's config differs from this one only in the variant and in settings
+    /// the co-attention terms alone use (affinity, a fixed temperature, scorer,
+    /// contrastive_from, coattention_lr_factor). How docs/quality.md's full classifiers
+    /// continue from a basic run's epoch 3, and what the pipeline's baseline does.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub start_from: Option<PathBuf>,
 }

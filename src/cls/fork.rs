@@ -1,10 +1,11 @@
 //! Starting a classifier run from another run's first epochs. Two configs that differ only in
-//! the variant train their first epochs bit for bit alike: every variant builds the same
-//! weights from the seed (W_P and φ∩ included), draws the same pairs and, until the
-//! co-attention terms join at `coattention_from`, trains the single-image loss alone. So a run
-//! (the pipeline's baseline, or `train-cls --start-from`) can take the other run's checkpoint
-//! at that epoch instead of training those epochs again; tests/train_cls.rs checks that the
-//! result equals a run trained from the start.
+//! the variant (and in settings the co-attention terms alone use) train their first epochs bit
+//! for bit alike: every variant builds the same weights from the seed (W_P and φ∩ included),
+//! draws the same pairs and, until the co-attention terms join at `coattention_from`, trains
+//! the single-image loss alone. So a run (the pipeline's baseline, or `train-cls --start-from`:
+//! a full classifier continued from a basic run's epoch 3, as docs/quality.md's ablations do)
+//! can take the other run's checkpoint at that epoch instead of training those epochs again;
+//! tests/train_cls.rs checks that the result equals a run trained from the start.
 use super::config::ClsConfig;
 use super::train::{epoch_checkpoint, LAST};
 use crate::error::{Error, Result};
@@ -15,23 +16,41 @@ use crate::io::{write_atomic, Checkpoint};
 use std::path::Path;
 
 /// How many leading epochs a run of `b` trains exactly like a run of `a`: all of them when the
-/// configs are equal, those before the first co-attention epoch when they differ only in the
-/// variant, None when they differ in anything else.
+/// configs are equal; those before the first co-attention epoch when they differ only in the
+/// variant and in the settings that act only while the co-attention terms are in the loss
+/// (the affinity, a fixed τ, the scorer, when the contrastive term joins, the lr factor); None
+/// when they differ in anything else (a learned τ or W_P's init or lr multiplier change the
+/// parameters or their optimizer groups from the start, negative pairs the pairs).
 pub fn shared_epochs(a: &ClsConfig, b: &ClsConfig) -> Option<usize> {
     if a == b {
         return Some(a.epochs);
     }
-    let b_as_a = ClsConfig {
+    (as_seen_by(a, b) == *a).then_some(a.coattention_from.min(a.epochs))
+}
+
+/// `b` with the settings it may differ from `a` in set to `a`'s.
+fn as_seen_by(a: &ClsConfig, b: &ClsConfig) -> ClsConfig {
+    let fixed_tau = !a.learn_temperature && !b.learn_temperature;
+    ClsConfig {
         variant: a.variant,
+        affinity: a.affinity,
+        temperature: if fixed_tau {
+            a.temperature
+        } else {
+            b.temperature
+        },
+        scorer: a.scorer,
+        contrastive_from: a.contrastive_from,
+        coattention_lr_factor: a.coattention_lr_factor,
         ..b.clone()
-    };
-    (b_as_a == *a).then_some(a.coattention_from.min(a.epochs))
+    }
 }
 
 /// Seeds the run folder `dst` (its config.toml written, nothing trained yet) with the epoch
 /// checkpoints and metrics of `src` up to the newest epoch both runs share, and makes that
 /// epoch its last checkpoint. Returns the epoch (0: nothing to take, the run trains from the
-/// start). A `src` whose config differs in more than the variant is an error naming it.
+/// start). A `src` whose first epochs are not this run's (`shared_epochs`) is an error naming
+/// it and what differs.
 pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig) -> Result<usize> {
     let src_cfg_path = src.join("config.toml");
     if !src_cfg_path.exists() {
@@ -43,12 +62,11 @@ pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig) -> Result<usize> {
     let src_cfg = ClsConfig::load(&src_cfg_path)?;
     let Some(shared) = shared_epochs(&src_cfg, cfg) else {
         let json = |c: &ClsConfig| serde_json::to_value(c).map_err(|e| Error::Msg(e.to_string()));
-        let mut diff = differences(&json(&src_cfg)?, &json(cfg)?);
-        diff.retain(|d| !d.starts_with("variant"));
+        let diff = differences(&json(&src_cfg)?, &json(&as_seen_by(&src_cfg, cfg))?);
         return Err(Error::file(
             &src_cfg_path,
             format!(
-                "cannot start from this run: its config differs from this one in more than the variant ({}), so their first epochs are not the same training",
+                "cannot start from this run: its config differs from this one in more than the variant and the co-attention settings ({}), so their first epochs are not the same training",
                 diff.join("; ")
             ),
         ));

@@ -27,9 +27,10 @@ pub struct TrainClsOptions {
     pub config: ClsConfig,
     pub device: Device,
     pub resume: bool,
-    /// A fresh run takes this run's epochs that it would train the same way (its config may
-    /// differ only in the variant: the epochs before the co-attention terms join) instead of
-    /// training them again (`cls::fork`). Ignored on resume.
+    /// A fresh run takes this run's epochs that it would train the same way (the epochs before
+    /// the co-attention terms join, when the configs differ only in the variant and the
+    /// co-attention settings: `cls::fork::shared_epochs`) instead of training them again.
+    /// Ignored on resume.
     pub start_from: Option<PathBuf>,
     /// Stop after this many iterations in this invocation (simulates an interruption).
     pub stop_after: Option<usize>,
