@@ -48,7 +48,7 @@ fn full_vgg16_d1_has_torchvision_shapes_and_output_stride_8() {
 
 #[test]
 fn scratch_presets_have_the_same_structure_narrower_with_bn() {
-    for (preset, div) in [("tiny", 8), ("small", 4), ("micro", 16)] {
+    for (preset, div) in [("tiny", 8), ("tiny-wide", 4), ("small", 4), ("micro", 16)] {
         let cfg = ClsConfig::preset(preset).unwrap();
         assert!(cfg.backbone.batch_norm);
         assert_eq!(

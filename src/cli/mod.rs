@@ -200,7 +200,7 @@ pub struct TrainClsArgs {
     /// Run folder: config.toml, metrics.jsonl, checkpoints, loss.png.
     #[arg(long)]
     pub out: PathBuf,
-    /// vgg16 (official), small, tiny, micro.
+    /// vgg16 (official), small, tiny, tiny-wide (`tiny` at twice the widths: the pipeline's), micro.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// basic | coatt | full (default: the preset's, full).

@@ -1,5 +1,6 @@
 //! `train-seg`, `infer` and `pipeline`: thin wrappers over `crate::seg` and `crate::pipeline`.
 use super::{select_device, DeviceArg};
+use crate::cls::ClsConfig;
 use crate::crf::CrfPreset;
 use crate::data::VocDataset;
 use crate::error::{Error, Result};
@@ -230,8 +231,14 @@ pub struct PipelineArgs {
     /// paper's).
     #[arg(long, value_enum)]
     pub coatt_attention: Option<crate::cam::infer::Attention>,
+    /// The classifiers' preset (`train-cls --preset`), for the method's classifier and the
+    /// baseline alike: the `tiny` pipeline's is tiny-wide; `--cls-preset tiny` (half the
+    /// widths) is about 5 minutes faster and measured 7 points less segmentation
+    /// (docs/quality.md, "Twice the width").
+    #[arg(long, value_name = "NAME")]
+    pub cls_preset: Option<String>,
     /// A TOML file with any subset of the classifier's config fields (as in a `train-cls` run's
-    /// config.toml), laid over the preset's classifier: both the method's and the baseline's
+    /// config.toml), laid over the classifiers' preset: both the method's and the baseline's
     /// (which stays variant basic). E.g. `affinity = "dot"` for the paper's affinity, `scorer =
     /// "shared"` for the paper's shared ϕ. --seed overrides its seed.
     #[arg(long)]
@@ -310,6 +317,9 @@ pub fn build_pipeline_preset(a: &PipelineArgs) -> Result<PipelinePreset> {
     }
     if let Some(x) = a.coatt_attention {
         preset.coatt_attention = x;
+    }
+    if let Some(name) = &a.cls_preset {
+        preset.cls = ClsConfig::preset(name)?;
     }
     if let Some(path) = &a.cls_config {
         preset.cls = crate::io::overlay_toml(&preset.cls, path)?;
