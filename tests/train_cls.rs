@@ -372,6 +372,7 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
         scorer: coatt::nn::Scorer::Shared,
         coattention_lr_factor: 0.5,
         contrastive_from: 3,
+        preset: "another name".into(),
         ..cfg(Variant::Full)
     };
     assert_eq!(coatt::cls::shared_epochs(&basic, &tuned), Some(2));

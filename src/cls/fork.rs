@@ -17,8 +17,9 @@ use std::path::Path;
 
 /// How many leading epochs a run of `b` trains exactly like a run of `a`: all of them when the
 /// configs are equal; those before the first co-attention epoch when they differ only in the
-/// variant and in the settings that act only while the co-attention terms are in the loss
-/// (the affinity, a fixed τ, the scorer, when the contrastive term joins, the lr factor); None
+/// variant, the preset's name and the settings that act only while the co-attention terms are
+/// in the loss (the affinity, a fixed τ, the scorer, when the contrastive term joins, the lr
+/// factor); None
 /// when they differ in anything else (a learned τ or W_P's init or lr multiplier change the
 /// parameters or their optimizer groups from the start, negative pairs the pairs).
 pub fn shared_epochs(a: &ClsConfig, b: &ClsConfig) -> Option<usize> {
@@ -32,6 +33,8 @@ pub fn shared_epochs(a: &ClsConfig, b: &ClsConfig) -> Option<usize> {
 fn as_seen_by(a: &ClsConfig, b: &ClsConfig) -> ClsConfig {
     let fixed_tau = !a.learn_temperature && !b.learn_temperature;
     ClsConfig {
+        // a name only: `--preset tiny --config F` and a preset holding F's fields are the same
+        preset: a.preset.clone(),
         variant: a.variant,
         affinity: a.affinity,
         temperature: if fixed_tau {
