@@ -414,4 +414,38 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
         "only what may not differ is named: {e}"
     );
     assert!(!d.path().join("refused/last.safetensors").exists());
+
+    // so is a source trained on another training set (another synth seed: the same ids)
+    let other = d.path().join("other-data");
+    generate(&SynthConfig {
+        out: other.clone(),
+        train: 16,
+        val: 6,
+        size: 40,
+        classes: 3,
+        seed: 5,
+        kind: Default::default(),
+    })
+    .unwrap();
+    let e = train_cls(&TrainClsOptions {
+        start_from: Some(a.clone()),
+        ..opts(
+            &other,
+            &d.path().join("other-run"),
+            basic.clone(),
+            false,
+            None,
+        )
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("another training set"), "{e}");
+    // a source made before runs named their training set is taken on trust
+    std::fs::remove_file(a.join("training-set.txt")).unwrap();
+    let trusted = train_cls(&TrainClsOptions {
+        start_from: Some(a.clone()),
+        ..opts(d.path(), &d.path().join("trusted"), basic, false, None)
+    })
+    .unwrap();
+    assert_eq!(trusted.iterations_here, 3);
 }

@@ -8,20 +8,40 @@
 //! tests/train_cls.rs checks that the result equals a run trained from the start.
 use super::config::ClsConfig;
 use super::train::{epoch_checkpoint, LAST};
+use crate::data::VocDataset;
 use crate::error::{Error, Result};
 use crate::io::metrics::read_jsonl;
-use crate::io::record::differences;
+use crate::io::record::{differences, fingerprint};
 use crate::io::run::before_iteration;
 use crate::io::{write_atomic, Checkpoint};
 use std::path::Path;
+
+/// The file in a run folder that names its training set (`training_set_fingerprint`).
+pub const TRAINING_SET: &str = "training-set.txt";
+
+/// A fingerprint of what a run trains on: every training image's id, labels, domain and file
+/// size, in order. The config does not hold the data's path, so this is what tells a source
+/// run trained on another set (another synth seed has the same ids) from one that can be
+/// started from.
+pub fn training_set_fingerprint(train: &VocDataset) -> String {
+    let mut text = train.class_names.join(",");
+    for it in &train.items {
+        let size = std::fs::metadata(&it.image).map_or(0, |m| m.len());
+        text.push_str(&format!(
+            "\n{} {:?} {:?} {size}",
+            it.id, it.labels, it.domain
+        ));
+    }
+    fingerprint(text.as_bytes())
+}
 
 /// How many leading epochs a run of `b` trains exactly like a run of `a`: all of them when the
 /// configs are equal; those before the first co-attention epoch when they differ only in the
 /// variant, the preset's name and the settings that act only while the co-attention terms are
 /// in the loss (the affinity, a fixed τ, the scorer, when the contrastive term joins, the lr
-/// factor); None
-/// when they differ in anything else (a learned τ or W_P's init or lr multiplier change the
-/// parameters or their optimizer groups from the start, negative pairs the pairs).
+/// factor); None when they differ in anything else (a learned τ or W_P's init or lr
+/// multiplier change the parameters or their optimizer groups from the start, negative pairs
+/// the pairs).
 pub fn shared_epochs(a: &ClsConfig, b: &ClsConfig) -> Option<usize> {
     if a == b {
         return Some(a.epochs);
@@ -53,8 +73,9 @@ fn as_seen_by(a: &ClsConfig, b: &ClsConfig) -> ClsConfig {
 /// checkpoints and metrics of `src` up to the newest epoch both runs share, and makes that
 /// epoch its last checkpoint. Returns the epoch (0: nothing to take, the run trains from the
 /// start). A `src` whose first epochs are not this run's (`shared_epochs`) is an error naming
-/// it and what differs.
-pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig) -> Result<usize> {
+/// it and what differs, and so is one trained on another training set (`training_set`: this
+/// run's `training_set_fingerprint`).
+pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig, training_set: &str) -> Result<usize> {
     let src_cfg_path = src.join("config.toml");
     if !src_cfg_path.exists() {
         return Err(Error::file(
@@ -74,6 +95,20 @@ pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig) -> Result<usize> {
             ),
         ));
     };
+    match std::fs::read_to_string(src.join(TRAINING_SET)) {
+        Ok(theirs) if theirs.trim() != training_set => {
+            return Err(Error::file(
+                src,
+                "cannot start from this run: it was trained on another training set (its training-set.txt differs from this run's data)",
+            ))
+        }
+        Ok(_) => {}
+        // runs made before the file existed
+        Err(_) => eprintln!(
+            "warning: {} does not name its training set (made by an older coatt); its first epochs are taken on trust that it trained on this run's data",
+            src.display()
+        ),
+    }
     // the newest shared epoch the source has finished (it may still be training)
     let Some(epoch) = (1..=shared)
         .rev()

@@ -196,16 +196,21 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     let k = train.num_classes();
     outline.create(ClsConfig::save)?;
     std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| Error::io(run, e))?;
-    if let (Some(src), false) = (&opts.start_from, outline.resume) {
-        let taken = super::fork::start_from(src, run, &cfg)?;
-        if taken > 0 {
-            // from here on the run is a resumed one
-            outline.resume = true;
-            if !opts.quiet {
-                eprintln!(
-                    "train-cls: epochs 1-{taken} taken from {} (the same training until the co-attention terms join)",
-                    src.display()
-                );
+    if !outline.resume {
+        // what this run trains on, for a run that starts from it (`cls::fork`)
+        let fp = super::fork::training_set_fingerprint(&train);
+        crate::io::write_atomic(&run.join(super::fork::TRAINING_SET), fp.as_bytes())?;
+        if let Some(src) = &opts.start_from {
+            let taken = super::fork::start_from(src, run, &cfg, &fp)?;
+            if taken > 0 {
+                // from here on the run is a resumed one
+                outline.resume = true;
+                if !opts.quiet {
+                    eprintln!(
+                        "train-cls: epochs 1-{taken} taken from {} (the same training until the co-attention terms join)",
+                        src.display()
+                    );
+                }
             }
         }
     }
