@@ -158,6 +158,19 @@ fn weights(path: &Path) -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
+/// The last checkpoints of two runs hold the same tensors, bit for bit.
+fn assert_same_weights(a: &Path, b: &Path, what: &str) {
+    let (wa, wb) = (
+        weights(&a.join("last.safetensors")),
+        weights(&b.join("last.safetensors")),
+    );
+    assert_eq!(wa.len(), wb.len());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "{na} differs {what}");
+    }
+}
+
 #[test]
 fn interrupted_and_resumed_run_ends_with_identical_weights() {
     let d = tempfile::tempdir().unwrap();
@@ -172,15 +185,7 @@ fn interrupted_and_resumed_run_ends_with_identical_weights() {
     train_cls(&opts(d.path(), &b, cfg.clone(), true, Some(3))).unwrap();
     let end = train_cls(&opts(d.path(), &b, cfg.clone(), true, None)).unwrap();
     assert_eq!(end.iterations, 9);
-    let (wa, wb) = (
-        weights(&a.join("last.safetensors")),
-        weights(&b.join("last.safetensors")),
-    );
-    assert_eq!(wa.len(), wb.len());
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        assert!(va == vb, "{na} differs after resume");
-    }
+    assert_same_weights(&a, &b, "after resume");
     // metrics hold each iteration once and each epoch's val row once (the same as the
     // uninterrupted run's), the loss curve and per-epoch checkpoints exist
     let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
@@ -334,15 +339,7 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
     assert_eq!(forked.iterations, scratch.iterations);
     assert_eq!((scratch.iterations_here, forked.iterations_here), (9, 3));
     assert_eq!(forked.val_map, scratch.val_map);
-    let (wb, wc) = (
-        weights(&b.join("last.safetensors")),
-        weights(&c.join("last.safetensors")),
-    );
-    assert_eq!(wb.len(), wc.len());
-    for ((nb, vb), (nc, vc)) in wb.iter().zip(&wc) {
-        assert_eq!(nb, nc);
-        assert!(vb == vc, "{nb} differs from the run trained from the start");
-    }
+    assert_same_weights(&b, &c, "from the run trained from the start");
     let rows = |run: &Path| -> Vec<String> {
         std::fs::read_to_string(run.join("metrics.jsonl"))
             .unwrap()
@@ -384,16 +381,7 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
     })
     .unwrap();
     assert_eq!(forked.iterations_here, 3);
-    for ((ne, ve), (nf, vf)) in weights(&e.join("last.safetensors"))
-        .iter()
-        .zip(&weights(&f.join("last.safetensors")))
-    {
-        assert_eq!(ne, nf);
-        assert!(
-            ve == vf,
-            "{ne} differs from the tuned run trained from the start"
-        );
-    }
+    assert_same_weights(&e, &f, "from the tuned run trained from the start");
     // a learned τ is a parameter from the start: not the same training
     let learned = ClsConfig {
         learn_temperature: true,

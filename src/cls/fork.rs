@@ -7,12 +7,11 @@
 //! can take the other run's checkpoint at that epoch instead of training those epochs again;
 //! tests/train_cls.rs checks that the result equals a run trained from the start.
 use super::config::ClsConfig;
-use super::train::{epoch_checkpoint, LAST};
+use super::train::{epoch_checkpoint, logged_before, LAST};
 use crate::data::VocDataset;
 use crate::error::{Error, Result};
 use crate::io::metrics::read_jsonl;
 use crate::io::record::{differences, fingerprint};
-use crate::io::run::before_iteration;
 use crate::io::{write_atomic, Checkpoint};
 use std::path::Path;
 
@@ -123,16 +122,10 @@ pub fn start_from(src: &Path, dst: &Path, cfg: &ClsConfig, training_set: &str) -
     }
     let at = Checkpoint::open(epoch_checkpoint(dst, epoch))?;
     let iterations = at.meta_usize("iteration")?;
-    // the source's rows of those epochs: every iteration before the checkpoint, and the
-    // end-of-epoch rows (val mAP) up to it
+    // the source's rows of those epochs (their val mAP included)
     let rows: String = read_jsonl(&src.join("metrics.jsonl"))?
         .into_iter()
-        .filter(|v| {
-            before_iteration(v, iterations)
-                && v.get("epoch_end")
-                    .and_then(|e| e.as_u64())
-                    .is_none_or(|e| e as usize <= epoch)
-        })
+        .filter(|v| logged_before(v, epoch, iterations))
         .map(|v| format!("{v}\n"))
         .collect();
     write_atomic(&dst.join("metrics.jsonl"), rows.as_bytes())?;

@@ -155,6 +155,16 @@ fn summary(
     }
 }
 
+/// Whether a metrics.jsonl row belongs to the training a checkpoint at `epoch` (completed
+/// epochs) and `iteration` holds: every iteration before it, and the end-of-epoch rows (1-based)
+/// of the epochs it completed.
+pub(super) fn logged_before(v: &serde_json::Value, epoch: usize, iteration: usize) -> bool {
+    before_iteration(v, iteration)
+        && v.get("epoch_end")
+            .and_then(|e| e.as_u64())
+            .is_none_or(|e| (e as usize) <= epoch)
+}
+
 /// Linear warm-up: (i+1)/n for the first n iterations, then 1.
 pub fn warmup_factor(n: usize, iteration: usize) -> f64 {
     if iteration >= n {
@@ -239,12 +249,7 @@ pub fn train_cls(opts: &TrainClsOptions) -> Result<TrainSummary> {
     }
     // on resume: drop metrics logged after the checkpoint by the interrupted run; the
     // end-of-epoch rows (1-based) of the epochs it completed stay
-    let mut metrics = outline.metrics(|v| {
-        before_iteration(v, pos.iteration)
-            && v.get("epoch_end")
-                .and_then(|e| e.as_u64())
-                .is_none_or(|e| (e as usize) <= pos.epoch)
-    })?;
+    let mut metrics = outline.metrics(|v| logged_before(v, pos.epoch, pos.iteration))?;
     // the val mAP of the epochs already completed (a resumed run that is already complete
     // still reports its result)
     let mut val_map: Vec<f64> = if outline.resume {
