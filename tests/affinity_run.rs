@@ -32,6 +32,7 @@ fn fixture() -> Fixture {
         classes: 3,
         seed: 3,
         kind: SetKind::Scenes,
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
     train_cls(&TrainClsOptions {

@@ -167,6 +167,7 @@ fn micro_data(dir: &Path) {
         classes: 3,
         seed: 11,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
 }

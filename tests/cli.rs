@@ -488,6 +488,57 @@ fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
     assert!(e.contains("other options") && e.contains("seed"), "{e}");
 }
 
+#[test]
+fn synth_records_a_scenes_context_share_other_than_the_default_and_refuses_a_bad_one() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("scenes");
+    let run = |extra: &[&str]| {
+        let mut v = vec!["synth", "--out", out.to_str().unwrap(), "--kind", "scenes"];
+        v.extend_from_slice(&["--train", "3", "--val", "1", "--size", "40"]);
+        v.extend_from_slice(extra);
+        bin().args(v).output().unwrap()
+    };
+    assert!(run(&[]).status.success());
+    let record = std::fs::read_to_string(out.join("synth.json")).unwrap();
+    assert!(!record.contains("context_share"), "{record}");
+    // the default given explicitly is the same set; another share is another set
+    assert!(run(&["--context-share", "0.7"]).status.success());
+    let r = run(&["--context-share", "0"]);
+    assert!(!r.status.success());
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        e.contains("other options") && e.contains("context_share"),
+        "{e}"
+    );
+    let other = d.path().join("no-context");
+    let r = bin()
+        .args([
+            "synth",
+            "--out",
+            other.to_str().unwrap(),
+            "--kind",
+            "scenes",
+        ])
+        .args([
+            "--train",
+            "3",
+            "--val",
+            "1",
+            "--size",
+            "40",
+            "--context-share",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let record = std::fs::read_to_string(other.join("synth.json")).unwrap();
+    assert!(record.contains("\"context_share\": 0.0"), "{record}");
+    let r = run(&["--context-share", "1.5"]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("1.5"));
+}
+
 /// The pipeline's preset for `pipeline --preset tiny EXTRA...`, as the command builds it.
 fn tiny_pipeline_preset(extra: &[&str]) -> coatt::Result<coatt::pipeline::PipelinePreset> {
     use clap::Parser;

@@ -22,6 +22,7 @@ fn synth_kind(dir: &Path, seed: u64, kind: SetKind) -> SynthConfig {
         classes: 4,
         seed,
         kind,
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     };
     generate(&cfg).unwrap();
     cfg
@@ -113,6 +114,7 @@ fn synth_scenes_labels_agree_with_masks_objects_are_large_and_context_is_backgro
         classes: 6,
         seed: 5,
         kind: SetKind::Scenes,
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     };
     generate(&cfg).unwrap();
     let ds = VocDataset::open(d.path(), "train").unwrap();
@@ -132,6 +134,78 @@ fn synth_scenes_labels_agree_with_masks_objects_are_large_and_context_is_backgro
     let share = fg as f64 / all as f64;
     assert!((0.06..0.5).contains(&share), "object share {share}");
     assert!(multi >= 8, "several classes per image in {multi} of 40");
+}
+
+/// The class whose context hue ((c + 0.5) / k) is nearest the ground's: the saturation-weighted
+/// circular mean hue of the background pixels in the bottom eighth of a scenes image (always
+/// below the horizon).
+fn ground_class(img: &coatt::data::synth::SynthImage, size: usize, k: usize) -> usize {
+    let (mut sx, mut sy) = (0f64, 0f64);
+    for y in size - size / 8..size {
+        for x in 0..size {
+            if img.mask.data[y * size + x] != 0 {
+                continue;
+            }
+            let p = &img.rgb[(y * size + x) * 3..(y * size + x) * 3 + 3];
+            let [r, g, b] = [p[0], p[1], p[2]].map(|v| v as f64 / 255.0);
+            let (mx, mn) = (r.max(g).max(b), r.min(g).min(b));
+            if mx - mn < 1e-6 {
+                continue;
+            }
+            let h = if mx == r {
+                ((g - b) / (mx - mn)).rem_euclid(6.0)
+            } else if mx == g {
+                (b - r) / (mx - mn) + 2.0
+            } else {
+                (r - g) / (mx - mn) + 4.0
+            } / 6.0;
+            let w = (mx - mn) / mx;
+            sx += w * (h * std::f64::consts::TAU).cos();
+            sy += w * (h * std::f64::consts::TAU).sin();
+        }
+    }
+    let hue = sy.atan2(sx).rem_euclid(std::f64::consts::TAU) / std::f64::consts::TAU;
+    let dist = |c: usize| {
+        let d = (hue - (c as f64 + 0.5) / k as f64).rem_euclid(1.0);
+        d.min(1.0 - d)
+    };
+    (0..k).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap()
+}
+
+#[test]
+fn scenes_context_share_decides_whether_the_ground_goes_with_the_classes() {
+    let (size, k, n) = (64, 6, 120);
+    let with_context = |share: f64| {
+        let cfg = SynthConfig {
+            out: std::path::PathBuf::new(),
+            train: n,
+            val: 0,
+            size,
+            classes: k,
+            seed: 7,
+            kind: SetKind::Scenes,
+            context_share: share,
+        };
+        (0..n)
+            .filter(|&i| {
+                let img = coatt::data::synth::draw_scene(&cfg, i);
+                img.classes.contains(&ground_class(&img, size, k))
+            })
+            .count() as f64
+            / n as f64
+    };
+    let (always, default, never) = (with_context(1.0), with_context(0.7), with_context(0.0));
+    // the hue read from the pixels finds the context class of nearly every image at share 1;
+    // at share 0 only the chance that a random class is one of the image's 1-3 (about 0.3)
+    assert!(
+        always > 0.9,
+        "share 1: ground goes with a class in {always}"
+    );
+    assert!(never < 0.5, "share 0: ground goes with a class in {never}");
+    assert!(
+        default > never + 0.2 && default < always,
+        "share 0.7: {default} (1: {always}, 0: {never})"
+    );
 }
 
 #[test]
@@ -384,6 +458,7 @@ fn negative_pairs_share_no_class_and_off_means_the_official_pairs() {
         classes: 6,
         seed: 3,
         kind: SetKind::Scenes,
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
     let ds = VocDataset::open(d.path(), "train").unwrap();

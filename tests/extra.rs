@@ -23,6 +23,7 @@ fn synth_cfg(dir: &Path, train: usize, val: usize, seed: u64) -> SynthConfig {
         classes: 3,
         seed,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     }
 }
 

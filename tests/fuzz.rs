@@ -191,6 +191,7 @@ fn configs_and_lists() {
         classes: 3,
         seed: 1,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
     for f in [

@@ -16,6 +16,7 @@ fn micro_data(dir: &Path) {
         classes: 3,
         seed: 4,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
 }
@@ -62,6 +63,7 @@ fn a_second_writer_into_a_locked_folder_is_refused_naming_the_holder() {
         classes: 3,
         seed: 1,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap_err()
     .to_string();

@@ -154,6 +154,7 @@ fn micro_data(dir: &Path) {
         classes: 3,
         seed: 2,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
 }
@@ -372,6 +373,7 @@ fn no_stage_that_makes_pseudo_labels_reads_the_train_masks() {
         classes: 3,
         seed: 1,
         kind: coatt::data::synth::SetKind::Scenes,
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
     let train = coatt::data::VocDataset::open(&data, "train").unwrap();

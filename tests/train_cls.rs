@@ -15,6 +15,7 @@ fn micro_data(dir: &Path) {
         classes: 3,
         seed: 4,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
 }
@@ -413,6 +414,7 @@ fn a_run_started_from_another_variants_shared_epochs_equals_one_trained_from_the
         classes: 3,
         seed: 5,
         kind: Default::default(),
+        context_share: coatt::data::synth::DEFAULT_CONTEXT_SHARE,
     })
     .unwrap();
     let e = train_cls(&TrainClsOptions {

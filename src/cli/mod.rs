@@ -68,6 +68,10 @@ pub struct SynthArgs {
     /// Share of web images whose label is wrong (--kind web).
     #[arg(long, default_value_t = 0.3, value_parser = values::fraction64)]
     pub label_noise: f64,
+    /// Share of scenes images whose ground is the typical context of one of their classes
+    /// (--kind scenes); 0 makes the ground say nothing of the classes.
+    #[arg(long, default_value_t = crate::data::synth::DEFAULT_CONTEXT_SHARE, value_parser = values::fraction64)]
+    pub context_share: f64,
     /// Write into a folder that holds other files (they may be overwritten).
     #[arg(long)]
     pub force: bool,
@@ -85,10 +89,15 @@ pub enum SynthKind {
 /// (OUT/synth.json), or --force: a data set's split lists and labels are not overwritten by
 /// accident.
 fn check_synth_folder(a: &SynthArgs) -> Result<serde_json::Value> {
-    let record = serde_json::json!({
+    let mut record = serde_json::json!({
         "kind": format!("{:?}", a.kind), "train": a.train, "val": a.val, "size": a.size,
         "classes": a.classes, "seed": a.seed, "label_noise": a.label_noise,
     });
+    // recorded only where it changes the images, so that folders made before the option
+    // existed still match a rerun with the same command
+    if a.kind == SynthKind::Scenes && a.context_share != crate::data::synth::DEFAULT_CONTEXT_SHARE {
+        record["context_share"] = a.context_share.into();
+    }
     let others: Vec<String> = std::fs::read_dir(&a.out)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -135,6 +144,7 @@ pub fn synth(a: &SynthArgs) -> Result<()> {
             SynthKind::Scenes => crate::data::synth::SetKind::Scenes,
             _ => crate::data::synth::SetKind::Target,
         },
+        context_share: a.context_share,
     };
     let extra = match a.kind {
         SynthKind::Target | SynthKind::Scenes => None,

@@ -194,7 +194,12 @@ pub fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
-/// [`fraction`] for the options held as f64.
+/// [`fraction`] for the options held as f64, parsed as f64 (not through f32: `0.7` must be the
+/// f64 0.7 that the library's defaults use, or a default given explicitly would draw and record
+/// another value).
 pub fn fraction64(s: &str) -> Result<f64, String> {
-    fraction(s).map(f64::from)
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number in [0, 1], got '{s}'")),
+    }
 }

@@ -343,6 +343,7 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
             classes: p.classes,
             seed: p.cls.seed,
             kind: p.kind,
+            context_share: crate::data::synth::DEFAULT_CONTEXT_SHARE,
         };
         st.run(
             "synth",

@@ -28,7 +28,16 @@ pub struct SynthConfig {
     pub seed: u64,
     /// Which segmentation set to draw (extra sets ignore it).
     pub kind: SetKind,
+    /// `scenes` only: the share of images whose ground is the typical context of one of their
+    /// own classes (the rest get the ground of any class, so there it is no evidence).
+    /// [`DEFAULT_CONTEXT_SHARE`] unless a study asks for another.
+    pub context_share: f64,
 }
+
+/// The share of `scenes` images whose ground goes with one of their classes, like boats on
+/// water. At 0 the ground says nothing of the classes: the set then asks the co-attention to
+/// mine the objects alone (docs/quality.md, "Without the context").
+pub const DEFAULT_CONTEXT_SHARE: f64 = 0.7;
 
 /// The two segmentation sets `synth` draws.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -12,7 +12,8 @@
 //! - two or three *limbs* with the body's look, reaching away from the head.
 //!
 //! The scene is a muted sky above a textured ground. The ground is the typical context of
-//! one of the image's classes for 70% of the images (of any class otherwise), like boats on
+//! one of the image's classes for 70% of the images (`SynthConfig::context_share`; of any
+//! class otherwise), like boats on
 //! water; it is background in the masks, so a classifier that leans on it lights up
 //! background. Images hold 1-3 classes at scales 0.10-0.26 of the side; bodies and limbs
 //! occlude each other, heads are drawn last so every labelled class stays identifiable;
@@ -121,7 +122,7 @@ pub fn draw_scene(cfg: &SynthConfig, index: usize) -> SynthImage {
         }
     }
     // the scene: a muted sky gradient above a (tilted) horizon, the context ground below
-    let ctx = if rng.gen_bool(0.7) {
+    let ctx = if rng.gen_bool(cfg.context_share) {
         classes[rng.gen_range(0..n)]
     } else {
         rng.gen_range(0..k)
