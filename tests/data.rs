@@ -206,6 +206,19 @@ fn scenes_context_share_decides_whether_the_ground_goes_with_the_classes() {
         default > never + 0.2 && default < always,
         "share 0.7: {default} (1: {always}, 0: {never})"
     );
+    let d = tempfile::tempdir().unwrap();
+    let e = generate(&SynthConfig {
+        out: d.path().to_path_buf(),
+        train: 2,
+        val: 0,
+        size,
+        classes: k,
+        seed: 7,
+        kind: SetKind::Scenes,
+        context_share: 1.5,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("context share"), "{e}");
 }
 
 #[test]

@@ -433,6 +433,12 @@ pub fn generate(cfg: &SynthConfig) -> Result<Vec<usize>> {
             "synth: need 1-254 classes, size ≥ 32 and ≥ 1 train image (got {cfg:?})"
         )));
     }
+    if !(0.0..=1.0).contains(&cfg.context_share) {
+        return Err(Error::Msg(format!(
+            "synth: the context share must be in [0, 1] (got {})",
+            cfg.context_share
+        )));
+    }
     let root = &cfg.out;
     let _lock = crate::io::lock::lock_dir(root)?;
     for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {

@@ -13,11 +13,10 @@
 //!
 //! The scene is a muted sky above a textured ground. The ground is the typical context of
 //! one of the image's classes for 70% of the images (`SynthConfig::context_share`; of any
-//! class otherwise), like boats on
-//! water; it is background in the masks, so a classifier that leans on it lights up
-//! background. Images hold 1-3 classes at scales 0.10-0.26 of the side; bodies and limbs
-//! occlude each other, heads are drawn last so every labelled class stays identifiable;
-//! object borders are 255 (ignore), as in VOC.
+//! class otherwise), like boats on water; it is background in the masks, so a classifier that
+//! leans on it lights up background. Images hold 1-3 classes at scales 0.10-0.26 of the side;
+//! bodies and limbs occlude each other, heads are drawn last so every labelled class stays
+//! identifiable; object borders are 255 (ignore), as in VOC.
 use super::{
     head_of, hsv, paint_heads_and_label, with_sensor_noise, Canvas, Ellipse, SynthConfig,
     SynthImage,
@@ -97,7 +96,8 @@ fn body_color(c: usize, k: usize, rng: &mut ChaCha8Rng) -> impl Fn(f32, f32) -> 
     }
 }
 
-/// Draws image `index` of the scenes set (deterministic in (seed, index)).
+/// Draws image `index` of the scenes set (deterministic in (seed, index)). Panics on a
+/// `context_share` outside [0, 1]; [`super::generate`] checks it first.
 pub fn draw_scene(cfg: &SynthConfig, index: usize) -> SynthImage {
     let mut rng = ChaCha8Rng::seed_from_u64(
         cfg.seed
