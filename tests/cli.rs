@@ -445,28 +445,22 @@ fn config_file_values_survive_unless_a_flag_overrides_them() {
     }
 }
 
+/// `coatt-train synth --out OUT` with 3 + 1 images of 40 px, and `extra`.
+fn small_synth(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let out = out.to_str().unwrap();
+    let base = [
+        "synth", "--out", out, "--train", "3", "--val", "1", "--size", "40",
+    ];
+    bin().args(base).args(extra).output().unwrap()
+}
+
 #[test]
 fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("set");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("cls_labels.txt"), "mine 1\n").unwrap();
-    let args = |extra: &[&str]| {
-        let mut v = vec![
-            "synth",
-            "--out",
-            out.to_str().unwrap(),
-            "--train",
-            "3",
-            "--val",
-            "1",
-            "--size",
-            "40",
-        ];
-        v.extend_from_slice(extra);
-        v.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let r = bin().args(args(&[])).output().unwrap();
+    let r = small_synth(&out, &[]);
     assert!(!r.status.success());
     let e = String::from_utf8_lossy(&r.stderr);
     assert!(e.contains("not empty") && e.contains("--force"), "{e}");
@@ -475,14 +469,9 @@ fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
         "mine 1\n"
     );
     // --force writes; the same options again are fine (same bytes); other options are refused
-    assert!(bin()
-        .args(args(&["--force"]))
-        .output()
-        .unwrap()
-        .status
-        .success());
-    assert!(bin().args(args(&[])).output().unwrap().status.success());
-    let r = bin().args(args(&["--seed", "2"])).output().unwrap();
+    assert!(small_synth(&out, &["--force"]).status.success());
+    assert!(small_synth(&out, &[]).status.success());
+    let r = small_synth(&out, &["--seed", "2"]);
     assert!(!r.status.success());
     let e = String::from_utf8_lossy(&r.stderr);
     assert!(e.contains("other options") && e.contains("seed"), "{e}");
@@ -492,12 +481,7 @@ fn synth_refuses_a_folder_it_did_not_make_unless_forced() {
 fn synth_records_a_scenes_context_share_other_than_the_default_and_refuses_a_bad_one() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("scenes");
-    let run = |extra: &[&str]| {
-        let mut v = vec!["synth", "--out", out.to_str().unwrap(), "--kind", "scenes"];
-        v.extend_from_slice(&["--train", "3", "--val", "1", "--size", "40"]);
-        v.extend_from_slice(extra);
-        bin().args(v).output().unwrap()
-    };
+    let run = |extra: &[&str]| small_synth(&out, &[&["--kind", "scenes"], extra].concat());
     assert!(run(&[]).status.success());
     let record = std::fs::read_to_string(out.join("synth.json")).unwrap();
     assert!(!record.contains("context_share"), "{record}");
@@ -511,26 +495,7 @@ fn synth_records_a_scenes_context_share_other_than_the_default_and_refuses_a_bad
         "{e}"
     );
     let other = d.path().join("no-context");
-    let r = bin()
-        .args([
-            "synth",
-            "--out",
-            other.to_str().unwrap(),
-            "--kind",
-            "scenes",
-        ])
-        .args([
-            "--train",
-            "3",
-            "--val",
-            "1",
-            "--size",
-            "40",
-            "--context-share",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let r = small_synth(&other, &["--kind", "scenes", "--context-share", "0"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let record = std::fs::read_to_string(other.join("synth.json")).unwrap();
     assert!(record.contains("\"context_share\": 0.0"), "{record}");
