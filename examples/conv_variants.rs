@@ -1,5 +1,6 @@
 //! Times the two CPU convolution paths on one 3×3, stride-1, padding-1 layer: im2col + GEMM
-//! (`conv`) and the direct kernels (`conv_direct`, AVX-512), each op at its GFLOP/s.
+//! (`conv`) and the direct kernels (`conv_direct`) of every instruction set this machine runs
+//! (AVX-512, AVX2), each op at its GFLOP/s; `*` marks what the engine picks here.
 //! `cargo run --release --example conv_variants -- N CIN COUT SIZE` (e.g. `8 8 8 128`).
 //! Their agreement is tested in `conv_direct`'s unit tests; this only times them.
 use coatt::backend::cpu::{conv, conv_direct};
@@ -44,34 +45,50 @@ fn main() {
             f();
         }
         let ms = s.elapsed().as_secs_f64() * 1e3 / r as f64;
-        println!("{name:10} {ms:8.3} ms {:6.1} GF/s", fl / ms * 1e3);
+        println!("{name:12} {ms:8.3} ms {:6.1} GF/s", fl / ms * 1e3);
     };
-    let direct = conv_direct::applies(&g);
-    if !direct {
-        println!("no AVX-512 here: only the im2col path runs (and is what the pipeline uses)");
+    let isas = conv_direct::available();
+    if isas.is_empty() {
+        println!("neither AVX-512 nor AVX2 here: only the im2col path runs");
     }
-    t("fwd gemm", &|| {
+    let here = conv_direct::detected().map(|i| i.name);
+    let (product, weight) = (conv_direct::for_product(&g), conv_direct::for_weight(&g));
+    let mark = |used: bool| if used { "*" } else { " " };
+    t(&format!("fwd gemm{}", mark(!product)), &|| {
         conv::forward(&x, &w, None, &g);
     });
-    if direct {
-        t("fwd dir", &|| {
-            conv_direct::forward(&x, &w, None, &g);
-        });
+    for isa in &isas {
+        t(
+            &format!(
+                "fwd {}{}",
+                isa.name,
+                mark(product && here == Some(isa.name))
+            ),
+            &|| {
+                conv_direct::forward_on(isa, &x, &w, None, &g);
+            },
+        );
     }
-    t("dx gemm", &|| {
+    t(&format!("dx gemm{}", mark(!product)), &|| {
         conv::backward_input(&dy, &w, &g);
     });
-    if direct {
-        t("dx dir", &|| {
-            conv_direct::backward_input(&dy, &w, &g);
-        });
+    for isa in &isas {
+        t(
+            &format!("dx {}{}", isa.name, mark(product && here == Some(isa.name))),
+            &|| {
+                conv_direct::backward_input_on(isa, &dy, &w, &g);
+            },
+        );
     }
-    t("dw gemm", &|| {
+    t(&format!("dw gemm{}", mark(!weight)), &|| {
         conv::backward_weight(&dy, &x, &g);
     });
-    if direct {
-        t("dw dir", &|| {
-            conv_direct::backward_weight(&dy, &x, &g);
-        });
+    for isa in &isas {
+        t(
+            &format!("dw {}{}", isa.name, mark(weight && here == Some(isa.name))),
+            &|| {
+                conv_direct::backward_weight_on(isa, &dy, &x, &g);
+            },
+        );
     }
 }
