@@ -89,8 +89,8 @@ static AVX512: Isa = Isa {
 /// of its speed); the weight gradient 3 channels × 3 taps per pass (9 accumulators, 3 + 3
 /// loads per 9 FMAs; 1 channel × 9 taps, 1 + 9 loads, measured 55-75% of its speed). The
 /// limits, on the AMD EPYC development machine (GFLOP/s direct / GEMM, 8 images): forward
-/// 128 → 128 at 16 px 143 / 119, weight gradient 64 → 128 at 16 px 103 / 74 and 128 → 128
-/// within ±10% of the GEMM (`examples/conv_variants`).
+/// 128 → 128 at 16 px 160 / 133; weight gradient 64 → 64 at 32 px 132 / 80, 64 → 128 at 16 px
+/// 122 / 128 (`examples/conv_variants`).
 #[cfg(target_arch = "x86_64")]
 static AVX2: Isa = Isa {
     name: "avx2",
@@ -99,7 +99,7 @@ static AVX2: Isa = Isa {
     cob: avx2::COB,
     rows: avx2::ROWS,
     max_product: 128 * 128,
-    max_weight: 64 * 128,
+    max_weight: 64 * 64,
     product_block: avx2::product_block,
     weight_task: avx2::weight_task,
 };
