@@ -40,7 +40,8 @@ pub struct Isa {
     nv: usize,
     /// Output channels per register block of the product (nv × cob accumulators).
     cob: usize,
-    /// Output channels per register group of the weight gradient (9 × rows accumulators).
+    /// Output channels per register group of the weight gradient (rows × the taps of one pass
+    /// in accumulators).
     rows: usize,
     /// The largest cin × cout at which the direct product (forward, dx) beats im2col + GEMM.
     max_product: usize,
@@ -68,9 +69,10 @@ impl Isa {
 
 /// AVX-512: 32 registers of 16 lanes. The product keeps 8 output channels × 3 vectors (24
 /// accumulators); the weight gradient 3 channels × all 9 taps in one pass (27), with 3 + 9
-/// loads per 27 FMAs (pairs need 2 + 9 per 18, and the unaligned loads are what limits). The limits: 128 → 128
-/// at 32 px 281 / 235 GFLOP/s direct / GEMM forward, 512 → 512 191 / 293; weight gradient
-/// 64 → 64 at 16 px 144 / 111, 128 → 128 at 32 px 162 / 184 (`examples/conv_variants`).
+/// loads per 27 FMAs (pairs need 2 + 9 per 18, and the unaligned loads are what limits). The
+/// limits, on the Intel Xeon development machine: 128 → 128 at 32 px 281 / 235 GFLOP/s direct
+/// / GEMM forward, 512 → 512 191 / 293; weight gradient 64 → 64 at 16 px 144 / 111, 128 → 128
+/// at 32 px 162 / 184 (`examples/conv_variants`).
 #[cfg(target_arch = "x86_64")]
 static AVX512: Isa = Isa {
     name: "avx512",
@@ -88,7 +90,7 @@ static AVX512: Isa = Isa {
 /// accumulators, 2 input vectors, 1 broadcast weight; 4 channels × 3 vectors measured 70-80%
 /// of its speed); the weight gradient 3 channels × 3 taps per pass (9 accumulators, 3 + 3
 /// loads per 9 FMAs; 1 channel × 9 taps, 1 + 9 loads, measured 55-75% of its speed). The
-/// limits, on the AMD EPYC development machine (GFLOP/s direct / GEMM, 8 images): forward
+/// limits, on a 2-core AMD EPYC (GFLOP/s direct / GEMM, 8 images): forward
 /// 128 → 128 at 16 px 160 / 133; weight gradient 64 → 64 at 32 px 132 / 80, 64 → 128 at 16 px
 /// 122 / 128 (`examples/conv_variants`).
 #[cfg(target_arch = "x86_64")]
