@@ -362,21 +362,20 @@ fn product(
             }
         }
     }
+    // the biases of every block, zero past cout (built once, not per image and block)
+    let biases: Vec<f32> = (0..nb * cob)
+        .map(|co| bias.and_then(|b| b.get(co).copied()).unwrap_or(0.0))
+        .collect();
     let hw = ho * wo;
     // every output is written by the blocks' scatter, so no zero-fill first
     super::written_by_planes(n * cout * hw, cout * hw, |i, oi| {
         let xi = &xp[i * cin * f.plane..(i + 1) * cin * f.plane];
         oi.par_chunks_mut(cob * hw).enumerate().for_each(|(b, ob)| {
-            let bb: Vec<f32> = (0..cob)
-                .map(|c| {
-                    bias.and_then(|bias| bias.get(b * cob + c).copied())
-                        .unwrap_or(0.0)
-                })
-                .collect();
+            let bb = &biases[b * cob..(b + 1) * cob];
             let wb = &packed[b * cin * 9 * cob..(b + 1) * cin * 9 * cob];
             // SAFETY: `isa` is one this machine runs (`available`); the padded planes hold
             // nblk·block + offs[8] values each, so every load is in bounds.
-            unsafe { (isa.product_block)(xi, wb, &bb, f, cin, ho, wo, ob) };
+            unsafe { (isa.product_block)(xi, wb, bb, f, cin, ho, wo, ob) };
         });
     })
 }
