@@ -315,3 +315,52 @@ fn bad_maps_are_named_and_empty_confident_regions_are_skipped_and_counted() {
     let e = train_affinity(&o).unwrap_err().to_string();
     assert!(e.contains("inputs.json") && e.contains("cams"), "{e}");
 }
+
+/// The map files of a refine folder, by name (the lock file left out).
+fn map_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn crf_refine_is_the_same_on_one_thread_and_on_several_and_after_a_partial_run() {
+    let f = fixture();
+    let run = |out: &Path, threads: usize| {
+        let mut r = RefineOptions::new(&f.cls, &f.cams, &f.data, out);
+        r.run = None;
+        r.alpha = None;
+        r.crf = coatt::crf::CrfPreset::Psa.params();
+        r.overlays = false;
+        r.quiet = true;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| run_refine(&r).unwrap())
+    };
+    let (one, three) = (f.root.join("crf-1"), f.root.join("crf-3"));
+    let s1 = run(&one, 1);
+    let s3 = run(&three, 3);
+    assert!(s1.written > 4, "{s1:?}"); // more than one chunk on one thread
+    assert_eq!((s1.written, s3.written), (s3.written, s1.written));
+    let (a, b) = (map_files(&one), map_files(&three));
+    assert_eq!(a.len(), s1.written);
+    assert!(a == b, "refined maps differ between 1 and 3 threads");
+    // some outputs removed (an interrupted run): the rerun writes them again, the same bytes
+    for (name, _) in a.iter().step_by(2) {
+        std::fs::remove_file(three.join(name)).unwrap();
+    }
+    let again = run(&three, 2);
+    assert_eq!(again.written, a.len().div_ceil(2));
+    assert_eq!(again.existing, a.len() / 2);
+    assert!(map_files(&three) == a, "a partial rerun changed the maps");
+}

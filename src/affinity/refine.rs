@@ -12,6 +12,7 @@ use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::{no_grad, Device, Pool2dParams};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -91,16 +92,17 @@ pub struct RefineSummary {
     pub secs: f64,
 }
 
-/// The refined maps of one image (at image size, with a background channel): [background
-/// (1 − max)^α, the class maps scaled to a maximum of 1], walked over AffinityNet's affinities
-/// when a model is given, then through the dense CRF when one is given.
-pub fn refine_image(
+/// The planes of one image before the CRF (at image size): [background (1 − max)^α, the
+/// class maps scaled to a maximum of 1], walked over AffinityNet's affinities when a model is
+/// given. The tensor work of the walk is here, so that callers can run it in order (it may be
+/// on the GPU) and the CRF of many images at once.
+pub fn walked_planes(
     model: Option<&AffinityNet>,
     img: &image::RgbImage,
     cam: &CamFile,
     alpha: f64,
     opts: &RefineOptions,
-) -> Result<CamFile> {
+) -> Result<(CamFile, Vec<f32>)> {
     let (h, w) = (img.height() as usize, img.width() as usize);
     let cam = cam.max_normalised();
     let n = cam.classes.len();
@@ -113,26 +115,38 @@ pub fn refine_image(
     if let Some(model) = model {
         planes = walk(model, img, &planes, n + 1, opts)?;
     }
+    Ok((cam, planes))
+}
+
+/// The refined maps of one image from [`walked_planes`]: through the dense CRF when one is
+/// given, with the background channel kept. Pure CPU work on one image.
+pub fn crf_refined(
+    img: &image::RgbImage,
+    cam: &CamFile,
+    mut planes: Vec<f32>,
+    opts: &RefineOptions,
+) -> CamFile {
+    let (h, w) = (img.height() as usize, img.width() as usize);
     if let Some(p) = &opts.crf {
         planes = crate::crf::dense_crf(
             img.as_raw(),
             h,
             w,
             &planes,
-            n + 1,
+            cam.classes.len() + 1,
             p,
             crate::crf::Filter::Lattice,
         );
     }
     let hw = h * w;
-    Ok(CamFile {
+    CamFile {
         id: cam.id.clone(),
         height: h,
         width: w,
         classes: cam.classes.clone(),
         maps: planes[hw..].to_vec(),
         background: Some(planes[..hw].to_vec()),
-    })
+    }
 }
 
 /// The random walk of `planes` (k planes at image size) over the model's affinities: pooled
@@ -234,35 +248,51 @@ pub fn run_refine(opts: &RefineOptions) -> Result<RefineSummary> {
         alpha,
         ..Default::default()
     };
-    for i in todo {
-        let it = &ds.items[i];
-        if crate::cam::read_cam(&opts.out, &it.id).is_ok() {
-            s.existing += 1;
-            bar.inc(1);
-            continue;
-        }
-        let img = load_rgb(&it.image)?;
-        let cam = map_for(
-            &opts.cams,
-            &it.id,
-            img.height() as usize,
-            img.width() as usize,
-        )?;
-        let refined = no_grad(|| refine_image(model.as_ref(), &img, &cam, alpha, opts))?;
-        // overlays first, atomically: the map file marks the image as done
-        if opts.overlays {
-            for (j, &c) in refined.classes.iter().enumerate() {
-                let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
-                let p = opts
-                    .out
-                    .join("overlay")
-                    .join(format!("{}_{name}.png", it.id));
-                crate::cam::store::save_png_atomic(&overlay(&img, refined.map(j)), &p)?;
+    // the walks in order (tensor ops, maybe on the GPU), then the CRFs and writes of a chunk
+    // of images in parallel (each image's CRF is single-threaded and independent of the others)
+    let chunk = rayon::current_num_threads().max(1) * 4;
+    for ids in todo.chunks(chunk) {
+        let mut walked = Vec::with_capacity(ids.len());
+        for &i in ids {
+            let it = &ds.items[i];
+            if crate::cam::read_cam(&opts.out, &it.id).is_ok() {
+                s.existing += 1;
+                bar.inc(1);
+                continue;
             }
+            let img = load_rgb(&it.image)?;
+            let cam = map_for(
+                &opts.cams,
+                &it.id,
+                img.height() as usize,
+                img.width() as usize,
+            )?;
+            let (cam, planes) = no_grad(|| walked_planes(model.as_ref(), &img, &cam, alpha, opts))?;
+            walked.push((i, img, cam, planes));
         }
-        write_cam(&opts.out, &refined)?;
-        s.written += 1;
-        bar.inc(1);
+        let fresh = walked.len();
+        walked
+            .into_par_iter()
+            .map(|(i, img, cam, planes)| -> Result<()> {
+                let it = &ds.items[i];
+                let refined = crf_refined(&img, &cam, planes, opts);
+                // overlays first, atomically: the map file marks the image as done
+                if opts.overlays {
+                    for (j, &c) in refined.classes.iter().enumerate() {
+                        let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
+                        let p = opts
+                            .out
+                            .join("overlay")
+                            .join(format!("{}_{name}.png", it.id));
+                        crate::cam::store::save_png_atomic(&overlay(&img, refined.map(j)), &p)?;
+                    }
+                }
+                write_cam(&opts.out, &refined)?;
+                bar.inc(1);
+                Ok(())
+            })
+            .collect::<Result<Vec<()>>>()?;
+        s.written += fresh;
     }
     bar.finish_and_clear();
     s.secs = t0.elapsed().as_secs_f64();

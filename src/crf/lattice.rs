@@ -3,7 +3,13 @@
 //! channel. Points are lifted onto the (d+1)-dimensional permutohedral lattice, their values
 //! splatted onto the enclosing simplex's vertices with barycentric weights, blurred along the
 //! d+1 lattice directions with a [1 2 1] kernel, and sliced back with the same weights.
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+
+/// Largest feature dimension: the dense CRF's bilateral kernel has 5 (x, y, r, g, b). Keys are
+/// fixed-size arrays so the vertex table hashes them without a heap allocation per lookup
+/// (with `Vec<i32>` keys and SipHash, building the table took half of a PSA CRF's time).
+pub const MAX_DIM: usize = 8;
+type Key = [i32; MAX_DIM];
 
 pub struct Lattice {
     d: usize,
@@ -21,6 +27,10 @@ impl Lattice {
     /// `features`: N points × d values, already divided by the kernel's standard deviations.
     pub fn new(features: &[f32], d: usize) -> Lattice {
         assert!(d > 0 && features.len().is_multiple_of(d));
+        assert!(
+            d <= MAX_DIM,
+            "lattice features of dimension {d} (at most {MAX_DIM})"
+        );
         let n = features.len() / d;
         let d1 = d + 1;
         // Lifting scale: the lattice spacing matched to a unit-variance Gaussian.
@@ -40,13 +50,14 @@ impl Lattice {
                 })
             })
             .collect();
-        let mut table: HashMap<Vec<i32>, u32> = HashMap::with_capacity(n * d1 / 4 + 16);
-        let mut keys: Vec<Vec<i32>> = Vec::new();
+        let mut table: FxHashMap<Key, u32> =
+            FxHashMap::with_capacity_and_hasher(n * d1 / 4 + 16, Default::default());
+        let mut keys: Vec<Key> = Vec::new();
         let mut offsets = vec![0u32; n * d1];
         let mut weights = vec![0f32; n * d1];
         let (mut elevated, mut rem0, mut rank) = (vec![0f64; d1], vec![0i32; d1], vec![0i32; d1]);
         let mut bary = vec![0f64; d + 2];
-        let mut key = vec![0i32; d];
+        let mut key: Key = [0; MAX_DIM];
         for p in 0..n {
             let f = &features[p * d..(p + 1) * d];
             // elevate onto the hyperplane Σx = 0
@@ -116,8 +127,8 @@ impl Lattice {
                     key[i] = rem0[i] + canonical[r * d1 + rank[i] as usize];
                 }
                 let next = keys.len() as u32;
-                let idx = *table.entry(key.clone()).or_insert_with(|| {
-                    keys.push(key.clone());
+                let idx = *table.entry(key).or_insert_with(|| {
+                    keys.push(key);
                     next
                 });
                 offsets[p * d1 + r] = idx;
@@ -126,7 +137,7 @@ impl Lattice {
         }
         let m = keys.len();
         let mut neighbours = vec![[NONE, NONE]; d1 * m];
-        let (mut n1, mut n2) = (vec![0i32; d], vec![0i32; d]);
+        let (mut n1, mut n2): (Key, Key) = ([0; MAX_DIM], [0; MAX_DIM]);
         for j in 0..d1 {
             for (v, k) in keys.iter().enumerate() {
                 for i in 0..d {

@@ -133,11 +133,10 @@ impl Kernel {
     }
     /// norm ⊙ K (norm ⊙ q), over `vs` channels per pixel.
     fn apply(&self, q: &[f32], vs: usize, out: &mut [f32]) {
-        let scaled: Vec<f32> = q
-            .chunks(vs)
-            .zip(&self.norm)
-            .flat_map(|(c, &s)| c.iter().map(move |v| v * s))
-            .collect();
+        let mut scaled = q.to_vec();
+        for (c, &s) in scaled.chunks_mut(vs).zip(&self.norm) {
+            c.iter_mut().for_each(|v| *v *= s);
+        }
         self.raw(&scaled, vs, out);
         for (c, &s) in out.chunks_mut(vs).zip(&self.norm) {
             c.iter_mut().for_each(|v| *v *= s);
