@@ -466,6 +466,8 @@ impl CamEngine<'_> {
                 ]
             })
             .collect();
+        // features of this batch by (input side, mirrored), shared by the flip passes
+        let mut memo = HashMap::new();
         for &scale in &self.opts.scales.clone() {
             for flip in [false, true]
                 .into_iter()
@@ -479,7 +481,7 @@ impl CamEngine<'_> {
                 let x = Tensor::concat(&xs.iter().collect::<Vec<_>>(), 0)?;
                 let grid = match self.opts.mode {
                     CamMode::Single => self.single_grid(&x, imgs)?,
-                    CamMode::Coatt => self.coatt_grid(&x, imgs, side, flip)?,
+                    CamMode::Coatt => self.coatt_grid(&x, imgs, side, flip, &mut memo)?,
                 };
                 for (b, (_, img)) in imgs.iter().enumerate() {
                     let (gh, gw, maps) = &grid[b];
@@ -550,9 +552,23 @@ impl CamEngine<'_> {
         imgs: &[(usize, image::RgbImage)],
         side: usize,
         flip: bool,
+        memo: &mut HashMap<(usize, bool), Tensor>,
     ) -> Result<Vec<GridMaps>> {
         let (model, cfg) = (self.model, self.cfg);
-        let f1 = model.features_eval(x)?;
+        // the image and its mirror are each other's flipped view: the flipped pass takes both
+        // from the unflipped one (the same input batches, so the same features to the bit)
+        let mut same_size = |mirrored: bool, x: &Tensor| -> Result<Tensor> {
+            match memo.get(&(side, mirrored)) {
+                Some(f) => Ok(f.clone()),
+                None => {
+                    let f = model.features_eval(x)?;
+                    memo.insert((side, mirrored), f.clone());
+                    Ok(f)
+                }
+            }
+        };
+        let f1 = same_size(flip, x)?;
+        let flipped = same_size(!flip, &x.flip(3)?)?;
         let (h, w) = (f1.dims()[2], f1.dims()[3]);
         if !flip {
             for (b, (i, _)) in imgs.iter().enumerate() {
@@ -560,7 +576,6 @@ impl CamEngine<'_> {
                 self.remember(*i, side, &fb);
             }
         }
-        let flipped = model.features_eval(&x.flip(3)?)?;
         let view = |factor: f64| -> Result<Tensor> {
             let s = ((side as f64 * factor).round() as usize).max(8);
             model.features_eval(&x.resize_bilinear(s, s)?)
