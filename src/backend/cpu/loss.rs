@@ -80,6 +80,8 @@ pub fn cross_entropy_backward<T: Float>(
     }
     let scale = g.as_f64() / count as f64;
     dx.par_chunks_mut(k * hw).enumerate().for_each(|(i, d)| {
+        // each class's exp once per pixel, kept for the probabilities (not computed twice)
+        let mut e = vec![0f64; k];
         for p in 0..hw {
             let lab = labels[i * hw + p].as_f64() as usize;
             if lab == ignore {
@@ -87,9 +89,12 @@ pub fn cross_entropy_backward<T: Float>(
             }
             let at = |c: usize| x[(i * k + c) * hw + p].as_f64();
             let mx = (0..k).map(at).fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = (0..k).map(|c| (at(c) - mx).exp()).sum();
+            for (c, ec) in e.iter_mut().enumerate() {
+                *ec = (at(c) - mx).exp();
+            }
+            let z: f64 = e.iter().sum();
             for c in 0..k {
-                let pr = (at(c) - mx).exp() / z;
+                let pr = e[c] / z;
                 let t = if c == lab { 1.0 } else { 0.0 };
                 d[c * hw + p] = T::of((pr - t) * scale);
             }
