@@ -346,6 +346,91 @@ fn infer_into_a_folder_made_with_other_options_is_an_error_not_stale_predictions
 }
 
 #[test]
+fn one_inference_pass_into_two_folders_writes_what_two_runs_write() {
+    use coatt::seg::{
+        load_segnet, run_infer, run_infer_many, train_seg, InferOptions, LabelSource, SegConfig,
+        TrainSegOptions,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("seg"));
+    micro_data(&data);
+    train_seg(&TrainSegOptions {
+        data: data.clone(),
+        labels: LabelSource::GroundTruth,
+        out: run.clone(),
+        config: SegConfig {
+            iterations: 2,
+            ..SegConfig::preset("micro").unwrap()
+        },
+        device: Device::Cpu,
+        resume: false,
+        stop_after: None,
+        quiet: true,
+    })
+    .unwrap();
+    let model = load_segnet(&run, Device::Cpu).unwrap();
+    let ds = coatt::data::VocDataset::open(&data, "val").unwrap();
+    let images: Vec<_> = ds
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.image.clone()))
+        .collect();
+    let crf = coatt::crf::CrfPreset::Mcis.params();
+    let opts = |crf| InferOptions {
+        scales: vec![1.0, 1.5],
+        flip: true,
+        crf,
+        run: Some(run.clone()),
+    };
+    let p = |name: &str| tmp.path().join(name);
+    run_infer(&model, &images, &p("plain"), &opts(None), Device::Cpu, true).unwrap();
+    run_infer(&model, &images, &p("crf"), &opts(crf), Device::Cpu, true).unwrap();
+    // the CRF folder half done, as after a kill
+    run_infer(
+        &model,
+        &images[..1],
+        &p("both-crf"),
+        &opts(crf),
+        Device::Cpu,
+        true,
+    )
+    .unwrap();
+    let s = run_infer_many(
+        &model,
+        &images,
+        &[(&p("both-plain"), None), (&p("both-crf"), crf)],
+        &opts(None),
+        Device::Cpu,
+        true,
+    )
+    .unwrap();
+    assert_eq!((s[0].written, s[0].existing), (images.len(), 0));
+    assert_eq!((s[1].written, s[1].existing), (images.len() - 1, 1));
+    let files = |dir: &std::path::Path| -> Vec<Vec<u8>> {
+        images
+            .iter()
+            .map(|(id, _)| std::fs::read(dir.join(format!("{id}.png"))).unwrap())
+            .collect()
+    };
+    // (the CRF changes the labels here, so a swap of the folders would show)
+    assert!(files(&p("plain")) != files(&p("crf")));
+    assert!(files(&p("both-plain")) == files(&p("plain")));
+    assert!(files(&p("both-crf")) == files(&p("crf")));
+    // a folder given twice is refused, not locked against itself
+    let e = run_infer_many(
+        &model,
+        &images,
+        &[(&p("x"), None), (&p("x"), crf)],
+        &opts(None),
+        Device::Cpu,
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("twice"), "{e}");
+}
+
+#[test]
 fn leftovers_of_killed_writers_are_cleaned_and_a_fresh_run_starts_its_own_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));

@@ -3,7 +3,8 @@
 //! maximum of 1) and a background channel (1 − max)^α, average-pooled to AffinityNet's grid
 //! (stride 8, or 4 with its stride-4 level) of the image padded to a multiple of the stride; T = a^β normalised over the source axis; 2^logt
 //! steps; upsampled bilinearly and cropped back. The output map files carry the background
-//! channel, so `pseudo` labels them by argmax (no threshold).
+//! channel, so `pseudo` labels them by argmax (no threshold). The walks run in order (the
+//! engine parallelises each); the CRFs of a chunk of images run in parallel, one per thread.
 use super::model::AffinityNet;
 use super::train::{load_affinity_net, map_for};
 use crate::cam::store::{overlay, write_cam, CamFile};

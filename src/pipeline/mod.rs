@@ -28,7 +28,7 @@ use crate::data::VocDataset;
 use crate::error::{Error, Result};
 use crate::eval::evaluate_folder;
 use crate::seg::{
-    load_segnet, run_infer, train_seg, InferOptions, LabelSource, SegConfig, TrainSegOptions,
+    load_segnet, run_infer_many, train_seg, InferOptions, LabelSource, SegConfig, TrainSegOptions,
 };
 use crate::Device;
 use serde::{Deserialize, Serialize};
@@ -693,16 +693,22 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         .map(|it| (it.id.clone(), it.image.clone()))
         .collect();
     let val_masks = has_masks(&data, "val")?;
+    // `also`: a folder the same network pass writes too, with its own CRF (the predictions
+    // with the CRF are made beside those without it, so the network runs once per image; the
+    // later stage of that folder then finds them done and only evaluates)
     let infer_stage = |st: &mut Stages,
                        name: &str,
                        run: &Path,
                        pred: PathBuf,
-                       crf: CrfPreset|
+                       crf: CrfPreset,
+                       also: Option<(&Path, CrfPreset)>|
      -> Result<Option<f64>> {
+        let mut outputs = vec![pred.clone()];
+        outputs.extend(also.map(|a| a.0.to_path_buf()));
         let v = st.run(
             name,
             json!({"scales": p.scales, "flip": p.flip, "crf": crf}),
-            std::slice::from_ref(&pred),
+            &outputs,
             || {
                 let model = load_segnet(run, o.device)?;
                 let opts = InferOptions {
@@ -711,7 +717,9 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                     crf: crf.params(),
                     run: Some(run.to_path_buf()),
                 };
-                run_infer(&model, &images, &pred, &opts, o.device, o.quiet)?;
+                let mut outs = vec![(pred.as_path(), crf.params())];
+                outs.extend(also.map(|(dir, c)| (dir, c.params())));
+                run_infer_many(&model, &images, &outs, &opts, o.device, o.quiet)?;
                 if !val_masks {
                     return to_value(&InferResult { miou: None });
                 }
@@ -724,19 +732,22 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         )?;
         Ok(typed::<InferResult>(name, v)?.miou)
     };
+    let (pred_crf, pred_gt_crf) = (out.join("pred-crf"), out.join("pred-gt-crf"));
     let seg = infer_stage(
         &mut st,
         "infer",
         &out.join("seg"),
         out.join("pred"),
         CrfPreset::Off,
+        Some((&pred_crf, p.crf)),
     )?;
     let seg_crf = infer_stage(
         &mut st,
         "infer-crf",
         &out.join("seg"),
-        out.join("pred-crf"),
+        pred_crf.clone(),
         p.crf,
+        None,
     )?;
     let (gt, gt_crf) = if bound {
         (
@@ -746,13 +757,15 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
                 &out.join("seg-gt"),
                 out.join("pred-gt"),
                 CrfPreset::Off,
+                Some((&pred_gt_crf, p.crf)),
             )?,
             infer_stage(
                 &mut st,
                 "infer-gt-crf",
                 &out.join("seg-gt"),
-                out.join("pred-gt-crf"),
+                pred_gt_crf.clone(),
                 p.crf,
+                None,
             )?,
         )
     } else {

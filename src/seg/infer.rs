@@ -109,7 +109,33 @@ pub fn run_infer(
     device: Device,
     quiet: bool,
 ) -> Result<InferSummary> {
-    let _lock = crate::io::lock::lock_dir(out)?;
+    let mut s = run_infer_many(model, images, &[(out, opts.crf)], opts, device, quiet)?;
+    Ok(s.remove(0))
+}
+
+/// [`run_infer`] into several folders at once, each with its own CRF (`opts.crf` is not used):
+/// the network runs once per image that some folder lacks, and each folder gets the labels of
+/// its CRF. The pipeline writes its predictions with and without the CRF in one pass this way.
+pub fn run_infer_many(
+    model: &SegNet,
+    images: &[(String, PathBuf)],
+    outs: &[(&Path, Option<CrfParams>)],
+    opts: &InferOptions,
+    device: Device,
+    quiet: bool,
+) -> Result<Vec<InferSummary>> {
+    for (i, (a, _)) in outs.iter().enumerate() {
+        if outs[..i].iter().any(|(b, _)| b == a) {
+            return Err(Error::Msg(format!(
+                "infer: the folder {} is given twice",
+                a.display()
+            )));
+        }
+    }
+    let _locks = outs
+        .iter()
+        .map(|(out, _)| crate::io::lock::lock_dir(out))
+        .collect::<Result<Vec<_>>>()?;
     let scale_ok = |s: &f64| s.is_finite() && *s > 0.0 && *s <= 8.0;
     if opts.scales.is_empty() || !opts.scales.iter().all(scale_ok) {
         return Err(crate::Error::Msg(format!(
@@ -122,32 +148,38 @@ pub fn run_infer(
         .as_ref()
         .map(|r| crate::io::record::file_fingerprint(&r.join(super::train::LAST)))
         .transpose()?;
-    crate::io::record::check_or_write(
-        out,
-        "infer",
-        &serde_json::json!({
-            "run": opts.run.as_ref().map(|r| r.display().to_string()),
-            "weights": weights,
-            "scales": opts.scales,
-            "flip": opts.flip,
-            "crf": opts.crf,
-        }),
-    )?;
+    for (out, crf) in outs {
+        crate::io::record::check_or_write(
+            out,
+            "infer",
+            &serde_json::json!({
+                "run": opts.run.as_ref().map(|r| r.display().to_string()),
+                "weights": weights,
+                "scales": opts.scales,
+                "flip": opts.flip,
+                "crf": crf,
+            }),
+        )?;
+    }
     let t0 = std::time::Instant::now();
+    let missing = |out: &Path, id: &str| !out.join(format!("{id}.png")).exists();
     let todo: Vec<&(String, PathBuf)> = images
         .iter()
-        .filter(|(id, _)| !out.join(format!("{id}.png")).exists())
+        .filter(|(id, _)| outs.iter().any(|(out, _)| missing(out, id)))
         .collect();
     let bar = crate::progress::bar(todo.len() as u64, "infer");
     if quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut s = InferSummary {
-        written: 0,
-        existing: images.len() - todo.len(),
-        failed: Vec::new(),
-        secs: 0.0,
-    };
+    let mut sums: Vec<InferSummary> = outs
+        .iter()
+        .map(|(out, _)| InferSummary {
+            written: 0,
+            existing: images.iter().filter(|(id, _)| !missing(out, id)).count(),
+            failed: Vec::new(),
+            secs: 0.0,
+        })
+        .collect();
     let chunk = rayon::current_num_threads().max(1) * 2;
     for part in todo.chunks(chunk) {
         let mut ready = Vec::new();
@@ -157,28 +189,34 @@ pub fn run_infer(
                     let p = predict_probs(model, &img, &opts.scales, opts.flip, device)?;
                     ready.push((id, img, p));
                 }
-                Err(e) => s.failed.push((path.clone(), e.to_string())),
+                Err(e) => sums
+                    .iter_mut()
+                    .for_each(|s| s.failed.push((path.clone(), e.to_string()))),
             }
         }
         let l = model.num_labels;
-        ready
-            .par_iter()
-            .map(|(id, img, p)| {
-                let data = labels_of(img, p, l, opts.crf.as_ref());
-                write_label_png(
-                    &out.join(format!("{id}.png")),
-                    &LabelMap {
-                        width: img.width() as usize,
-                        height: img.height() as usize,
-                        data,
-                    },
-                )
-            })
-            .collect::<Result<Vec<()>>>()?;
-        s.written += ready.len();
+        for ((out, crf), s) in outs.iter().zip(&mut sums) {
+            let wanted: Vec<_> = ready.iter().filter(|(id, ..)| missing(out, id)).collect();
+            wanted
+                .par_iter()
+                .map(|(id, img, p)| {
+                    let data = labels_of(img, p, l, crf.as_ref());
+                    write_label_png(
+                        &out.join(format!("{id}.png")),
+                        &LabelMap {
+                            width: img.width() as usize,
+                            height: img.height() as usize,
+                            data,
+                        },
+                    )
+                })
+                .collect::<Result<Vec<()>>>()?;
+            s.written += wanted.len();
+        }
         bar.inc(part.len() as u64);
     }
     bar.finish_and_clear();
-    s.secs = t0.elapsed().as_secs_f64();
-    Ok(s)
+    let secs = t0.elapsed().as_secs_f64();
+    sums.iter_mut().for_each(|s| s.secs = secs);
+    Ok(sums)
 }

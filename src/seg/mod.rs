@@ -8,6 +8,6 @@ pub mod train;
 
 pub use config::{SegBackbone, SegConfig};
 pub use data::LabelSource;
-pub use infer::{predict_probs, run_infer, InferOptions};
+pub use infer::{predict_probs, run_infer, run_infer_many, InferOptions};
 pub use model::SegNet;
 pub use train::{evaluate_split, load_segnet, train_seg, SegSummary, TrainSegOptions};
