@@ -284,11 +284,14 @@ fn a_diverging_run_stops_with_an_error_and_never_writes_non_finite_weights() {
     assert!(!tmp.path().join("x.safetensors").exists());
 }
 
-#[test]
-fn infer_into_a_folder_made_with_other_options_is_an_error_not_stale_predictions() {
-    use coatt::seg::{
-        load_segnet, run_infer, train_seg, InferOptions, LabelSource, SegConfig, TrainSegOptions,
-    };
+/// A micro segmentation network trained 2 iterations on micro data, with the val images.
+fn micro_seg_model() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    coatt::seg::SegNet,
+    Vec<(String, std::path::PathBuf)>,
+) {
+    use coatt::seg::{load_segnet, train_seg, LabelSource, SegConfig, TrainSegOptions};
     let tmp = tempfile::tempdir().unwrap();
     let (data, run) = (tmp.path().join("data"), tmp.path().join("seg"));
     micro_data(&data);
@@ -313,6 +316,13 @@ fn infer_into_a_folder_made_with_other_options_is_an_error_not_stale_predictions
         .iter()
         .map(|i| (i.id.clone(), i.image.clone()))
         .collect();
+    (tmp, run, model, images)
+}
+
+#[test]
+fn infer_into_a_folder_made_with_other_options_is_an_error_not_stale_predictions() {
+    use coatt::seg::{run_infer, InferOptions};
+    let (tmp, run, model, images) = micro_seg_model();
     let pred = tmp.path().join("pred");
     let mut o = InferOptions {
         scales: vec![1.0],
@@ -347,34 +357,8 @@ fn infer_into_a_folder_made_with_other_options_is_an_error_not_stale_predictions
 
 #[test]
 fn one_inference_pass_into_two_folders_writes_what_two_runs_write() {
-    use coatt::seg::{
-        load_segnet, run_infer, run_infer_many, train_seg, InferOptions, LabelSource, SegConfig,
-        TrainSegOptions,
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, run) = (tmp.path().join("data"), tmp.path().join("seg"));
-    micro_data(&data);
-    train_seg(&TrainSegOptions {
-        data: data.clone(),
-        labels: LabelSource::GroundTruth,
-        out: run.clone(),
-        config: SegConfig {
-            iterations: 2,
-            ..SegConfig::preset("micro").unwrap()
-        },
-        device: Device::Cpu,
-        resume: false,
-        stop_after: None,
-        quiet: true,
-    })
-    .unwrap();
-    let model = load_segnet(&run, Device::Cpu).unwrap();
-    let ds = coatt::data::VocDataset::open(&data, "val").unwrap();
-    let images: Vec<_> = ds
-        .items
-        .iter()
-        .map(|i| (i.id.clone(), i.image.clone()))
-        .collect();
+    use coatt::seg::{run_infer, run_infer_many, InferOptions};
+    let (tmp, run, model, images) = micro_seg_model();
     let crf = coatt::crf::CrfPreset::Mcis.params();
     let opts = |crf| InferOptions {
         scales: vec![1.0, 1.5],
