@@ -7,7 +7,7 @@
 //! engine parallelises each); the CRFs of a chunk of images run in parallel, one per thread.
 use super::model::AffinityNet;
 use super::train::{load_affinity_net, map_for};
-use crate::cam::store::{overlay, write_cam, CamFile};
+use crate::cam::store::{save_overlays, write_cam, CamFile};
 use crate::data::augment::{normalize, to_chw};
 use crate::data::voc::{load_rgb, VocDataset};
 use crate::error::{Error, Result};
@@ -269,24 +269,16 @@ pub fn run_refine(opts: &RefineOptions) -> Result<RefineSummary> {
                 img.width() as usize,
             )?;
             let (cam, planes) = no_grad(|| walked_planes(model.as_ref(), &img, &cam, alpha, opts))?;
-            walked.push((i, img, cam, planes));
+            walked.push((img, cam, planes));
         }
         let fresh = walked.len();
         walked
             .into_par_iter()
-            .map(|(i, img, cam, planes)| -> Result<()> {
-                let it = &ds.items[i];
+            .map(|(img, cam, planes)| -> Result<()> {
                 let refined = crf_refined(&img, &cam, planes, opts);
                 // overlays first, atomically: the map file marks the image as done
                 if opts.overlays {
-                    for (j, &c) in refined.classes.iter().enumerate() {
-                        let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
-                        let p = opts
-                            .out
-                            .join("overlay")
-                            .join(format!("{}_{name}.png", it.id));
-                        crate::cam::store::save_png_atomic(&overlay(&img, refined.map(j)), &p)?;
-                    }
+                    save_overlays(&opts.out, &ds.class_names, &img, &refined)?;
                 }
                 write_cam(&opts.out, &refined)?;
                 bar.inc(1);

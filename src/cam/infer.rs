@@ -6,7 +6,7 @@
 //! self-pair maps (flip, 0.75× and 2× views) by [`aggregate`]. Maps are fused on the feature
 //! grid and then resized to the image. Several scales and the flip are averaged on top.
 use super::fusion::{coattentive_maps, host_maps, CoattFeatures};
-use super::store::{cam_path, overlay, write_cam, CamFile};
+use super::store::{cam_path, write_cam, CamFile};
 use crate::cls::{load_classifier, Classifier, ClsConfig};
 use crate::data::augment::prepare;
 use crate::data::voc::load_rgb;
@@ -281,14 +281,7 @@ pub fn run_cams(opts: &CamOptions) -> Result<CamSummary> {
             for ((_, img), cam) in ok.iter().zip(&cams) {
                 // overlays first, atomically: the map file marks the image as done
                 if opts.overlays {
-                    for (j, &c) in cam.classes.iter().enumerate() {
-                        let name = ds.class_names.get(c + 1).cloned().unwrap_or(c.to_string());
-                        let p = opts
-                            .out
-                            .join("overlay")
-                            .join(format!("{}_{name}.png", cam.id));
-                        super::store::save_png_atomic(&overlay(img, cam.map(j)), &p)?;
-                    }
+                    super::store::save_overlays(&opts.out, &ds.class_names, img, cam)?;
                 }
                 write_cam(&opts.out, cam)?;
                 summary.written += 1;

@@ -158,6 +158,23 @@ pub fn save_png_atomic(img: &image::RgbImage, path: &Path) -> Result<()> {
     crate::io::write_atomic(path, &buf.into_inner())
 }
 
+/// The overlay of each of a map file's classes, as OUT/overlay/<id>_<class name>.png (the
+/// class named from `class_names`, index 0 being the background). Written before the map file,
+/// which marks the image as done.
+pub fn save_overlays(
+    out: &Path,
+    class_names: &[String],
+    img: &image::RgbImage,
+    cam: &CamFile,
+) -> Result<()> {
+    for (j, &c) in cam.classes.iter().enumerate() {
+        let name = class_names.get(c + 1).cloned().unwrap_or(c.to_string());
+        let p = out.join("overlay").join(format!("{}_{name}.png", cam.id));
+        save_png_atomic(&overlay(img, cam.map(j)), &p)?;
+    }
+    Ok(())
+}
+
 /// The image with a map on top (half image, half jet colours), for looking at.
 pub fn overlay(img: &image::RgbImage, map: &[f32]) -> image::RgbImage {
     let w = img.width() as usize;
